@@ -1,0 +1,1 @@
+"""One module per `spherelab` subcommand; each defines `register(subparsers)` and a handler."""

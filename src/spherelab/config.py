@@ -1,0 +1,179 @@
+"""Run configuration: frozen dataclasses, one override grammar (`section.key=value`), TOML/JSON I/O.
+
+The same grammar serves the CLI (`--set optim.elr=1e-3`), TOML files (tables [model], [data],
+[optim], [train]) and sweeps (an axis is a dotted key with a list of values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A bad configuration value or file; the message names the value and the fix."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp_si"          # a name from spherelab.models.available_models()
+    width: int | None = None      # channels (conv) or hidden units (mlp); None = family default
+    depth: int | None = None      # conv stages / hidden layers; None = family default
+    head_seed: int = 0            # seed of the frozen head: the same head in every run of a sweep
+    head_norm: float = 10.0       # Frobenius norm of the frozen head (the paper: 10)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist1d"         # mnist1d | fashion_mnist | cifar10 | cifar100 | synthetic | npz:PATH
+    batch_size: int = 128         # samples per step; 0 = full-batch gradient descent
+    train_subset: int | None = None  # use this many training samples (None = all)
+    label_noise: float = 0.0      # fraction of training labels replaced by another class
+    augment: bool = False         # random crop + flip on the device (off in the paper)
+    data_dir: str | None = None   # where to look for files first
+    download: bool = False        # fetch missing files (checksummed) when online
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    mode: str = "sphere"          # sphere (fixed ELR, SphereSGD) | conventional (SGD + weight decay)
+    elr: float = 1e-3             # effective learning rate on the unit sphere (sphere mode)
+    sphere: str = "global"        # global | per_tensor | per_filter
+    momentum: float = 0.0         # heavy-ball momentum (tangent-projected in sphere mode)
+    lr: float = 0.1               # learning rate (conventional mode)
+    weight_decay: float = 0.0     # L2 weight decay (conventional mode)
+    schedule: str = "constant"    # constant | piecewise | cosine (multiplies elr or lr)
+    schedule_milestones: tuple[float, ...] = ()  # piecewise: epochs where the factor changes
+    schedule_factors: tuple[float, ...] = ()     # piecewise: factor after each milestone
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100             # training length in epochs (ignored when steps is set)
+    steps: int | None = None      # training length in optimizer steps
+    seed: int = 0                 # init and batch order (the head has its own seed)
+    device: str = "auto"          # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"        # float32 | float64
+    loss: str = "cross_entropy"   # cross_entropy | mse (squared loss on one-hot targets)
+    records: int = 25             # number of evaluation records (log-spaced epochs, plus 0 and last)
+    record_schedule: str = "log"  # log | linear
+    checkpoints: str = "log"      # log (at log-spaced epochs) | last | none
+    eval_batch_size: int = 128    # fixed unshuffled batches for train/test metrics
+    channels_last: bool = False   # memory format for conv models
+    compile: bool = False         # torch.compile the model
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "Config":
+        return apply_overrides(self, overrides)
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
+
+
+def parse_value(text: str) -> Any:
+    """Parse a value as TOML would (numbers, booleans, lists, quoted strings); else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`optim.elr=1e-3` -> ("optim.elr", 0.001)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form section.key=value "
+                          "(e.g. optim.elr=1e-3)")
+    return key.strip(), parse_value(value.strip())
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _coerce(dotted: str, value: Any, annotation: str) -> Any:
+    """Check a value against the field's annotation string (e.g. 'int | None')."""
+    if value is None and "None" in annotation:
+        return None
+    if annotation.startswith("tuple"):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_coerce(dotted, v, "float") for v in values)
+    base = _TYPES[annotation.split(" | ")[0]]
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not base:
+        raise ConfigError(f"{dotted}={value!r} should be {annotation}, got {type(value).__name__}")
+    return value
+
+
+def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """Return a copy of cfg with dotted keys replaced; unknown keys name the valid ones."""
+    sections = {name: getattr(cfg, name) for name in SECTIONS}
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section {section!r} in {dotted!r}; "
+                              f"use one of {sorted(SECTIONS)}")
+        fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+        if key not in fields:
+            raise ConfigError(f"unknown key {dotted!r}; valid keys of [{section}]: "
+                              f"{', '.join(sorted(fields))}")
+        value = _coerce(dotted, value, str(fields[key].type))
+        sections[section] = dataclasses.replace(sections[section], **{key: value})
+    return Config(**sections)
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables -> dotted keys (`{"optim": {"elr": 1}}` -> `{"optim.elr": 1}`)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def from_dict(data: Mapping[str, Any]) -> Config:
+    """Build a Config from a nested dict (as in config.json); extra top-level keys are ignored."""
+    known = {k: v for k, v in data.items() if k in SECTIONS}
+    return apply_overrides(Config(), flatten(known))
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file into a dict, with a one-line error for a missing or broken file."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; check the path") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML ({err}); fix the file") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """A run config from a TOML file with tables [model], [data], [optim], [train]."""
+    return from_dict(load_toml(path))
+
+
+def save_json(cfg: Config, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
+    payload = cfg.to_dict() | dict(extra or {})
+    Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def load_json(path: str | Path) -> Config:
+    return from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,0 +1,169 @@
+"""Geometry of the SI weights on the sphere: norms, angles, angular updates and effective learning rates.
+
+A list of tensors is treated as one flat vector (the joint vector of all SI weights, PAPER.md §1).
+Functions returning ``Tensor`` stay on the device without a host sync; functions returning
+``float`` read the device once at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from spherelab.metrics.state import dot, positive
+
+NamedTensors = Mapping[str, Tensor] | Iterable[tuple[str, Tensor]]
+
+
+def joint_norm(tensors: Sequence[Tensor]) -> Tensor:
+    """L2 norm of the concatenation of ``tensors`` (0-d tensor on their device, no host sync)."""
+    tensors = [t.detach() for t in tensors]
+    if not tensors:
+        raise ValueError("joint_norm got an empty list: pass at least one tensor")
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
+def _named(named: NamedTensors) -> list[tuple[str, Tensor]]:
+    return list(named.items()) if isinstance(named, Mapping) else list(named)
+
+
+def per_tensor_norms(named_params: NamedTensors) -> dict[str, float]:
+    """L2 norm of each tensor, keyed by name (accepts a dict or ``model.named_parameters()``)."""
+    items = _named(named_params)
+    if not items:
+        return {}
+    norms = torch.stack(torch._foreach_norm([t.detach() for _, t in items])).tolist()
+    return {name: norm for (name, _), norm in zip(items, norms)}
+
+
+def angle_tensor(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
+    """Angle in radians between two flat vectors, as a 0-d tensor (no host sync).
+
+    Uses 2·atan2(||a·|b| − b·|a|||, ||a·|b| + b·|a|||), accurate for tiny angles too (the
+    arccos of the cosine loses all digits below ~1e-4 rad in float32, which is exactly the size of
+    a per-step update). Returns 0 when either vector is zero.
+    """
+    a = [t.detach() for t in a]
+    b = [t.detach() for t in b]
+    if len(a) != len(b) or not a:
+        raise ValueError(f"angle needs two non-empty lists of equal length, got {len(a)} and {len(b)}")
+    na, nb = joint_norm(a), joint_norm(b)
+    scaled_a = torch._foreach_mul(a, nb)
+    scaled_b = torch._foreach_mul(b, na)
+    diff = joint_norm(torch._foreach_sub(scaled_a, scaled_b))
+    torch._foreach_add_(scaled_a, scaled_b)
+    return 2.0 * torch.atan2(diff, joint_norm(scaled_a))
+
+
+def _check_nonzero(a: Sequence[Tensor], b: Sequence[Tensor], what: str) -> None:
+    na, nb = torch.stack([joint_norm(a), joint_norm(b)]).tolist()
+    if na == 0.0 or nb == 0.0:
+        raise ValueError(f"{what} is undefined for a zero vector (norms {na} and {nb}): pass nonzero weights")
+
+
+def angle(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
+    """Angle in radians in [0, pi] between two flat vectors; raises ValueError for a zero vector."""
+    theta = angle_tensor(a, b)
+    _check_nonzero(a, b, "angle")
+    return float(theta)
+
+
+def cosine(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
+    """Cosine similarity <a, b> / (|a| |b|) of two flat vectors."""
+    _check_nonzero(a, b, "cosine")
+    value = dot([t.detach() for t in a], [t.detach() for t in b]) / (joint_norm(a) * joint_norm(b))
+    return float(value.clamp(-1.0, 1.0))
+
+
+def angle_to_init(params: Sequence[Tensor], init: Sequence[Tensor]) -> float:
+    """Angle in radians between the current SI weights and their copy saved at initialization."""
+    return angle(params, init)
+
+
+def per_layer_angles(
+    prev: Sequence[Tensor], cur: Sequence[Tensor], names: Sequence[str]
+) -> dict[str, float]:
+    """Angle in radians between ``prev[i]`` and ``cur[i]`` for every tensor, keyed by ``names[i]``."""
+    if not len(prev) == len(cur) == len(names):
+        raise ValueError(
+            f"per_layer_angles got {len(prev)} prev, {len(cur)} cur and {len(names)} names: "
+            "pass one name per tensor"
+        )
+    if not names:
+        return {}
+    thetas = torch.stack([angle_tensor([p], [c]) for p, c in zip(prev, cur)]).tolist()
+    return dict(zip(names, thetas))
+
+
+class AngularUpdateTracker:
+    """Accumulate per-step angular updates over an epoch on the device; read once at the end.
+
+    Usage per step: ``prev = [p.detach().clone() for p in params]``, optimizer step, then
+    ``tracker.update(prev, params)``. ``summary()`` does the only host sync.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all accumulated angles (call at the start of each epoch)."""
+        self._sum: Tensor | None = None
+        self._max: Tensor | None = None
+        self._count = 0
+
+    def add(self, theta: Tensor) -> None:
+        """Accumulate one angle given as a 0-d tensor."""
+        theta = theta.detach()
+        if self._sum is None or self._max is None:
+            self._sum, self._max = theta.clone(), theta.clone()
+        else:
+            self._sum = self._sum + theta
+            self._max = torch.maximum(self._max, theta)
+        self._count += 1
+
+    def update(self, prev: Sequence[Tensor], cur: Sequence[Tensor]) -> Tensor:
+        """Accumulate the angle between the weights before (``prev``) and after (``cur``) a step."""
+        theta = angle_tensor(prev, cur)
+        self.add(theta)
+        return theta
+
+    @property
+    def count(self) -> int:
+        """Number of angles accumulated since the last reset."""
+        return self._count
+
+    def summary(self) -> dict[str, float]:
+        """``{"mean", "max", "count"}`` of the accumulated angles (NaN mean/max when empty)."""
+        if self._sum is None or self._max is None:
+            return {"mean": math.nan, "max": math.nan, "count": 0}
+        total, peak = torch.stack([self._sum, self._max]).tolist()
+        return {"mean": total / self._count, "max": peak, "count": self._count}
+
+
+def effective_elr(lr: float, params: Sequence[Tensor]) -> float:
+    """Effective learning rate lr / ||w||^2 at the joint norm of the SI weights (PAPER.md §1)."""
+    lr = positive(lr, "lr")
+    return lr / float(joint_norm(params)) ** 2
+
+
+def per_layer_effective_elr(lr: float, named_params: NamedTensors) -> dict[str, float]:
+    """Per-tensor effective learning rate lr / ||w_l||^2, keyed by name."""
+    lr = positive(lr, "lr")
+    return {name: lr / norm**2 for name, norm in per_tensor_norms(named_params).items()}
+
+
+def equilibrium_angle(lr: float, weight_decay: float, momentum: float = 0.0) -> float:
+    """Per-step angle at the norm equilibrium of SGD with weight decay: sqrt(2·lr·wd / (1 + mu)).
+
+    PAPER.md §6: with plain SGD the norm balance (1 − lr·wd)^2 ||w||^2 + lr^2 ||g||^2 = ||w||^2
+    gives tan(angle) = lr ||g|| / ||w|| ≈ sqrt(2·lr·wd); momentum mu divides the argument by 1 + mu.
+    """
+    lr = positive(lr, "lr")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay={weight_decay!r} must be a finite number >= 0")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum={momentum!r} must be in [0, 1)")
+    return math.sqrt(2.0 * lr * weight_decay / (1.0 + momentum))

@@ -1,0 +1,132 @@
+"""Gradient statistics over fixed batches in one streamed pass: loss, accuracy, effective gradient
+norm, full-batch gradient, gradient noise and signal-to-noise ratio.
+
+Definitions (batch b has n_b samples, N = sum n_b, weights p_b = n_b / N, g_b = gradient of the
+batch's mean loss w.r.t. the SI parameters, BatchNorm in train mode):
+
+- ``loss``, ``accuracy``: sum_b p_b · (batch mean), i.e. the per-sample mean over all N samples.
+- ``grad_norm``: sum_b p_b ||g_b||, the mean batch-gradient norm (the plain mean over batches
+  when all batches have the same size, as in the paper).
+- ``eff_grad_norm``: radius · grad_norm, the paper's "mean effective gradient norm" (PAPER.md §3):
+  the gradient norm the same batches would have at the unit-norm point, since grad L(a w) =
+  grad L(w) / a for an SI loss.
+- ``full_grad_norm``: ||g_mean|| with g_mean = sum_b p_b g_b, the gradient of the loss over all N
+  samples (each batch normalized with its own statistics); ``eff_full_grad_norm`` = radius times it.
+- ``grad_variance``: sum_b p_b ||g_b − g_mean||^2, the trace of the covariance of the batch
+  gradient over the fixed batches (population form, 0 for a single batch).
+- ``snr``: ||g_mean||^2 / grad_variance, the signal-to-noise ratio of the batch gradient
+  (inf when the variance is 0). Both are scale-free in the sense that radius cancels.
+
+The pass uses a weighted Welford update, so memory is O(#params) (running mean + one delta), and
+the only host sync is the final read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from spherelab.metrics.geometry import joint_norm
+from spherelab.metrics.state import (
+    Batches,
+    LossFn,
+    batch_weights,
+    check_batches,
+    check_params,
+    preserved_state,
+)
+
+
+@dataclass(frozen=True)
+class GradStats:
+    """Result of :func:`gradient_stats`; every field is defined in the module docstring."""
+
+    loss: float
+    accuracy: float
+    grad_norm: float
+    eff_grad_norm: float
+    full_grad_norm: float
+    eff_full_grad_norm: float
+    grad_variance: float
+    snr: float
+    radius: float
+    n_batches: int
+    n_samples: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        """The fields as a plain dict (JSON-serializable)."""
+        return dataclasses.asdict(self)
+
+
+def _n_correct(logits: Tensor | None, y: Tensor) -> Tensor:
+    """Number of correct arg-max predictions (NaN when the loss returns no class logits)."""
+    if logits is None or logits.dim() != 2 or y.is_floating_point():
+        return torch.tensor(math.nan, device=y.device)
+    return (logits.detach().argmax(dim=1) == y).sum()
+
+
+class _Welford:
+    """Weighted streaming mean and trace of covariance of list-of-tensor samples."""
+
+    def __init__(self, like: Sequence[Tensor]) -> None:
+        self.mean = [torch.zeros_like(t) for t in like]
+        self.m2 = torch.zeros((), dtype=like[0].dtype, device=like[0].device)
+        self.weight = 0.0
+
+    def add(self, sample: Sequence[Tensor], weight: float) -> None:
+        # mean += (w / W) delta; m2 += w (1 - w / W) ||delta||^2 (exact weighted Welford).
+        self.weight += weight
+        frac = weight / self.weight
+        delta = torch._foreach_sub(list(sample), self.mean)
+        torch._foreach_add_(self.mean, delta, alpha=frac)
+        self.m2 = self.m2 + weight * (1.0 - frac) * joint_norm(delta) ** 2
+
+    def variance(self) -> Tensor:
+        return self.m2 / self.weight
+
+
+def gradient_stats(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    params: Sequence[Tensor],
+    radius: float | None = None,
+) -> GradStats:
+    """Loss, accuracy and gradient statistics over ``batches`` in one pass (see module docstring).
+
+    ``radius`` scales the effective norms; it defaults to the joint norm of ``params`` (on the
+    sphere of the paper that is rho0). BatchNorm runs in train mode; the model's buffers and
+    train/eval flags are restored afterwards. ``loss_fn`` must return the batch-MEAN loss.
+    """
+    params = check_params(params)
+    batches = check_batches(batches)
+    weights, n_samples = batch_weights(batches)
+    rho = joint_norm(params) if radius is None else torch.tensor(float(radius))
+    zero = torch.zeros((), dtype=torch.float64, device=params[0].device)
+    loss_sum, correct, norm_sum = zero.clone(), zero.clone(), zero.clone()
+    welford = _Welford(params)
+    with preserved_state(model, train=True), torch.enable_grad():
+        for (x, y), w in zip(batches, weights):
+            loss, logits = loss_fn(model, x, y)
+            grads = torch.autograd.grad(loss, params)
+            loss_sum += w * loss.detach().double()
+            correct += _n_correct(logits, y).double()
+            norm_sum += w * joint_norm(grads).double()
+            welford.add(grads, w)
+    values = torch.stack(
+        [loss_sum, correct, norm_sum, joint_norm(welford.mean).double(), welford.variance().double(),
+         rho.double().to(zero.device)]
+    ).tolist()
+    loss_mean, n_correct, grad_norm, full_norm, variance, rho_f = values
+    snr = full_norm**2 / variance if variance > 0 else math.inf
+    return GradStats(
+        loss=loss_mean, accuracy=n_correct / n_samples, grad_norm=grad_norm,
+        eff_grad_norm=grad_norm * rho_f, full_grad_norm=full_norm,
+        eff_full_grad_norm=full_norm * rho_f, grad_variance=variance, snr=snr, radius=rho_f,
+        n_batches=len(batches), n_samples=n_samples,
+    )

@@ -1,0 +1,254 @@
+"""SphereSGD: SGD at a fixed effective learning rate with the sphere constraint inside the step.
+
+The update (paper's rule, PAPER.md §2), for a group on the sphere of radius R:
+
+    lr = elr * R**2
+    b  <- momentum * b + grad                      (b = grad when momentum == 0)
+    w  <- w - lr * b
+    w  <- w * R / ||w||                            (retraction: one common factor per sphere)
+    b  <- b - <b, w> / ||w||**2 * w                (momentum: project the buffer onto the
+                                                    tangent space at the NEW point)
+
+With momentum 0 this is exactly plain SGD with lr = ELR * rho0**2 followed by one global
+rescale, i.e. u <- normalize(u - ELR * grad L(u)) for u = w / R. The momentum definition is
+ours (the public code leaves it undefined): the buffer lives in the tangent space, so it never
+pushes the point off the sphere and its radial part (which the retraction would discard
+anyway) does not accumulate.
+
+Sphere granularity (`sphere`):
+- ``global``: all tensors of the group share one sphere (the paper); R = joint norm.
+- ``per_tensor``: every tensor on its own sphere.
+- ``per_filter``: every output filter (row of dim 0) on its own sphere; 1-d tensors per tensor.
+- ``none``: ordinary SGD with the group's ``lr`` and ``weight_decay`` (e.g. a trainable head).
+
+``members`` = K > 1 packs K independent runs into each tensor along dim 0 (the ensemble
+engine's layout: grouped-conv weights [K*out, ...], batched-matmul weights [K, out, in]); each
+member then has its own sphere(s), its own radius and, if ``elr`` is a list, its own ELR.
+
+Radii are stored in the param group (``radius``: float, or a list per member / per tensor);
+per-filter radii live in the optimizer state (``filter_radius``); both survive state_dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+SPHERES = ("global", "per_tensor", "per_filter", "none")
+
+
+class SphereSGD(Optimizer):
+    """SGD on the sphere at a fixed effective learning rate (see the module docstring)."""
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        elr: float | Sequence[float] = 1e-3,
+        momentum: float = 0.0,
+        sphere: str = "global",
+        radius: float | Sequence[float] | None = None,
+        members: int = 1,
+        foreach: bool | None = None,
+    ) -> None:
+        _check_elr(elr)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum={momentum} is outside [0, 1); use e.g. momentum=0.9")
+        defaults = dict(elr=elr, momentum=momentum, sphere=sphere, radius=radius,
+                        members=members, lr=0.0, weight_decay=0.0, foreach=foreach)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            self._init_group(group)
+
+    # ----------------------------------------------------------------- set-up
+    def _init_group(self, group: dict[str, Any]) -> None:
+        if group["sphere"] not in SPHERES:
+            raise ValueError(f"sphere={group['sphere']!r} is unknown; use one of {SPHERES}")
+        if group["sphere"] == "none":
+            return
+        _check_elr(group["elr"])
+        k = int(group["members"])
+        params = group["params"]
+        for p in params:
+            if p.shape[0] % k:
+                raise ValueError(f"a tensor of shape {tuple(p.shape)} cannot hold members={k}")
+        if isinstance(group["elr"], (list, tuple)) and len(group["elr"]) != k:
+            raise ValueError(f"elr has {len(group['elr'])} values but members={k}")
+        with torch.no_grad():
+            if group["sphere"] == "per_filter":
+                for p in params:
+                    self.state[p]["filter_radius"] = _unit_norms(p, k, "per_filter").clone()
+                group["radius"] = None
+            elif group["radius"] is None:
+                group["radius"] = _measure_radius(params, k, group["sphere"])
+
+    # ------------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001 - torch's signature
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if group["sphere"] == "none":
+                _plain_sgd(self, group, params)
+                continue
+            directions = _momentum_directions(self, group, params)
+            _descend(self, group, params, directions)
+            _retract(self, group, params)
+            if group["momentum"] > 0:
+                _project_buffers(group, params, [self.state[p]["momentum_buffer"] for p in params])
+        return loss
+
+    def radii(self) -> list[Any]:
+        """The radius of each group (None for per-filter and plain groups)."""
+        return [g.get("radius") for g in self.param_groups]
+
+
+# --------------------------------------------------------------------- helpers
+def _check_elr(elr: float | Sequence[float]) -> None:
+    values = list(elr) if isinstance(elr, (list, tuple)) else [elr]
+    for v in values:
+        if not float(v) > 0.0:
+            raise ValueError(f"elr={v} must be > 0 (the effective learning rate, e.g. 1e-3)")
+
+
+def _use_foreach(group: dict[str, Any], params: list[Tensor]) -> bool:
+    if group["foreach"] is not None:
+        return bool(group["foreach"])
+    return all(p.device == params[0].device and p.dtype == params[0].dtype for p in params)
+
+
+def _unit_norms(p: Tensor, k: int, sphere: str) -> Tensor:
+    """Norms of the sphere units inside one tensor: shape [K] or [K, filters]."""
+    if sphere == "per_filter" and p.dim() >= 2:
+        return p.reshape(k, p.shape[0] // k, -1).norm(dim=-1)
+    return p.reshape(k, -1).norm(dim=-1)
+
+
+def _measure_radius(params: list[Tensor], k: int, sphere: str) -> float | list[Any]:
+    per_tensor = [_unit_norms(p, k, "per_tensor") for p in params]
+    if sphere == "global":
+        joint = torch.stack(per_tensor).square().sum(0).sqrt()
+        return joint.item() if k == 1 else joint.tolist()
+    return [n.item() if k == 1 else n.tolist() for n in per_tensor]
+
+
+def _as_member_tensor(value: float | Sequence[float], like: Tensor) -> Tensor:
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device).reshape(-1)
+
+
+def _momentum_directions(opt: SphereSGD, group: dict[str, Any], params: list[Tensor]) -> list[Tensor]:
+    grads = [p.grad for p in params]
+    mu = group["momentum"]
+    if mu == 0:
+        return grads
+    bufs = []
+    for p, g in zip(params, grads):
+        state = opt.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = g.detach().clone()
+        else:
+            state["momentum_buffer"].mul_(mu).add_(g)
+        bufs.append(state["momentum_buffer"])
+    return bufs
+
+
+def _lr_of(group: dict[str, Any], radius: Any, like: Tensor) -> Tensor | float:
+    """lr = elr * R**2 for one sphere unit (a float for K=1 scalar radii, else a tensor)."""
+    elr, k = group["elr"], int(group["members"])
+    if k == 1 and not isinstance(radius, (list, tuple, Tensor)) and not isinstance(elr, (list, tuple)):
+        return float(elr) * float(radius) ** 2
+    r = radius if isinstance(radius, Tensor) else _as_member_tensor(radius, like)
+    e = _as_member_tensor(elr, like)
+    return e.reshape(-1, *([1] * (r.dim() - 1))) * r.square() if r.dim() > 1 else e * r.square()
+
+
+def _descend(opt: SphereSGD, group: dict[str, Any], params: list[Tensor], dirs: list[Tensor]) -> None:
+    sphere, k = group["sphere"], int(group["members"])
+    if sphere == "global":
+        lr = _lr_of(group, group["radius"], params[0])
+        if isinstance(lr, float) and _use_foreach(group, params):
+            torch._foreach_add_(params, dirs, alpha=-lr)  # the paper's fast path: one kernel
+            return
+    for p, d in zip(params, dirs):
+        if sphere == "per_filter":
+            lr = _lr_of(group, opt.state[p]["filter_radius"], p)
+        elif sphere == "per_tensor":
+            lr = _lr_of(group, group["radius"][_index_of(group, p)], p)
+        if isinstance(lr, float):
+            p.add_(d, alpha=-lr)
+        else:
+            _unit_view(p, k, sphere).sub_(_unit_view(d, k, sphere) * lr.unsqueeze(-1))
+
+
+def _index_of(group: dict[str, Any], p: Tensor) -> int:
+    for i, q in enumerate(group["params"]):
+        if q is p:
+            return i
+    raise KeyError("parameter not in group")
+
+
+def _unit_view(p: Tensor, k: int, sphere: str) -> Tensor:
+    """A view of p with the sphere units along the leading dims and the rest flattened."""
+    if sphere == "per_filter" and p.dim() >= 2:
+        return p.view(k, p.shape[0] // k, -1)
+    return p.view(k, -1)
+
+
+def _retract(opt: SphereSGD, group: dict[str, Any], params: list[Tensor]) -> None:
+    sphere, k = group["sphere"], int(group["members"])
+    if sphere == "global" and k == 1 and _use_foreach(group, params):
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params)))
+        torch._foreach_mul_(params, float(group["radius"]) / norm)
+        return
+    if sphere == "global":
+        sq = sum(_unit_view(p, k, sphere).square().sum(-1) for p in params)
+        scale = _as_member_tensor(group["radius"], params[0]) / sq.sqrt()
+        for p in params:
+            _unit_view(p, k, sphere).mul_(scale.unsqueeze(-1))
+        return
+    for p in params:
+        view = _unit_view(p, k, sphere)
+        if sphere == "per_filter":
+            target = opt.state[p]["filter_radius"]
+        else:
+            target = _as_member_tensor(group["radius"][_index_of(group, p)], p)
+        view.mul_((target / view.norm(dim=-1)).unsqueeze(-1))
+
+
+def _project_buffers(group: dict[str, Any], params: list[Tensor], bufs: list[Tensor]) -> None:
+    """b <- b - <b, w>/||w||^2 w, over the same units as the sphere (tangent space)."""
+    sphere, k = group["sphere"], int(group["members"])
+    if sphere == "global":
+        dot = sum((_unit_view(b, k, sphere) * _unit_view(p, k, sphere)).sum(-1)
+                  for p, b in zip(params, bufs))
+        sq = sum(_unit_view(p, k, sphere).square().sum(-1) for p in params)
+        coef = (dot / sq).unsqueeze(-1)
+        for p, b in zip(params, bufs):
+            _unit_view(b, k, sphere).sub_(coef * _unit_view(p, k, sphere))
+        return
+    for p, b in zip(params, bufs):
+        pv, bv = _unit_view(p, k, sphere), _unit_view(b, k, sphere)
+        coef = (pv * bv).sum(-1, keepdim=True) / pv.square().sum(-1, keepdim=True)
+        bv.sub_(coef * pv)
+
+
+def _plain_sgd(opt: SphereSGD, group: dict[str, Any], params: list[Tensor]) -> None:
+    """Ordinary SGD (lr, weight decay, heavy-ball momentum) for groups off the sphere."""
+    mu, wd, lr = group["momentum"], group["weight_decay"], group["lr"]
+    for p in params:
+        g = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
+        if mu > 0:
+            state = opt.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = g.detach().clone()
+            else:
+                state["momentum_buffer"].mul_(mu).add_(g)
+            g = state["momentum_buffer"]
+        p.add_(g, alpha=-lr)

@@ -1,0 +1,249 @@
+"""Load an ELR sweep directory and write its figures, boundaries.json and one report.html.
+
+Reads only files (summary.csv, sweep.json, each run's config.json / metrics.jsonl /
+diagnostics.jsonl) and never imports torch, so a report is fast and works without it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import platform
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from spherelab import plots
+from spherelab.htmlpage import Page
+from spherelab.plots import RunData
+
+log = logging.getLogger("spherelab")
+
+FLOAT_COLUMNS = ("elr", "train_loss", "train_acc", "test_loss", "test_acc", "eff_grad_norm",
+                 "si_norm")
+INT_COLUMNS = ("seed", "epochs")
+TABLE_COLUMNS = ("elr", "seed", "regime", "status", "train_loss", "train_acc", "test_loss",
+                 "test_acc", "eff_grad_norm", "si_norm", "epochs", "error")
+PACKAGES = ("torch", "numpy", "matplotlib", "spherelab")
+
+
+@dataclass
+class Sweep:
+    """A sweep directory in memory: summary rows, loaded runs, spec and the runs' configs."""
+
+    root: Path
+    rows: list[dict[str, Any]]  # summary.csv, numbers parsed, sorted by (elr, seed)
+    runs: list[RunData]  # runs whose metrics.jsonl could be read
+    spec: dict[str, Any] | None = None  # sweep.json, if present
+    configs: list[dict[str, Any]] = field(default_factory=list)  # each run's config.json
+
+
+def _parse_row(raw: dict[str, str]) -> dict[str, Any]:
+    row: dict[str, Any] = {k: (v or "").strip() for k, v in raw.items() if k is not None}
+    for key in FLOAT_COLUMNS:
+        try:
+            row[key] = float(row.get(key, ""))
+        except ValueError:  # empty for failed runs
+            row[key] = math.nan
+    for key in INT_COLUMNS:
+        try:
+            row[key] = int(float(row.get(key, "")))
+        except (ValueError, OverflowError):
+            row[key] = None
+    return row
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        log.warning("missing %s; skipping it", path)
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read %s (%s); skipping it", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; garbled lines (e.g. a killed writer) are skipped."""
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            log.warning("%s line %d is not valid JSON; skipping the line", path, number)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _load_run(root: Path, row: dict[str, Any]) -> tuple[RunData | None, dict[str, Any] | None]:
+    """The run of one summary row (None if its metrics cannot be read) and its config."""
+    failed = row.get("status") == "failed"
+    if not row.get("run_dir"):
+        if not failed:
+            log.warning("summary row elr=%s seed=%s has no run_dir; skipping it",
+                        row["elr"], row["seed"])
+        return None, None
+    run_dir = root / row["run_dir"]
+    config = _read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else None
+    try:
+        records = _read_jsonl(run_dir / "metrics.jsonl")
+    except (OSError, UnicodeDecodeError) as exc:
+        (log.info if failed else log.warning)("cannot read metrics of %s (%s)", run_dir, exc)
+        return None, config
+    diag = run_dir / "diagnostics.jsonl"
+    diagnostics = _read_jsonl(diag) if diag.is_file() else []
+    run = RunData(elr=row["elr"], seed=row["seed"] or 0, regime=row.get("regime", ""),
+                  records=records, diagnostics=diagnostics, status=row.get("status", ""))
+    return (run if records else None), config
+
+
+def load_sweep(sweep_dir: str | Path) -> Sweep:
+    """Read a sweep directory; unreadable run files are skipped with a warning."""
+    root = Path(sweep_dir)
+    summary = root / "summary.csv"
+    if not summary.is_file():
+        raise FileNotFoundError(f"no summary.csv in sweep directory {str(root)!r}; pass the "
+                                "directory a sweep wrote (it holds summary.csv and run dirs)")
+    with summary.open(newline="", encoding="utf-8") as handle:
+        rows = [_parse_row(raw) for raw in csv.DictReader(handle)]
+    rows.sort(key=lambda r: (r["elr"] if not math.isnan(r["elr"]) else math.inf,
+                             r["seed"] if r["seed"] is not None else -1))
+    sweep = Sweep(root=root, rows=rows, runs=[])
+    if (root / "sweep.json").exists():
+        sweep.spec = _read_json(root / "sweep.json")
+    for row in rows:
+        run, config = _load_run(root, row)
+        if run is not None:
+            sweep.runs.append(run)
+        if config is not None:
+            sweep.configs.append(config)
+    log.info("loaded sweep %s: %d rows, %d runs with metrics", root, len(rows), len(sweep.runs))
+    return sweep
+
+
+def estimate_sweep_boundaries(rows: list[dict[str, Any]]) -> list[Any]:
+    """Regime boundaries from the classified (non-failed) rows, via spherelab.regimes."""
+    classified = [r for r in rows if r.get("status") != "failed" and r.get("regime")
+                  and not math.isnan(r["elr"])]
+    if not classified:
+        return []
+    from spherelab.regimes import estimate_boundaries  # lazy: written independently
+
+    return list(estimate_boundaries([r["elr"] for r in classified],
+                                    [r["regime"] for r in classified]))
+
+
+def _figures(sweep: Sweep, boundaries: list[Any]) -> list[tuple[str, str, Callable[[], Any]]]:
+    """(file stem, caption, builder) of every figure the sweep's data allows."""
+    figs: list[tuple[str, str, Callable[[], Any]]] = []
+    if sweep.runs:
+        figs.append(("figure1", "Figure 1 replica: train loss, test error and mean effective "
+                     "gradient norm against epoch, one colour per ELR.",
+                     lambda: plots.figure1(sweep.runs)))
+        figs.append(("grad_vs_loss", "Effective gradient norm against train loss; stars mark "
+                     "the common start (init).", lambda: plots.grad_vs_loss(sweep.runs)))
+    if sweep.rows:
+        figs.append(("regime_map", "Final metrics against ELR, shaded by regime; hatched bands "
+                     "are the estimated boundaries, crosses failed runs.",
+                     lambda: plots.regime_map(sweep.rows, boundaries)))
+    if any(run.diagnostics for run in sweep.runs):
+        figs.append(("sharpness_vs_stability", "Effective sharpness against ELR with the "
+                     "stability limit 2/ELR.", lambda: plots.sharpness_vs_stability(sweep.runs)))
+    return figs
+
+
+def _environment_rows(configs: list[dict[str, Any]]) -> list[list[str]]:
+    """(item, this report's machine, what the runs' configs recorded) per row."""
+    recorded: dict[str, set[str]] = {}
+    for config in configs:
+        env = config.get("environment")
+        for key, value in (env.items() if isinstance(env, dict) else ()):
+            recorded.setdefault(str(key), set()).add(str(value))
+    here = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in PACKAGES:
+        try:
+            here[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            here[package] = "not installed"
+    keys = list(here) + sorted(k for k in recorded if k not in here)
+    return [[key, here.get(key, ""), ", ".join(sorted(recorded.get(key, ()))) or "-"]
+            for key in keys]
+
+
+def _default_title(sweep: Sweep) -> str:
+    spec = sweep.spec or {}
+    parts = [str(spec[k]) for k in ("model", "dataset") if isinstance(spec.get(k), str)]
+    return f"ELR sweep: {' on '.join(parts) if parts else sweep.root.resolve().name}"
+
+
+def _overview(sweep: Sweep) -> str:
+    elrs = sorted({r["elr"] for r in sweep.rows if not math.isnan(r["elr"])})
+    status = Counter(r.get("status") or "?" for r in sweep.rows)
+    regimes = Counter(r["regime"] for r in sweep.rows if r.get("regime"))
+    span = f" from {elrs[0]:.3g} to {elrs[-1]:.3g}" if elrs else ""
+    return (f"{len(sweep.rows)} runs over {len(elrs)} ELRs{span}. Status: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(status.items())) + ". Regimes: "
+            + (", ".join(f"{k} {v}" for k, v in sorted(regimes.items())) or "none") + ".")
+
+
+def _add_tables(page: Page, sweep: Sweep, boundaries: list[Any]) -> None:
+    page.heading("Regime boundaries")
+    if boundaries:
+        page.table(["below", "above", "lo (last ELR below)", "hi (first ELR above)"],
+                   [[b.below, b.above, b.lo, b.hi] for b in boundaries])
+    else:
+        page.paragraph("No boundary: the classified runs lie in a single regime (or none).")
+    page.heading("Runs")
+    page.table(TABLE_COLUMNS, [[_cell(r, c) for c in TABLE_COLUMNS] for r in sweep.rows],
+               row_class=[r.get("regime") or r.get("status") or "" for r in sweep.rows])
+    failed = [r for r in sweep.rows if r.get("status") == "failed"]
+    if failed:
+        page.heading("Failed runs")
+        page.preformatted("\n\n".join(f"elr={r['elr']:.4g} seed={r['seed']} "
+                                      f"({r.get('run_dir') or 'no run dir'}):\n{r.get('error')}"
+                                      for r in failed))
+
+
+def _cell(row: dict[str, Any], column: str) -> Any:
+    value = row.get(column, "")
+    if column == "error" and isinstance(value, str) and len(value) > 120:
+        return value.splitlines()[-1][:120] if value.strip() else value[:120]
+    return "" if value is None else value
+
+
+def write_report(sweep_dir: str | Path, title: str | None = None) -> Path:
+    """Write figures (PNG+SVG in figures/), boundaries.json and report.html; returns the page."""
+    sweep = load_sweep(sweep_dir)
+    boundaries = estimate_sweep_boundaries(sweep.rows)
+    (sweep.root / "boundaries.json").write_text(
+        json.dumps([b.to_dict() for b in boundaries], indent=2) + "\n", encoding="utf-8")
+    page = Page(title or _default_title(sweep))
+    page.paragraph(_overview(sweep))
+    page.heading("Figures")
+    for stem, caption, build in _figures(sweep, boundaries):
+        fig = build()
+        png, _svg = plots.save_figure(fig, sweep.root / "figures" / stem)
+        page.figure(png, caption)
+    _add_tables(page, sweep, boundaries)
+    page.heading("Sweep specification")
+    page.preformatted(json.dumps(sweep.spec, indent=2, sort_keys=True) if sweep.spec
+                      else "no sweep.json in the sweep directory")
+    if sweep.configs:
+        page.heading("Run configuration (first run; environment listed below)")
+        config = {k: v for k, v in sweep.configs[0].items() if k != "environment"}
+        page.preformatted(json.dumps(config, indent=2, sort_keys=True, default=str))
+    page.heading("Environment")
+    page.table(["item", "this report", "recorded by the runs"], _environment_rows(sweep.configs))
+    out = page.write(sweep.root / "report.html")
+    log.info("wrote %s", out)
+    return out
