@@ -112,7 +112,7 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     root = Path(sweep_dir)
     summary = root / "summary.csv"
     if not summary.is_file():
-        raise FileNotFoundError(f"no summary.csv in sweep directory {str(root)!r}; pass the "
+        raise ValueError(f"no summary.csv in sweep directory {str(root)!r}; pass the "
                                 "directory a sweep wrote (it holds summary.csv and run dirs)")
     with summary.open(newline="", encoding="utf-8") as handle:
         rows = [_parse_row(raw) for raw in csv.DictReader(handle)]

@@ -57,9 +57,13 @@ def check_splits(raw: RawSplits, source: str) -> RawSplits:
     for split in ("train", "test"):
         x, y = getattr(raw, f"x_{split}"), getattr(raw, f"y_{split}")
         if x.ndim < 2 or x.shape[0] == 0:
-            raise DataError(f"{source}: x_{split} has shape {x.shape}; expected (N, ...) with N >= 1")
+            raise DataError(
+                f"{source}: x_{split} has shape {x.shape}; expected (N, ...) with N >= 1"
+            )
         if not (np.issubdtype(x.dtype, np.number) and not np.iscomplexobj(x)):
-            raise DataError(f"{source}: x_{split} has dtype {x.dtype}; expected a real numeric array")
+            raise DataError(
+                f"{source}: x_{split} has dtype {x.dtype}; expected a real numeric array"
+            )
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise DataError(
                 f"{source}: y_{split} has shape {y.shape} and dtype {y.dtype}; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tarfile
 import urllib.error
 import urllib.request
@@ -33,8 +34,7 @@ def download(url: str, dest: Path, md5: str) -> Path:
     logger.info("downloading %s to %s", url, dest)
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(partial, "wb") as out:
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
-                out.write(chunk)
+            shutil.copyfileobj(response, out, _CHUNK)
     except (urllib.error.URLError, OSError) as err:
         partial.unlink(missing_ok=True)
         raise DataError(

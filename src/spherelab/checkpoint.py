@@ -1,0 +1,110 @@
+"""Run files: the log-spaced record schedule, atomic writes, checkpoints loaded with weights_only."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CKPT_DIR = "checkpoints"
+
+
+def record_steps(total_steps: int, steps_per_epoch: int, n_records: int, mode: str = "log") -> list[int]:
+    """Steps at which a record is taken: 0, then log- (or linearly) spaced EPOCHS up to the end.
+
+    Records fall on epoch boundaries when the run is long enough (so checkpoints there resume
+    cleanly); the final step is always included.
+    """
+    if mode not in ("log", "linear"):
+        raise ValueError(f"record_schedule={mode!r} is unknown; use log or linear")
+    total_epochs = total_steps / steps_per_epoch
+    n = max(int(n_records), 2)
+    if mode == "log" and total_epochs > 1:
+        epochs = [math.exp(math.log(total_epochs) * i / (n - 1)) for i in range(n)]
+    else:
+        epochs = [total_epochs * i / (n - 1) for i in range(n)]
+    steps = {0, total_steps}
+    for e in epochs:
+        step = round(e * steps_per_epoch) if e < 1 else round(e) * steps_per_epoch
+        steps.add(min(max(step, 1), total_steps))
+    return sorted(steps)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory and rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def save_checkpoint(run_dir: Path, step: int, payload: dict[str, Any]) -> Path:
+    path = run_dir / CKPT_DIR / f"step_{step:09d}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt.")
+    os.close(fd)
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / CKPT_DIR).glob("step_*.pt"))
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.stem.split("_")[1])
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Rows of metrics.jsonl; a torn last line (killed mid-write) is dropped."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def write_records(path: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
+
+
+def append_record(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row, default=_jsonable) + "\n")
+
+
+def save_init(run_dir: Path, init: list[torch.Tensor]) -> None:
+    """The SI tensors at initialization (for angle-to-init, on resume and in diagnostics)."""
+    (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
+    torch.save({"init": [t.detach().cpu() for t in init]}, run_dir / CKPT_DIR / "init.pt")
+
+
+def load_init(run_dir: Path, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    return list(load_checkpoint(run_dir / CKPT_DIR / "init.pt", device)["init"])

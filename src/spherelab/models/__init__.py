@@ -1,0 +1,53 @@
+"""The model zoo: a registry of fully SI networks and their affine twins, and build_model().
+
+``<family>_si`` is fully scale-invariant (norms without affine parameters, bias-free convs and
+linears, frozen seeded head of norm ``head_norm``); ``<family>_af`` is the same architecture with
+affine norms and a trainable head with bias, everything trained. Every model exposes ``.head``,
+``.fully_si``, ``.si_parameters()`` and ``.config`` (``build_model(**model.config)`` rebuilds it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from spherelab.models.convnet import ConvNet
+from spherelab.models.heads import ModelSpec, ZooModel
+from spherelab.models.mlp import MLP
+from spherelab.models.resnet import PreActResNet18
+
+__all__ = ["ConvNet", "MLP", "PreActResNet18", "ZooModel", "available_models", "build_model"]
+
+_FAMILIES: dict[str, Callable[[ModelSpec], ZooModel]] = {
+    "convnet": ConvNet,
+    "resnet18": PreActResNet18,
+    "mlp": MLP,
+}
+_VARIANTS = {"si": True, "af": False}  # suffix -> fully_si
+
+
+def available_models() -> list[str]:
+    """Names accepted by build_model, e.g. 'convnet_si', 'convnet_af'."""
+    return [f"{family}_{suffix}" for family in _FAMILIES for suffix in _VARIANTS]
+
+
+def build_model(name: str, *, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+                in_features: int | None = None, width: int | None = None,
+                depth: int | None = None, head_seed: int = 0,
+                head_norm: float = 10.0) -> nn.Module:
+    """Build a model of the zoo. Kwargs a family does not use are ignored (e.g. in_features for
+    a ConvNet, depth for ResNet-18); width/depth None means the family's default.
+
+    The SI weights are drawn by PyTorch's default init from the global RNG (seed it first); the
+    frozen head of a ``_si`` model comes from its own generator seeded with ``head_seed``.
+    """
+    family, _, suffix = str(name).rpartition("_")
+    if family not in _FAMILIES or suffix not in _VARIANTS:
+        raise ValueError(f"unknown model {name!r}; choose one of {available_models()}")
+    kwargs = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                  in_features=in_features, width=width, depth=depth, head_seed=head_seed,
+                  head_norm=head_norm)
+    model = _FAMILIES[family](ModelSpec(fully_si=_VARIANTS[suffix], **kwargs))
+    model.config = {"name": name, **kwargs}
+    return model

@@ -1,0 +1,216 @@
+"""Label a run's regime from its trajectory (never from its ELR) and locate regime boundaries.
+
+The three regimes of PAPER.md §4: ``convergence`` (the loss keeps falling, in log space, with no
+floor), ``chaotic_equilibrium`` (after a transient the loss is stationary well below the init
+level), ``divergence`` (the loss sits at the chance/init level, accuracy at chance, the effective
+gradient norm jumped). ``classify`` reads losses at log-spaced epochs (epoch 0 = init);
+``estimate_boundaries`` and ``refine_points`` turn a labelled ELR sweep into brackets and the
+next ELRs to run (one bisection round in log-ELR).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+REGIMES = ("convergence", "chaotic_equilibrium", "divergence")
+
+# The final window is the last decade of epochs (epoch >= 10% of the last one): records are
+# log-spaced, so this holds several points, and any transient (a few epochs in regime 2) is over.
+FINAL_WINDOW_FRACTION = 0.1
+# ...but never fewer points than this (short runs): a slope and two halves need four.
+MIN_WINDOW_POINTS = 4
+# Convergence: the loss falls by > 10^0.5 ~ 3x per decade of epochs (log-log slope <= -0.5).
+# Paper regime-1 runs fall like a power law of order 1 or faster; a stationary regime-2 run with
+# ~25% multiplicative noise gives slopes of about 0 +- 0.15 over a decade of ~5 records.
+CONVERGENCE_SLOPE = -0.5
+# ...and the mean level of the second half of the window is at least 25% below the first half
+# (a decade at slope -0.5 gives ~45%); guards against one noisy early point driving the slope.
+CONVERGENCE_LEVEL_DROP = 0.25
+# A loss below 1e-6 of its init value has converged whatever its trend (it may sit at the
+# floating-point floor). The lowest regime-2 level seen is ~5% of init (paper, ELR 1e-3).
+TINY_LOSS_RATIO = 1e-6
+# Divergence votes. Loss: at or above 90% of the reference (min of init and chance loss); the
+# paper's diverged runs sit at or above init, regime-2 runs at <= 70% of chance.
+DIVERGENCE_LOSS_RATIO = 0.9
+# Accuracy: within 10% of the chance-to-perfect range above chance (diverged runs: 11% for 10
+# classes; regime-2 runs are far above).
+CHANCE_ACC_MARGIN = 0.1
+# Effective gradient norm: final/init >= 10. Diverged runs jump 20-60x; regime 1 and 2 runs
+# end 10-1000x *below* their init value.
+GRAD_JUMP = 10.0
+# Logs of losses that are exactly 0 use this floor.
+LOSS_FLOOR = 1e-300
+
+
+@dataclass(frozen=True)
+class Classification:
+    """A regime label and the statistics it was based on (all floats, JSON-ready)."""
+
+    regime: str
+    stats: dict[str, float]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"regime": self.regime, "stats": dict(self.stats)}
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """Adjacent sweep ELRs ``lo`` < ``hi`` whose (majority) labels differ: below | above."""
+
+    lo: float
+    hi: float
+    below: str
+    above: str
+
+    @property
+    def mid(self) -> float:
+        """Geometric midpoint: the next ELR of a bisection in log-ELR."""
+        return math.sqrt(self.lo * self.hi)
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "mid": self.mid}
+
+
+def classify(epochs: Sequence[float], train_loss: Sequence[float],
+             eff_grad_norm: Sequence[float] | None = None, *, init_loss: float | None = None,
+             chance_loss: float | None = None, train_acc: Sequence[float] | None = None,
+             num_classes: int | None = None) -> Classification:
+    """Label one trajectory (first point = epoch 0 = init) as one of REGIMES.
+
+    ``init_loss`` defaults to the first loss, ``chance_loss`` to log(num_classes); accuracy
+    (fractions) and effective gradient norms are optional extra evidence for divergence.
+    """
+    ep, loss = _validated(epochs, train_loss)
+    stats: dict[str, float] = {"init_loss": float(init_loss if init_loss is not None else loss[0])}
+    if chance_loss is None and num_classes is not None:
+        chance_loss = math.log(num_classes)
+    grads = None if eff_grad_norm is None else np.asarray(eff_grad_norm, dtype=np.float64)
+    if not np.all(np.isfinite(loss)) or (grads is not None and not np.all(np.isfinite(grads))):
+        return Classification("divergence", {**stats, "nonfinite": 1.0})
+    stats["nonfinite"] = 0.0
+    window = _final_window(ep)
+    stats.update(_trend_stats(ep[window], loss[window]))
+    stats["final_to_init"] = stats["final_loss"] / stats["init_loss"]
+    votes = [_loss_vote(stats, chance_loss)]
+    if train_acc is not None and num_classes is not None:
+        votes.append(_accuracy_vote(stats, np.asarray(train_acc, np.float64)[window], num_classes))
+    if grads is not None:
+        stats["grad_jump"] = float(np.median(grads[window]) / grads[0])
+        votes.append(stats["grad_jump"] >= GRAD_JUMP)
+    stats["divergence_votes"] = float(sum(votes))
+    stats["available_votes"] = float(len(votes))
+    return Classification(_decide(stats, votes), stats)
+
+
+def _decide(stats: Mapping[str, float], votes: Sequence[bool]) -> str:
+    # A strict majority of the available divergence signals; with loss only, the loss decides.
+    if 2 * sum(votes) > len(votes):
+        return "divergence"
+    if stats["final_to_init"] <= TINY_LOSS_RATIO:
+        return "convergence"
+    if stats["slope"] <= CONVERGENCE_SLOPE and stats["level_change"] <= -CONVERGENCE_LEVEL_DROP:
+        return "convergence"
+    return "chaotic_equilibrium"
+
+
+def _validated(epochs: Sequence[float], losses: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    ep = np.asarray(epochs, dtype=np.float64)
+    loss = np.asarray(losses, dtype=np.float64)
+    if ep.ndim != 1 or ep.shape != loss.shape or ep.size < 3:
+        raise ValueError(f"got {ep.size} epochs and {loss.size} losses: pass two equally long "
+                         "1-d sequences with the init point and at least two more records")
+    if np.any(np.diff(ep) <= 0) or ep[0] < 0:
+        raise ValueError(f"epochs {ep.tolist()[:6]}...: they must be >= 0 and strictly "
+                         "increasing (sort the records by epoch)")
+    return ep, loss
+
+
+def _final_window(ep: np.ndarray) -> np.ndarray:
+    """Indices of the last decade of epochs (> 0), at least MIN_WINDOW_POINTS of them."""
+    positive = np.flatnonzero(ep > 0)
+    window = positive[ep[positive] >= FINAL_WINDOW_FRACTION * ep[-1]]
+    if window.size < MIN_WINDOW_POINTS:
+        window = positive[-MIN_WINDOW_POINTS:]
+    return window
+
+
+def _trend_stats(ep: np.ndarray, loss: np.ndarray) -> dict[str, float]:
+    """Log-log slope, level change between halves, CV and final level over the window."""
+    log_loss = np.log(np.maximum(loss, LOSS_FLOOR))
+    slope = np.polyfit(np.log(ep), log_loss, 1)[0] if ep.size >= 2 else 0.0
+    half = loss.size // 2
+    first, second = loss[:half].mean(), loss[half:].mean()
+    mean = loss.mean()
+    return {
+        "slope": float(slope),
+        "level_change": float((second - first) / first) if first > 0 else 0.0,
+        "cv": float(loss.std() / mean) if mean > 0 else 0.0,
+        "final_loss": float(second),
+        "window_start": float(ep[0]),
+        "window_points": float(ep.size),
+    }
+
+
+def _loss_vote(stats: dict[str, float], chance_loss: float | None) -> bool:
+    reference = stats["init_loss"]
+    if chance_loss is not None:
+        stats["chance_loss"] = float(chance_loss)
+        stats["final_to_chance"] = stats["final_loss"] / chance_loss
+        reference = min(reference, chance_loss)
+    return stats["final_loss"] >= DIVERGENCE_LOSS_RATIO * reference
+
+
+def _accuracy_vote(stats: dict[str, float], acc: np.ndarray, num_classes: int) -> bool:
+    chance = 1.0 / num_classes
+    stats["final_acc"] = float(acc[acc.size // 2:].mean())
+    stats["acc_above_chance"] = (stats["final_acc"] - chance) / (1.0 - chance)
+    return stats["acc_above_chance"] <= CHANCE_ACC_MARGIN
+
+
+def classify_records(records: Sequence[Mapping[str, float]],
+                     num_classes: int | None = None) -> Classification:
+    """Classify the rows of a run's metrics.jsonl (sorted by epoch here; epoch 0 = init)."""
+    rows = sorted(records, key=lambda r: r["epoch"])
+    if not rows or any("epoch" not in r or "train_loss" not in r for r in rows):
+        raise ValueError("records need at least the keys 'epoch' and 'train_loss' in every row; "
+                         "pass the rows of metrics.jsonl")
+
+    def series(key: str) -> list[float] | None:
+        values = [r.get(key) for r in rows]
+        return None if any(v is None for v in values) else [float(v) for v in values]
+
+    return classify([r["epoch"] for r in rows], series("train_loss"), series("eff_grad_norm"),
+                    train_acc=series("train_acc"), num_classes=num_classes)
+
+
+def majority_labels(elrs: Sequence[float], regimes: Sequence[str]) -> dict[float, str]:
+    """One label per distinct ELR: the most common one; ties go to the earliest in REGIMES."""
+    if len(elrs) != len(regimes):
+        raise ValueError(f"{len(elrs)} ELRs but {len(regimes)} labels: pass one label per run")
+    bad = sorted({r for r in regimes if r not in REGIMES})
+    if bad:
+        raise ValueError(f"unknown regime labels {bad}: use one of {REGIMES}")
+    votes: dict[float, Counter[str]] = {}
+    for elr, regime in zip(elrs, regimes):
+        if not elr > 0:
+            raise ValueError(f"elr={elr}: ELRs must be positive")
+        votes.setdefault(float(elr), Counter())[regime] += 1
+    return {elr: max(REGIMES, key=lambda r: (c[r], -REGIMES.index(r)))
+            for elr, c in sorted(votes.items())}
+
+
+def estimate_boundaries(elrs: Sequence[float], regimes: Sequence[str]) -> list[Boundary]:
+    """Boundaries between adjacent distinct ELRs (sorted) whose majority labels differ."""
+    labels = list(majority_labels(elrs, regimes).items())
+    return [Boundary(lo, hi, below, above)
+            for (lo, below), (hi, above) in zip(labels, labels[1:]) if below != above]
+
+
+def refine_points(boundaries: Sequence[Boundary]) -> list[float]:
+    """The ELRs to run next: the geometric midpoint of every boundary bracket."""
+    return [b.mid for b in boundaries]

@@ -1,0 +1,281 @@
+"""The one place that knows what "scale-invariant" (SI) means: find, enforce and check SI weights.
+
+A set of weights is SI when scaling all of them by one factor a > 0 leaves the model output (in
+train mode, i.e. with batch statistics) unchanged. ``si_parameters`` returns a model's declared SI
+weights, or finds them from its torch.fx graph; ``make_scale_invariant`` turns a user's model with
+normalization layers into a fully SI one (the paper's recipe); ``check_scale_invariance`` proves
+a declaration numerically. Invariance is exact up to the eps of the normalizations:
+BN(a*x) = (x - mean) / sqrt(var + eps / a**2), so the check reports that eps-induced change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from spherelab._si_graph import (
+    NORM_MODULES,
+    NotTraceableError,
+    find_si_parameters,
+    norm_layers,
+    trace,
+    weight_layers,
+)
+
+__all__ = [
+    "NotTraceableError", "SICheck", "check_scale_invariance", "freeze_head",
+    "graph_si_parameters", "make_scale_invariant", "si_parameters",
+]
+
+logger = logging.getLogger("spherelab")
+
+# Stand-in for eps = 0 (BatchNorm refuses 0 in training); negligible against any variance.
+_TINY_EPS = 1e-300
+
+
+def freeze_head(head: nn.Linear, *, norm: float = 10.0, seed: int = 0) -> nn.Linear:
+    """Redraw ``head`` from its own generator, rescale it to Frobenius norm ``norm``, freeze it.
+
+    The draw follows PyTorch's default Linear init but from ``torch.Generator`` seeded with
+    ``seed``, so every run of a sweep gets the same head whatever the global seed. The bias is
+    removed (the paper's head is bias-free). Modifies ``head`` in place and returns it.
+    """
+    if not (isinstance(norm, (int, float)) and math.isfinite(norm) and norm > 0):
+        raise ValueError(f"head_norm={norm!r} must be a positive finite number (paper: 10.0)")
+    gen = torch.Generator().manual_seed(int(seed))
+    weight = torch.empty(tuple(head.weight.shape), dtype=torch.float32)
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=gen)
+    weight = weight.double() * (norm / weight.double().norm())
+    with torch.no_grad():
+        head.weight.copy_(weight)
+    head.weight.requires_grad_(False)
+    head.register_parameter("bias", None)
+    return head
+
+
+def si_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The model's SI weights: its own ``si_parameters()`` if declared, else the graph analysis."""
+    declared = getattr(model, "si_parameters", None)
+    if callable(declared):
+        return list(declared())
+    return graph_si_parameters(model)
+
+
+def _owned_parameters(model: nn.Module) -> dict[str, tuple[str, nn.Parameter]]:
+    """Parameter name -> (name of the module that owns it, parameter)."""
+    owned = {}
+    for mod_name, mod in model.named_modules():
+        for p_name, p in mod.named_parameters(recurse=False):
+            owned.setdefault(f"{mod_name}.{p_name}" if mod_name else p_name, (mod_name, p))
+    return owned
+
+
+def graph_si_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Trainable conv/linear parameters that the module graph shows to be jointly SI.
+
+    A layer qualifies when its output reaches a normalization through positively homogeneous
+    ops only (relu, pooling, add, flatten, ...). Its bias counts too: (weight, bias) scaled
+    together is SI before any norm. Raises NotTraceableError for models torch.fx cannot trace.
+    """
+    graph = trace(model)
+    candidates = {}
+    for name in weight_layers(graph, model):
+        params = [p for p in model.get_submodule(name).parameters(recurse=False) if p.requires_grad]
+        if params:
+            candidates[name] = params
+    kept, dropped = find_si_parameters(model, candidates, graph=graph)
+    for owner, reason in dropped.items():
+        logger.debug("layer %s is not scale-invariant: %s", owner, reason)
+    found = {id(p) for name in kept for p in candidates[name]}
+    return [p for _, (_, p) in _owned_parameters(model).items() if id(p) in found]
+
+
+def _head_name(model: nn.Module, layers: list[str], head: nn.Linear | None) -> str:
+    if head is None:
+        linears = [n for n in layers if isinstance(model.get_submodule(n), nn.Linear)]
+        if not linears:
+            raise ValueError(f"{type(model).__name__} calls no nn.Linear to freeze as the head; "
+                             "pass head=<the nn.Linear that produces the logits>")
+        return linears[-1]
+    if not isinstance(head, nn.Linear):
+        raise ValueError(f"head={type(head).__name__} must be an nn.Linear (the logit layer)")
+    for name, mod in model.named_modules():
+        if mod is head:
+            return name
+    raise ValueError("head is not a submodule of the model; pass one of the model's own layers")
+
+
+def _refuse_leftovers(model: nn.Module, kept: list[str], head: str,
+                      dropped: dict[str, str]) -> None:
+    """Raise if a trainable non-SI parameter would remain once the recipe is applied."""
+    norms = {id(m) for m in norm_layers(model)}
+    bad = []
+    for p_name, (owner, p) in _owned_parameters(model).items():
+        if not p.requires_grad or owner in kept or owner == head:
+            continue
+        if id(model.get_submodule(owner)) in norms:
+            continue
+        reason = dropped.get(owner, "it is not a conv/linear weight feeding a normalization")
+        bad.append(f"'{p_name}' ({reason})")
+    if bad:
+        raise ValueError(
+            "cannot make the model fully scale-invariant; trainable non-SI parameters: "
+            + "; ".join(bad) + ". Fix: put a normalization (BatchNorm/LayerNorm/GroupNorm) after "
+            "that layer, freeze it with requires_grad_(False), or pass it as head=")
+
+
+def _drop_affine(norm: nn.Module) -> None:
+    for flag in ("affine", "elementwise_affine"):
+        if hasattr(norm, flag):
+            setattr(norm, flag, False)
+    norm.register_parameter("weight", None)
+    if hasattr(norm, "bias"):
+        norm.register_parameter("bias", None)
+
+
+def make_scale_invariant(model: nn.Module, *, head: nn.Linear | None = None,
+                         head_norm: float = 10.0, head_seed: int = 0) -> list[nn.Parameter]:
+    """Turn ``model`` into a fully SI network in place (PAPER.md §1) and return its SI weights.
+
+    Every normalization loses its affine parameters, the convs/linears that feed a norm lose
+    their bias, and the last nn.Linear of the forward pass (or ``head``) is redrawn at Frobenius
+    norm ``head_norm`` from a generator seeded with ``head_seed`` and frozen. The SI weights are
+    found from the torch.fx graph. Raises ValueError (before changing anything) if a trainable
+    parameter would remain that is not SI, naming it and the fix.
+    """
+    graph = trace(model)
+    layers = weight_layers(graph, model)
+    head_name = _head_name(model, layers, head)
+    candidates = {n: [model.get_submodule(n).weight] for n in layers if n != head_name}
+    bias_free = {id(model.get_submodule(n)) for n in candidates}
+    kept, dropped = find_si_parameters(model, candidates, bias_free, graph)
+    _refuse_leftovers(model, kept, head_name, dropped)
+    for norm in norm_layers(model):
+        _drop_affine(norm)
+    for name in kept:
+        model.get_submodule(name).register_parameter("bias", None)
+    freeze_head(model.get_submodule(head_name), norm=head_norm, seed=head_seed)
+    logger.info("made %s scale-invariant: %d SI tensors, head '%s' frozen at norm %g",
+                type(model).__name__, len(kept), head_name, head_norm)
+    return [model.get_submodule(n).weight for n in kept]
+
+
+
+@dataclass(frozen=True)
+class SICheck:
+    """Result of check_scale_invariance; ``str()`` gives a readable report.
+
+    ``max_rel_change``: max over the scales of max|f(a w) - f(w)| / max|f(w)| for the joint
+    scaling of the declared weights. ``eps_free_rel_change``: the same with every norm's eps set
+    to 0 (rounding only), so their difference is the error due to eps. ``per_tensor``: the same
+    measure scaling one tensor at a time (informational: a pre-activation ResNet is only jointly
+    SI). ``non_si``: when the joint check fails, the tensors whose own scaling changes the output.
+    """
+
+    ok: bool
+    max_rel_change: float
+    eps_free_rel_change: float
+    per_tensor: dict[str, float]
+    non_si: list[str]
+    scales: tuple[float, ...]
+    tol: float
+
+    def __str__(self) -> str:
+        verdict = "OK" if self.ok else "FAILED"
+        scales = ", ".join(f"x{a:g}" for a in self.scales)
+        lines = [
+            f"scale invariance {verdict}: joint scaling ({scales}) of {len(self.per_tensor)} "
+            f"tensors changes the output by {self.max_rel_change:.3g} (relative, tol {self.tol:g})",
+            f"  with norm eps ~ 0: {self.eps_free_rel_change:.3g}, so "
+            f"{max(self.max_rel_change - self.eps_free_rel_change, 0.0):.3g} is due to eps",
+        ]
+        if self.non_si:
+            lines.append("  not SI on their own: " + ", ".join(
+                f"{n} ({self.per_tensor[n]:.3g})" for n in self.non_si))
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _restored(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """Restore train/eval flags, buffers (BN running stats), params and norm eps on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    values = [(p, p.detach().clone()) for p in params]
+    eps = [(m, m.eps) for m in model.modules() if isinstance(m, NORM_MODULES)]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for tensor, saved in buffers + values:
+                tensor.copy_(saved)
+        for mod, flag in modes:
+            mod.training = flag
+        for mod, value in eps:
+            mod.eps = value
+
+
+def _output(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Forward pass with a fixed RNG seed, so that dropout draws the same mask every time."""
+    cuda = [inputs.device] if inputs.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(0)
+        out = model(inputs)
+    return out if isinstance(out, torch.Tensor) else out[0]
+
+
+def _rel_change(model: nn.Module, inputs: torch.Tensor, params: Sequence[nn.Parameter],
+                scales: Sequence[float]) -> float:
+    """max over scales of the relative output change when ``params`` are scaled jointly."""
+    ref = _output(model, inputs)
+    saved = [p.detach().clone() for p in params]
+    worst = 0.0
+    for scale in scales:
+        for p, value in zip(params, saved):
+            p.copy_(value * scale)
+        change = (_output(model, inputs) - ref).abs().max() / ref.abs().max().clamp_min(1e-30)
+        worst = max(worst, float(change))
+    for p, value in zip(params, saved):
+        p.copy_(value)
+    return worst
+
+
+def _names(model: nn.Module, params: Sequence[nn.Parameter]) -> list[str]:
+    by_id = {id(p): name for name, p in model.named_parameters()}
+    return [by_id.get(id(p), f"<param {i} not in model>") for i, p in enumerate(params)]
+
+
+def check_scale_invariance(model: nn.Module, batch: torch.Tensor | Sequence[torch.Tensor],
+                           params: Iterable[nn.Parameter] | None = None,
+                           scales: Sequence[float] = (0.5, 2.0), tol: float = 1e-4) -> SICheck:
+    """Numerically check that the model output is invariant to scaling ``params`` jointly.
+
+    Runs in train mode (batch statistics) on ``batch`` (an input tensor, or a tuple whose first
+    item is the input); the model's mode, BN running buffers and parameters are restored.
+    ``params`` defaults to ``si_parameters(model)``.
+    """
+    params = list(si_parameters(model) if params is None else params)
+    if not params:
+        raise ValueError("no parameters to check; pass params= or declare si_parameters()")
+    if not scales or any(not a > 0 or a == 1 for a in scales):
+        raise ValueError(f"scales={tuple(scales)} must be positive factors other than 1, "
+                         "e.g. (0.5, 2.0)")
+    inputs = batch if isinstance(batch, torch.Tensor) else batch[0]
+    names = _names(model, params)
+    with _restored(model, params), torch.no_grad():
+        model.train()
+        joint = _rel_change(model, inputs, params, scales)
+        per_tensor = {n: _rel_change(model, inputs, [p], scales) for n, p in zip(names, params)}
+        for mod in model.modules():
+            if isinstance(mod, NORM_MODULES):
+                mod.eps = _TINY_EPS
+        eps_free = _rel_change(model, inputs, params, scales)
+    ok = joint <= tol
+    non_si = [] if ok else [n for n, v in per_tensor.items() if not v <= tol]
+    return SICheck(ok=ok, max_rel_change=joint, eps_free_rel_change=eps_free,
+                   per_tensor=per_tensor, non_si=non_si, scales=tuple(scales), tol=tol)
