@@ -79,7 +79,9 @@ def full_hessian(model: nn.Module, batches, params: list[Tensor]) -> Tensor:
     """The dense Hessian of the mean loss w.r.t. the flattened ``params``."""
     flat = torch.cat([p.detach().reshape(-1) for p in params])
     with preserved_state(model):
-        return torch.autograd.functional.hessian(mean_loss_of_flat(model, batches, params), flat)
+        return torch.autograd.functional.hessian(
+            mean_loss_of_flat(model, batches, params), flat, vectorize=True
+        )
 
 
 def full_gradient(model: nn.Module, batches, params: list[Tensor]) -> Tensor:

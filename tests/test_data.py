@@ -1,7 +1,8 @@
-"""Tests of spherelab.data: names, npz, MNIST-1D, synthetic data, transforms, batching, augmentation."""
+"""Tests of spherelab.data: names, MNIST-1D, synthetic data, transforms, batching, augmentation."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
@@ -55,67 +56,6 @@ def test_unknown_name_raises_data_error_listing_the_valid_names():
     assert "imagenet" in str(err.value)
     for name in available_datasets():
         assert name in str(err.value)
-
-
-def test_npz_loads_arrays_of_any_sample_shape(tmp_path):
-    rng = np.random.default_rng(1)
-    x_train, x_test = rng.normal(size=(7, 2, 3, 4)), rng.normal(size=(5, 2, 3, 4))
-    y_train, y_test = np.array([0, 1, 2, 0, 1, 2, 0]), np.array([4, 0, 1, 2, 3])
-    path = tmp_path / "mine.npz"
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    ds = load_dataset(f"npz:{path}", dtype=torch.float64, normalize=False)
-    assert ds.name == f"npz:{path}" and ds.input_shape == (2, 3, 4) and ds.n_train == 7
-    assert ds.num_classes == 5  # largest label of either split, plus one
-    assert torch.equal(ds.x_test, torch.from_numpy(x_test))
-    assert ds.y_train.dtype == torch.int64 and ds.y_train.tolist() == y_train.tolist()
-
-
-@pytest.mark.parametrize(
-    ("arrays", "needle"),
-    [
-        (
-            {"x_train": np.zeros((3, 2)), "y_train": np.zeros(3, int), "x_test": np.zeros((2, 2))},
-            "y_test",
-        ),
-        (
-            {
-                "x_train": np.zeros((3, 2)),
-                "y_train": np.zeros(4, int),
-                "x_test": np.zeros((2, 2)),
-                "y_test": np.zeros(2, int),
-            },
-            "3 samples but y_train has 4",
-        ),
-        (
-            {
-                "x_train": np.zeros((3, 2)),
-                "y_train": np.zeros(3),
-                "x_test": np.zeros((2, 2)),
-                "y_test": np.zeros(2, int),
-            },
-            "integer",
-        ),
-        (
-            {
-                "x_train": np.zeros((3, 2)),
-                "y_train": np.zeros(3, int),
-                "x_test": np.zeros((2, 5)),
-                "y_test": np.zeros(2, int),
-            },
-            "same sample shape",
-        ),
-    ],
-)
-def test_bad_npz_arrays_raise_data_error_naming_the_problem(tmp_path, arrays, needle):
-    path = tmp_path / "bad.npz"
-    np.savez(path, **arrays)
-    with pytest.raises(DataError, match=needle):
-        load_dataset(f"npz:{path}")
-
-
-def test_missing_npz_file_raises_data_error_with_its_path(tmp_path):
-    with pytest.raises(DataError, match=str(tmp_path / "nope.npz")):
-        load_dataset(f"npz:{tmp_path / 'nope.npz'}")
 
 
 def test_mnist1d_has_the_standard_shapes_and_ten_classes(mnist1d_dir):
@@ -308,7 +248,7 @@ def test_state_round_trip_replays_the_next_epoch_bitwise():
 def test_fixed_batches_are_consecutive_slices_covering_the_data():
     slices = fixed_batches(50000, 128)
     assert len(slices) == 391 and slices[0] == slice(0, 128) and slices[-1] == slice(49920, 50000)
-    assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))
+    assert all(a.stop == b.start for a, b in itertools.pairwise(slices))
     assert fixed_batches(10, 0) == fixed_batches(10, 10) == [slice(0, 10)]
 
 

@@ -1,4 +1,4 @@
-"""Tests of the file-format loaders (Fashion-MNIST IDX, CIFAR pickles) and their download path.
+"""Tests of the file-format loaders (npz, Fashion-MNIST IDX, CIFAR pickles) and their downloads.
 
 The files are written here in the official formats; downloads come from a local HTTP server.
 """
@@ -102,6 +102,48 @@ def pack_cifar(tmp_path: Path, name: str) -> tuple[Path, np.ndarray]:
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_npz_loads_arrays_of_any_sample_shape(tmp_path):
+    rng = np.random.default_rng(1)
+    x_train, x_test = rng.normal(size=(7, 2, 3, 4)), rng.normal(size=(5, 2, 3, 4))
+    y_train, y_test = np.array([0, 1, 2, 0, 1, 2, 0]), np.array([4, 0, 1, 2, 3])
+    path = tmp_path / "mine.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    ds = load_dataset(f"npz:{path}", dtype=torch.float64, normalize=False)
+    assert ds.name == f"npz:{path}" and ds.input_shape == (2, 3, 4) and ds.n_train == 7
+    assert ds.num_classes == 5  # largest label of either split, plus one
+    assert torch.equal(ds.x_test, torch.from_numpy(x_test))
+    assert ds.y_train.dtype == torch.int64 and ds.y_train.tolist() == y_train.tolist()
+
+
+def npz_arrays(**changes) -> dict[str, np.ndarray]:
+    """A valid tiny npz content with some arrays replaced (None drops one)."""
+    arrays = {"x_train": np.zeros((3, 2)), "y_train": np.zeros(3, int)}
+    arrays |= {"x_test": np.zeros((2, 2)), "y_test": np.zeros(2, int)} | changes
+    return {key: value for key, value in arrays.items() if value is not None}
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"y_test": None}, "y_test"),
+        ({"y_train": np.zeros(4, int)}, "3 samples but y_train has 4"),
+        ({"y_train": np.zeros(3)}, "integer"),
+        ({"y_test": np.array([0, -1])}, "labels in"),
+        ({"x_test": np.zeros((2, 5))}, "same sample shape"),
+    ],
+)
+def test_bad_npz_arrays_raise_data_error_naming_the_problem(tmp_path, changes, needle):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **npz_arrays(**changes))
+    with pytest.raises(DataError, match=needle):
+        load_dataset(f"npz:{path}")
+
+
+def test_missing_npz_file_raises_data_error_with_its_path(tmp_path):
+    with pytest.raises(DataError, match=str(tmp_path / "nope.npz")):
+        load_dataset(f"npz:{tmp_path / 'nope.npz'}")
 
 
 def test_fashion_mnist_reads_the_four_idx_files(tmp_path):

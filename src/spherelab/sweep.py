@@ -404,6 +404,12 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "inline",
     settings = make_settings(executor, workers=workers, pack=pack, options=executor_options,
                              work_dir=out)
     expand(spec)  # validates every grid point before the directory is touched
+    if refine:  # fail now, not after the grid has run
+        try:
+            import spherelab.regimes  # noqa: F401
+        except ImportError as err:
+            raise ConfigError(f"refine={refine} needs spherelab.regimes ({err}); "
+                              "run without --refine") from None
     refined = _open_sweep_dir(spec, out)
     points = expand(spec, refined)
     out.mkdir(parents=True, exist_ok=True)

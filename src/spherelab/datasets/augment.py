@@ -47,6 +47,7 @@ def augment_images(
     rows = dy[:, None] + row  # (N, H)
     # A flipped output column j reads crop column W - 1 - j.
     cols = dx[:, None] + torch.where(mirror[:, None], w - 1 - col, col)  # (N, W)
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    channel = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+    # One gather over the flattened padded planes: index = row * padded_width + column.
+    flat = (rows[:, :, None] * padded.shape[-1] + cols[:, None, :]).view(n, 1, h * w)
+    out = torch.gather(padded.flatten(2), 2, flat.expand(n, c, h * w))
+    return out.view(n, c, h, w)

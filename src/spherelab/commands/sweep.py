@@ -1,0 +1,117 @@
+"""`spherelab sweep`: run an ELR sweep (grid, executors, refinement) and print its summary."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from spherelab.config import ConfigError, parse_assignment
+from spherelab.executors import EXECUTORS
+from spherelab.sweep import (SweepSpec, boundaries_by_group, load_spec, parse_elrs, parse_seeds,
+                             read_summary, run_sweep)
+
+# CLI flag -> executor option (passed only when given).
+EXECUTOR_FLAGS = {"array_parallelism": "array_parallelism", "gpus_per_run": "gpus_per_run",
+                  "partition": "partition", "timeout_min": "timeout_min"}
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="run an ELR sweep and summarize its regimes",
+        description="Train one run per (ELR, seed, axis values) point into OUT/runs/, write "
+        "OUT/summary.csv and OUT/report.html. Rerunning skips finished runs.")
+    p.add_argument("--spec", type=Path, help="sweep spec TOML (flags below override it)")
+    p.add_argument("--model", help="model name (default mlp_si)")
+    p.add_argument("--dataset", help="dataset name (default mnist1d)")
+    p.add_argument("--elrs", help="comma list (1e-4,1e-3) or logspace:LO:HI:N")
+    p.add_argument("--seeds", help="comma list of seeds (default 0)")
+    p.add_argument("--epochs", type=int, help="epochs per run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="fixed override for every run, e.g. data.batch_size=64 (repeatable)")
+    p.add_argument("--out", required=True, type=Path, help="sweep directory")
+    p.add_argument("--executor", default="inline", choices=list(EXECUTORS))
+    p.add_argument("--workers", type=int, default=2, help="parallel runs (local, submitit)")
+    p.add_argument("--refine", type=int, default=0, metavar="K",
+                   help="rounds of ELRs added inside each regime boundary interval")
+    p.add_argument("--pack", type=int, default=1, metavar="K",
+                   help="runs per ensemble module (inline executor)")
+    p.add_argument("--array-parallelism", type=int, help="submitit: Slurm array throttle")
+    p.add_argument("--gpus-per-run", type=float, help="ray: GPU fraction; submitit: GPUs")
+    p.add_argument("--partition", help="submitit: Slurm partition")
+    p.add_argument("--timeout-min", type=int, help="submitit: time limit per run (minutes)")
+    p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.set_defaults(handler=handle)
+
+
+def spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    """The spec file (if any) with the command-line fields on top."""
+    sets = dict(parse_assignment(text) for text in args.set)
+    fields: dict[str, Any] = {k: getattr(args, k) for k in ("model", "dataset", "epochs")
+                              if getattr(args, k) is not None}
+    if args.elrs is not None:
+        fields["elrs"] = parse_elrs(args.elrs)
+    if args.seeds is not None:
+        fields["seeds"] = parse_seeds(args.seeds)
+    if args.spec is not None:
+        spec = load_spec(args.spec)
+        return dataclasses.replace(spec, overrides={**spec.overrides, **sets}, **fields)
+    if "elrs" not in fields:
+        raise ConfigError("no ELRs: pass --elrs 1e-4,1e-3 (or logspace:1e-4:1:8) or --spec FILE")
+    return SweepSpec(overrides=sets, **fields)
+
+
+def format_table(rows: Sequence[dict[str, str]], axis_keys: Sequence[str]) -> str:
+    header = ["elr", "seed", *axis_keys, "regime", "train loss", "test acc"]
+    body = [[_num(r["elr"]), r["seed"], *(r[k] for k in axis_keys),
+             r["regime"] or r["status"], _num(r["train_loss"]), _num(r["test_acc"])]
+            for r in rows]
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *body)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()
+                     for line in [header, *body])
+
+
+def _num(text: str) -> str:
+    try:
+        return f"{float(text):.4g}"
+    except ValueError:
+        return text or "-"
+
+
+def _print_boundaries(rows: Sequence[dict[str, str]], axis_keys: Sequence[str]) -> None:
+    try:
+        groups = boundaries_by_group(rows, axis_keys)
+    except ImportError as err:
+        print(f"boundaries: unavailable ({err})")
+        return
+    for key, boundaries in groups.items():
+        where = " ".join(f"{k}={v}" for k, v in zip(axis_keys, key))
+        print(f"boundaries{' (' + where + ')' if where else ''}:"
+              + ("" if boundaries else " none (a single regime)"))
+        for b in boundaries:
+            print(f"  {b.below} | {b.above}: ELR in [{b.lo:.3g}, {b.hi:.3g}], mid {b.mid:.3g}")
+
+
+def handle(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    options = {option: getattr(args, flag) for flag, option in EXECUTOR_FLAGS.items()
+               if getattr(args, flag) is not None}
+    logger = logging.getLogger("spherelab")
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)  # one progress line per finished run
+    summary = run_sweep(spec, args.out, executor=args.executor, workers=args.workers,
+                        refine=args.refine, pack=args.pack, executor_options=options,
+                        report=not args.no_report)
+    rows = read_summary(summary)
+    print(format_table(rows, list(spec.axes)))
+    _print_boundaries(rows, list(spec.axes))
+    print(f"summary: {summary}")
+    report = args.out / "report.html"
+    if report.exists():
+        print(f"report:  {report}")
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        print(f"{len(failed)} run(s) failed; see the error column of {summary}")
+    return 1 if failed else 0

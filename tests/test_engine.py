@@ -1,0 +1,105 @@
+"""The training engine: run files, records, bitwise resume, non-finite losses, directory safety."""
+
+import json
+
+import pytest
+import torch
+
+from spherelab.checkpoint import read_records, record_steps
+from spherelab.config import Config, apply_overrides
+from spherelab.engine import train_run
+
+KEYS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "eff_grad_norm",
+        "si_norm", "angle")
+
+
+def _cfg(**over) -> Config:
+    base = {"model.name": "mlp_si", "model.width": 16, "model.depth": 2,
+            "data.name": "synthetic:40:256", "data.batch_size": 32, "train.epochs": 4,
+            "train.records": 4, "optim.elr": 1e-2, "train.device": "cpu"}
+    return apply_overrides(Config(), base | over)
+
+
+def test_run_writes_the_contract_files_with_the_required_keys(tmp_path):
+    summary = train_run(_cfg(), tmp_path / "run")
+    rows = read_records(tmp_path / "run" / "metrics.jsonl")
+    assert rows[0]["step"] == 0 and rows[-1]["step"] == summary["step"] == 4 * 8
+    for row in rows:
+        assert set(KEYS) <= set(row)
+    assert summary["status"] == "finished"
+    assert summary["regime"] in ("convergence", "chaotic_equilibrium", "divergence")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["optim"]["elr"] == 1e-2 and "environment" in saved
+    assert (tmp_path / "run" / "summary.json").exists()
+
+
+def test_sphere_run_keeps_the_si_norm_at_its_initial_value(tmp_path):
+    train_run(_cfg(**{"train.dtype": "float64"}), tmp_path / "run")
+    norms = [r["si_norm"] for r in read_records(tmp_path / "run" / "metrics.jsonl")]
+    assert max(norms) - min(norms) < 1e-9 * norms[0]
+
+
+def test_resumed_run_matches_an_unbroken_run_bitwise(tmp_path):
+    cfg = _cfg(**{"train.epochs": 6, "train.records": 6, "optim.momentum": 0.5})
+    full = train_run(cfg, tmp_path / "full")
+    # Simulate a kill: drop the last checkpoints and the summary, then resume.
+    run = tmp_path / "cut"
+    train_run(cfg, run)
+    ckpts = sorted((run / "checkpoints").glob("step_*.pt"))
+    for path in ckpts[-2:]:
+        path.unlink()
+    (run / "summary.json").unlink()
+    resumed = train_run(cfg, run, resume=True)
+    assert resumed["train_loss"] == full["train_loss"]
+    a = torch.load(tmp_path / "full" / "checkpoints" / ckpts[-1].name, weights_only=True)
+    b = torch.load(ckpts[-1], weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert read_records(run / "metrics.jsonl") == read_records(tmp_path / "full" / "metrics.jsonl")
+
+
+def test_non_finite_loss_ends_the_run_cleanly(tmp_path, monkeypatch):
+    from spherelab import engine, training
+
+    calls = {"n": 0}
+
+    def poisoned_step(model, loss_fn, opt, x, y):
+        calls["n"] += 1
+        if calls["n"] == 10:  # weights blow up mid-run, as in a diverging run
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.requires_grad).fill_(float("inf"))
+        return training.train_step(model, loss_fn, opt, x, y)
+
+    monkeypatch.setattr(engine, "train_step", poisoned_step)
+    summary = train_run(_cfg(), tmp_path / "r")
+    assert summary["status"] == "nonfinite"
+    assert summary["regime"] == "divergence"
+
+
+def test_directory_with_a_different_run_is_refused(tmp_path):
+    train_run(_cfg(), tmp_path / "r")
+    with pytest.raises(ValueError, match="different run"):
+        train_run(_cfg(**{"optim.elr": 0.5}), tmp_path / "r")
+
+
+def test_finished_run_is_returned_without_training_again(tmp_path):
+    first = train_run(_cfg(), tmp_path / "r")
+    mtime = (tmp_path / "r" / "metrics.jsonl").stat().st_mtime_ns
+    again = train_run(_cfg(), tmp_path / "r", resume=True)
+    assert again["train_loss"] == first["train_loss"]
+    assert (tmp_path / "r" / "metrics.jsonl").stat().st_mtime_ns == mtime
+
+
+def test_conventional_mode_reports_the_effective_elr(tmp_path):
+    cfg = _cfg(**{"optim.mode": "conventional", "optim.lr": 0.1, "optim.weight_decay": 5e-4})
+    train_run(cfg, tmp_path / "r")
+    for row in read_records(tmp_path / "r" / "metrics.jsonl"):
+        assert row["elr"] == pytest.approx(0.1 / row["si_norm"] ** 2)
+
+
+def test_record_steps_are_log_spaced_epochs_with_both_ends():
+    steps = record_steps(total_steps=1000 * 10, steps_per_epoch=10, n_records=10)
+    assert steps[0] == 0 and steps[-1] == 10000
+    assert all(s % 10 == 0 for s in steps)
+    gaps = [b - a for a, b in zip(steps[1:], steps[2:])]
+    assert gaps == sorted(gaps)
