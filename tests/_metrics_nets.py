@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
-
-from spherelab.metrics import preserved_state
 
 
 def frozen_head(d_in: int, classes: int) -> nn.Linear:
@@ -15,13 +15,23 @@ def frozen_head(d_in: int, classes: int) -> nn.Linear:
     return head
 
 
-def bn_mlp(d_in: int = 5, widths: tuple[int, ...] = (6, 4), classes: int = 3,
-           act: type[nn.Module] = nn.ReLU, eps: float = 1e-5, seed: int = 0) -> nn.Sequential:
+def bn_mlp(
+    d_in: int = 5,
+    widths: tuple[int, ...] = (6, 4),
+    classes: int = 3,
+    act: type[nn.Module] = nn.ReLU,
+    eps: float = 1e-5,
+    seed: int = 0,
+) -> nn.Sequential:
     """Linear(no bias) -> BatchNorm1d(affine=False) -> act blocks and a frozen head: fully SI."""
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
     for width in widths:
-        layers += [nn.Linear(d_in, width, bias=False), nn.BatchNorm1d(width, affine=False, eps=eps), act()]
+        layers += [
+            nn.Linear(d_in, width, bias=False),
+            nn.BatchNorm1d(width, affine=False, eps=eps),
+            act(),
+        ]
         d_in = width
     return nn.Sequential(*layers, frozen_head(d_in, classes)).double()
 
@@ -30,15 +40,21 @@ def bn_convnet(channels: int = 3, classes: int = 2, seed: int = 0) -> nn.Sequent
     """Conv2d(no bias) -> BatchNorm2d(affine=False) -> ReLU -> pool -> frozen head: fully SI."""
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels, affine=False),
-        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), frozen_head(channels, classes),
+        nn.Conv2d(1, channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(channels, affine=False),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        frozen_head(channels, classes),
     ).double()
 
 
 def plain_mlp(d_in: int = 5, classes: int = 3, seed: int = 0) -> nn.Sequential:
     """A smooth network WITHOUT normalization: not SI, so <g, w> != 0."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(d_in, 6, bias=False), nn.Tanh(), frozen_head(6, classes)).double()
+    return nn.Sequential(
+        nn.Linear(d_in, 6, bias=False), nn.Tanh(), frozen_head(6, classes)
+    ).double()
 
 
 def trainable(model: nn.Module) -> list[Tensor]:
@@ -50,11 +66,20 @@ def cross_entropy(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tenso
     return nn.functional.cross_entropy(logits, y), logits
 
 
-def make_batches(sizes: tuple[int, ...] = (8, 8, 5), shape: tuple[int, ...] = (5,),
-                 classes: int = 3, seed: int = 1) -> list[tuple[Tensor, Tensor]]:
+def make_batches(
+    sizes: tuple[int, ...] = (8, 8, 5),
+    shape: tuple[int, ...] = (5,),
+    classes: int = 3,
+    seed: int = 1,
+) -> list[tuple[Tensor, Tensor]]:
     gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(n, *shape, generator=gen, dtype=torch.float64),
-             torch.randint(0, classes, (n,), generator=gen)) for n in sizes]
+    return [
+        (
+            torch.randn(n, *shape, generator=gen, dtype=torch.float64),
+            torch.randint(0, classes, (n,), generator=gen),
+        )
+        for n in sizes
+    ]
 
 
 def mean_loss_of_flat(model: nn.Module, batches, params: list[Tensor]):
@@ -62,6 +87,7 @@ def mean_loss_of_flat(model: nn.Module, batches, params: list[Tensor]):
     names = {id(p): n for n, p in model.named_parameters()}
     keys = [names[id(p)] for p in params]
     total = sum(x.shape[0] for x, _ in batches)
+    model = copy.deepcopy(model).train()  # train-mode BN, and the original's buffers stay put
 
     def loss(flat: Tensor) -> Tensor:
         chunks = torch.split(flat, [p.numel() for p in params])
@@ -78,16 +104,14 @@ def mean_loss_of_flat(model: nn.Module, batches, params: list[Tensor]):
 def full_hessian(model: nn.Module, batches, params: list[Tensor]) -> Tensor:
     """The dense Hessian of the mean loss w.r.t. the flattened ``params``."""
     flat = torch.cat([p.detach().reshape(-1) for p in params])
-    with preserved_state(model):
-        return torch.autograd.functional.hessian(
-            mean_loss_of_flat(model, batches, params), flat, vectorize=True
-        )
+    return torch.autograd.functional.hessian(
+        mean_loss_of_flat(model, batches, params), flat, vectorize=True
+    )
 
 
 def full_gradient(model: nn.Module, batches, params: list[Tensor]) -> Tensor:
     flat = torch.cat([p.detach().reshape(-1) for p in params]).requires_grad_(True)
-    with preserved_state(model):
-        return torch.autograd.grad(mean_loss_of_flat(model, batches, params)(flat), flat)[0]
+    return torch.autograd.grad(mean_loss_of_flat(model, batches, params)(flat), flat)[0]
 
 
 def scale_(params: list[Tensor], factor: float) -> None:

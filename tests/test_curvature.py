@@ -47,12 +47,14 @@ def _riemannian_matrix(model, batches, params) -> torch.Tensor:
 
 @pytest.mark.parametrize("build, shape", [(bn_mlp, (5,)), (bn_convnet, (1, 5, 5))])
 def test_hvp_matches_the_full_hessian_of_a_bn_network_in_train_mode(build, shape):
-    model = build()
+    model = build().eval()  # hvp must switch BN to batch statistics itself
     params = trainable(model)
     batches = make_batches((8, 8, 5), shape=shape, classes=2)
     v = [torch.randn(p.shape, generator=_gen(), dtype=p.dtype) for p in params]
     expected = full_hessian(model, batches, params) @ flatten(v)
-    assert torch.allclose(flatten(hvp(model, cross_entropy, batches, params, v)), expected, atol=1e-10)
+    assert torch.allclose(
+        flatten(hvp(model, cross_entropy, batches, params, v)), expected, atol=1e-10
+    )
 
 
 def test_hvp_leaves_running_stats_and_eval_mode_unchanged():
@@ -92,21 +94,37 @@ def test_hutchinson_is_exact_on_a_diagonal_hessian():
     model = _DiagonalLoss()
     batches = make_batches((4, 3), shape=(7,))
     hess = torch.autograd.functional.hessian(
-        lambda w: sum(x.shape[0] / 7 * ((x * w**2).sum(1) + (w**4).sum()).mean() for x, _ in batches),
+        lambda w: sum(
+            x.shape[0] / 7 * ((x * w**2).sum(1) + (w**4).sum()).mean() for x, _ in batches
+        ),
         model.w.detach(),
     )
     assert torch.count_nonzero(hess - torch.diag(torch.diag(hess))) == 0
-    result = hutchinson_trace(model, _diagonal_loss, batches, [model.w], n_probes=4, generator=_gen())
+    result = hutchinson_trace(
+        model, _diagonal_loss, batches, [model.w], n_probes=4, generator=_gen()
+    )
     assert result["trace"] == pytest.approx(torch.trace(hess).item(), rel=1e-12)
     assert result["stderr"] == pytest.approx(0.0, abs=1e-12)
     assert result["trace_per_param"] == pytest.approx(result["trace"] / 7, rel=1e-12)
+
+
+def test_hutchinson_uses_the_same_probe_on_every_batch():
+    # With one probe the estimate must be z^T H z for one sign vector z of the 2^6 possible ones;
+    # a fresh probe per batch would give a mixture of per-batch quadratic forms instead.
+    model = plain_mlp(d_in=1)
+    params, batches = trainable(model), make_batches(shape=(1,))
+    hess = full_hessian(model, batches, params)
+    signs = torch.cartesian_prod(*[torch.tensor([-1.0, 1.0], dtype=torch.float64)] * 6)
+    forms = torch.einsum("si,ij,sj->s", signs, hess, signs)
+    estimate = hutchinson_trace(model, cross_entropy, batches, params, n_probes=1, generator=_gen())
+    assert (forms - estimate["trace"]).abs().min().item() < 1e-10 * hess.abs().max().item()
 
 
 def test_hutchinson_agrees_with_the_full_hessian_trace_within_its_standard_error():
     model = bn_mlp()
     params, batches = trainable(model), make_batches()
     exact = torch.trace(full_hessian(model, batches, params)).item()
-    result = hutchinson_trace(model, cross_entropy, batches, params, n_probes=64, generator=_gen())
+    result = hutchinson_trace(model, cross_entropy, batches, params, n_probes=32, generator=_gen())
     assert abs(result["trace"] - exact) < 4 * result["stderr"]
     assert result["effective_trace"] == pytest.approx(result["trace"] * result["radius"] ** 2)
 
@@ -146,7 +164,6 @@ def test_riemannian_hessian_is_the_second_derivative_along_geodesics(build):
     u = r - (r @ w) / (w @ w) * w
     u = u / u.norm()
     hess_u = flatten(riemannian_hvp(model, cross_entropy, batches, params, unflatten(u, params)))
-    model.train()
     expected = _geodesic_second_derivative(model, batches, params, u) / (w @ w).item()
     assert (u @ hess_u).item() == pytest.approx(expected, rel=1e-5)
 
@@ -162,9 +179,13 @@ def test_riemannian_topk_and_effective_sharpness_match_the_dense_riemannian_hess
     model = plain_mlp()
     params, batches = trainable(model), make_batches()
     exact = torch.linalg.eigvalsh(_riemannian_matrix(model, batches, params)).flip(0)[:3]
-    spectrum = riemannian_topk(model, cross_entropy, batches, params, k=3, iters=30, generator=_gen())
+    spectrum = riemannian_topk(
+        model, cross_entropy, batches, params, k=3, iters=30, generator=_gen()
+    )
     assert torch.allclose(torch.tensor(spectrum.eigenvalues, dtype=torch.float64), exact, rtol=1e-6)
-    sharpness = effective_sharpness(model, cross_entropy, batches, params, iters=30, generator=_gen())
+    sharpness = effective_sharpness(
+        model, cross_entropy, batches, params, iters=30, generator=_gen()
+    )
     assert sharpness == pytest.approx(exact[0].item() * joint_norm(params).item() ** 2, rel=1e-6)
 
 

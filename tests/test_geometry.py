@@ -21,7 +21,10 @@ from spherelab.metrics import (
 
 def _vectors(seed: int = 0, dtype=torch.float64) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(3, 4, generator=gen, dtype=dtype), torch.randn(5, generator=gen, dtype=dtype)]
+    return [
+        torch.randn(3, 4, generator=gen, dtype=dtype),
+        torch.randn(5, generator=gen, dtype=dtype),
+    ]
 
 
 def _flat(tensors):
@@ -35,7 +38,7 @@ def _rotated(a, b, theta: float):
     ortho = ortho / ortho.norm() * fa.norm()
     flat = math.cos(theta) * fa + math.sin(theta) * ortho
     chunks = torch.split(flat, [t.numel() for t in a])
-    return [c.view_as(t) for c, t in zip(chunks, a)], flat
+    return [c.view_as(t) for c, t in zip(chunks, a)]
 
 
 def test_joint_norm_equals_the_norm_of_the_concatenation():
@@ -46,12 +49,15 @@ def test_joint_norm_equals_the_norm_of_the_concatenation():
 def test_per_tensor_norms_are_keyed_by_name():
     a = _vectors()
     norms = per_tensor_norms({"w1": a[0], "w2": a[1]})
-    assert norms == {"w1": pytest.approx(a[0].norm().item()), "w2": pytest.approx(a[1].norm().item())}
+    assert norms == {
+        "w1": pytest.approx(a[0].norm().item()),
+        "w2": pytest.approx(a[1].norm().item()),
+    }
 
 
 def test_angle_of_orthogonal_vectors_is_half_pi():
     a = _vectors()
-    b, _ = _rotated(a, _vectors(1), math.pi / 2)
+    b = _rotated(a, _vectors(1), math.pi / 2)
     assert angle(a, b) == pytest.approx(math.pi / 2, abs=1e-12)
 
 
@@ -63,7 +69,7 @@ def test_angle_of_parallel_vectors_is_zero_and_of_opposite_vectors_pi():
 
 def test_angle_resolves_tiny_rotations_in_float32():
     a = _vectors(dtype=torch.float32)
-    b, _ = _rotated([t.double() for t in a], _vectors(1), 3e-5)
+    b = _rotated([t.double() for t in a], _vectors(1), 3e-5)
     assert angle(a, [t.float() for t in b]) == pytest.approx(3e-5, rel=1e-2)
 
 
@@ -82,7 +88,7 @@ def test_cosine_equals_the_cosine_of_the_angle():
 
 def test_angle_to_init_is_the_rotation_since_initialization():
     init = _vectors()
-    cur, _ = _rotated(init, _vectors(1), 0.3)
+    cur = _rotated(init, _vectors(1), 0.3)
     assert angle_to_init([2.0 * t for t in cur], init) == pytest.approx(0.3, rel=1e-10)
 
 
@@ -91,7 +97,7 @@ def test_tracker_reports_mean_max_and_count_of_step_angles():
     tracker = AngularUpdateTracker()
     cur = _vectors()
     for theta in thetas:
-        nxt, _ = _rotated(cur, _vectors(len(thetas) + tracker.count), theta)
+        nxt = _rotated(cur, _vectors(len(thetas) + tracker.count), theta)
         tracker.update(cur, nxt)
         cur = nxt
     summary = tracker.summary()
@@ -104,7 +110,7 @@ def test_tracker_reports_mean_max_and_count_of_step_angles():
 
 def test_per_layer_angles_measure_each_tensor_on_its_own():
     prev = _vectors()
-    cur = [_rotated([prev[0]], [torch.randn(3, 4, dtype=torch.float64)], 0.1)[0][0], -prev[1]]
+    cur = [_rotated([prev[0]], [torch.randn(3, 4, dtype=torch.float64)], 0.1)[0], -prev[1]]
     angles = per_layer_angles(prev, cur, ["conv", "fc"])
     assert angles["conv"] == pytest.approx(0.1, rel=1e-10)
     assert angles["fc"] == pytest.approx(math.pi, rel=1e-10)

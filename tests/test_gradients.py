@@ -40,7 +40,9 @@ def test_gradient_stats_equal_a_naive_per_batch_computation(build, shape):
     naive = _naive_stats(model, batches, params)
     for key, value in naive.items():
         assert getattr(stats, key) == pytest.approx(value, rel=1e-10), key
-    assert stats.snr == pytest.approx(naive["full_grad_norm"] ** 2 / naive["grad_variance"], rel=1e-9)
+    assert stats.snr == pytest.approx(
+        naive["full_grad_norm"] ** 2 / naive["grad_variance"], rel=1e-9
+    )
     rho = joint_norm(params).item()
     assert stats.eff_grad_norm == pytest.approx(naive["grad_norm"] * rho, rel=1e-10)
     assert (stats.n_batches, stats.n_samples) == (3, 21)

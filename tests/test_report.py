@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import itertools
 import json
 import logging
 import math
 import re
-import shutil
 import subprocess
 import sys
 import types
@@ -84,10 +84,9 @@ def _row(index: int, point: tuple[float, str, str], sweep: Path) -> dict:
     return row
 
 
-@pytest.fixture
-def sweep_dir(tmp_path: Path) -> Path:
+def _make_sweep(parent: Path) -> Path:
     """A sweep directory following the contract of DESIGN.md §2."""
-    sweep = tmp_path / "sweep"
+    sweep = parent / "sweep"
     sweep.mkdir()
     rows = [_row(i, p, sweep) for i, p in enumerate(POINTS)]
     with (sweep / "summary.csv").open("w", newline="") as handle:
@@ -96,8 +95,13 @@ def sweep_dir(tmp_path: Path) -> Path:
         writer.writerows(rows)
     spec = {"model": "convnet", "dataset": "synthetic", "elrs": [p[0] for p in POINTS],
             "seeds": [0], "epochs": EPOCHS[-1], "overrides": ["model.width=4"]}
-    (sweep / "sweep.json").write_text(json.dumps(spec))
+    (sweep / "sweep.json").write_text(json.dumps({"spec": spec, "refined": []}))
     return sweep
+
+
+@pytest.fixture
+def sweep_dir(tmp_path: Path) -> Path:
+    return _make_sweep(tmp_path)
 
 
 @dataclass(frozen=True)
@@ -113,28 +117,37 @@ class _StandInBoundary:
 
 def _stand_in_estimate(elrs, regimes) -> list[_StandInBoundary]:
     pairs = sorted(zip(elrs, regimes))
-    return [_StandInBoundary(a[0], b[0], a[1], b[1]) for a, b in zip(pairs, pairs[1:])
+    return [_StandInBoundary(a[0], b[0], a[1], b[1]) for a, b in itertools.pairwise(pairs)
             if a[1] != b[1]]
 
 
-@pytest.fixture(autouse=True)
-def regimes_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+@pytest.fixture(scope="module", autouse=True)
+def regimes_module():
     """The real spherelab.regimes when it exists, else a minimal stand-in with its signature."""
-    try:
-        import spherelab.regimes as module
-    except ImportError:
-        module = types.ModuleType("spherelab.regimes")
-        module.estimate_boundaries = _stand_in_estimate
-        monkeypatch.setitem(sys.modules, "spherelab.regimes", module)
-    return module
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        try:
+            import spherelab.regimes as module
+        except ImportError:
+            module = types.ModuleType("spherelab.regimes")
+            module.estimate_boundaries = _stand_in_estimate
+            monkeypatch.setitem(sys.modules, "spherelab.regimes", module)
+        yield module
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A synthetic sweep and its report page, written once (figures cost seconds here)."""
+    sweep = _make_sweep(tmp_path_factory.mktemp("reported"))
+    page = report.write_report(sweep, title="My sweep")
+    return sweep, page.read_text()
 
 
 def _embedded_pngs(html: str) -> list[bytes]:
     return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
 
 
-def test_report_embeds_every_figure_as_a_decodable_png(sweep_dir: Path) -> None:
-    html = report.write_report(sweep_dir).read_text()
+def test_report_embeds_every_figure_as_a_decodable_png(reported: tuple[Path, str]) -> None:
+    sweep_dir, html = reported
     embedded = _embedded_pngs(html)
     on_disk = sorted((sweep_dir / "figures").glob("*.png"))
     assert {p.stem for p in on_disk} == {"figure1", "grad_vs_loss", "regime_map",
@@ -145,42 +158,43 @@ def test_report_embeds_every_figure_as_a_decodable_png(sweep_dir: Path) -> None:
         assert pixels.shape[0] > 200 and pixels.shape[1] > 200
 
 
-def test_every_figure_is_also_written_as_svg(sweep_dir: Path) -> None:
-    report.write_report(sweep_dir)
+def test_every_figure_is_also_written_as_svg(reported: tuple[Path, str]) -> None:
+    sweep_dir, _ = reported
     for png in (sweep_dir / "figures").glob("*.png"):
         svg = png.with_suffix(".svg")
         assert svg.is_file() and "<svg" in svg.read_text()[:2000]
 
 
-def test_table_has_one_row_per_run_coloured_by_regime(sweep_dir: Path) -> None:
-    html = report.write_report(sweep_dir).read_text()
+def test_table_has_one_row_per_run_coloured_by_regime(reported: tuple[Path, str]) -> None:
+    _, html = reported
     classes = re.findall(r'<tr class="([^"]*)">', html)
     expected = sorted(regime or status for _, regime, status in POINTS)
     assert sorted(classes) == expected
 
 
-def test_failed_run_appears_with_its_error_and_figures_still_render(sweep_dir: Path) -> None:
-    html = report.write_report(sweep_dir).read_text()
+def test_failed_run_appears_with_its_error_and_figures_still_render(
+        reported: tuple[Path, str]) -> None:
+    sweep_dir, html = reported
     failed_row = re.search(r'<tr class="failed">(.*?)</tr>', html).group(1)
     assert "failed" in failed_row and "CUDA out of memory" in failed_row
     assert FAILED_ERROR in html
     assert len(_embedded_pngs(html)) == len(list((sweep_dir / "figures").glob("*.png")))
 
 
-def test_boundaries_json_holds_the_estimated_boundaries(sweep_dir: Path,
+def test_boundaries_json_holds_the_estimated_boundaries(reported: tuple[Path, str],
                                                         regimes_module) -> None:
-    report.write_report(sweep_dir)
+    sweep_dir, _ = reported
     written = json.loads((sweep_dir / "boundaries.json").read_text())
     classified = [p for p in POINTS if p[2] != "failed"]
     expected = regimes_module.estimate_boundaries([p[0] for p in classified],
                                                   [p[1] for p in classified])
-    assert written == [json.loads(json.dumps(b.to_dict())) for b in expected]
+    assert written == [json.loads(json.dumps({**b.to_dict(), "axes": {}})) for b in expected]
     assert [(b["below"], b["above"]) for b in written] == [
         ("convergence", "chaotic_equilibrium"), ("chaotic_equilibrium", "divergence")]
 
 
-def test_report_lists_spec_and_environment(sweep_dir: Path) -> None:
-    html = report.write_report(sweep_dir, title="My sweep").read_text()
+def test_report_lists_spec_and_environment(reported: tuple[Path, str]) -> None:
+    _, html = reported
     assert "<title>My sweep</title>" in html
     assert "&quot;overrides&quot;" in html and "model.width=4" in html
     for item in ("python", "torch", "numpy", "matplotlib"):
@@ -200,7 +214,7 @@ def test_load_sweep_skips_garbled_and_missing_run_files_with_a_warning(
     assert len(next(r for r in sweep.runs if r.elr == 1e-5).records) == len(EPOCHS)
     text = caplog.text
     assert "run_000" in text and "not valid JSON" in text and "run_001" in text
-    report.write_report(sweep_dir)  # and the report still renders
+    plots.figure1(sweep.runs).savefig(io.BytesIO(), dpi=40)  # the figures still render
 
 
 def test_load_sweep_rejects_a_directory_without_summary(tmp_path: Path) -> None:
@@ -261,14 +275,15 @@ print(sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
 
 def test_plots_and_report_work_without_importing_torch(sweep_dir: Path) -> None:
     out = subprocess.run([sys.executable, "-c", _NO_TORCH, str(SRC), str(sweep_dir)],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs headless Chromium at /usr/bin/chromium")
-def test_report_renders_as_a_non_blank_page_in_chromium(sweep_dir: Path, tmp_path: Path) -> None:
-    page = report.write_report(sweep_dir)
+def test_report_renders_as_a_non_blank_page_in_chromium(reported: tuple[Path, str],
+                                                         tmp_path: Path) -> None:
+    page = reported[0] / "report.html"
     shot = tmp_path / "shot.png"
     cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
            "--no-first-run", "--disable-background-networking", "--disable-component-update",
@@ -280,4 +295,31 @@ def test_report_renders_as_a_non_blank_page_in_chromium(sweep_dir: Path, tmp_pat
     non_white = (rgb < 0.95).any(axis=-1).mean()
     colours = len(np.unique((rgb * 255).astype(np.uint8).reshape(-1, 3), axis=0))
     assert non_white > 0.05 and colours > 50
-    shutil.copy(shot, sweep_dir / "screenshot.png")
+
+
+def test_each_extra_axis_value_gets_its_own_figures_and_boundaries(
+        sweep_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = sweep_dir / "summary.csv"
+    rows = list(csv.DictReader(summary.open()))
+    widths = ["4", "8"]
+    with summary.open("w", newline="") as handle:  # the same runs again at a second width
+        writer = csv.DictWriter(handle, fieldnames=[*COLUMNS, "model.width"])
+        writer.writeheader()
+        writer.writerows({**row, "model.width": w} for w in widths for row in rows)
+    saved: list[str] = []
+
+    def fake_save(fig, stem: Path) -> list[Path]:  # drawing is what costs time here
+        saved.append(Path(stem).name)
+        Path(stem).parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{stem}.png").write_bytes(b"png")
+        return [Path(f"{stem}.png"), Path(f"{stem}.svg")]
+
+    monkeypatch.setattr(plots, "save_figure", fake_save)
+    html = report.write_report(sweep_dir).read_text()
+    assert sorted(s for s in saved if s.startswith("regime_map")) == [
+        f"regime_map_{i}" for i in range(len(widths))]
+    assert "<title>ELR sweep: convnet on synthetic</title>" in html
+    written = json.loads((sweep_dir / "boundaries.json").read_text())
+    assert sorted({b["axes"]["model.width"] for b in written}) == widths
+    assert len(written) == 2 * len(widths)
+    assert len(re.findall(r'<tr class="', html)) == len(widths) * len(POINTS)

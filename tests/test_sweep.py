@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -66,7 +67,7 @@ def test_parse_elrs_reads_comma_lists_and_inclusive_logspace():
     assert parse_elrs("1e-4, 3e-3") == (1e-4, 3e-3)
     grid = parse_elrs("logspace:1e-4:1:8")
     assert len(grid) == 8 and grid[0] == 1e-4 and grid[-1] == 1.0
-    ratios = [b / a for a, b in zip(grid, grid[1:])]
+    ratios = [b / a for a, b in itertools.pairwise(grid)]
     assert max(ratios) == pytest.approx(min(ratios), rel=1e-9)
 
 
@@ -197,7 +198,7 @@ def _stub_regimes() -> types.ModuleType:
     def estimate_boundaries(elrs, regimes):
         pairs = sorted(zip(elrs, regimes))
         return [Boundary(lo=a, hi=b, below=ra, above=rb, mid=math.sqrt(a * b))
-                for (a, ra), (b, rb) in zip(pairs, pairs[1:]) if ra != rb]
+                for (a, ra), (b, rb) in itertools.pairwise(pairs) if ra != rb]
 
     module.estimate_boundaries = estimate_boundaries
     module.refine_points = lambda boundaries: [b.mid for b in boundaries]
@@ -219,9 +220,11 @@ def test_refine_adds_points_inside_each_boundary_interval_for_every_seed(tmp_pat
         assert len(flips) == 2
         assert all(math.log(elrs[i + 1] / elrs[i]) <= math.log(100) / 4 * (1 + 1e-9)
                    for i in flips)
-    assert len(json.loads((tmp_path / "sweep.json").read_text())["refined"]) == 2 * 3
+    assert len(json.loads((tmp_path / "sweep.json").read_text())["refined"]) == 2
     again = read_summary(run_sweep(spec, tmp_path, runner=fake_runner, refine=2, report=False))
     assert again == rows and all(calls(tmp_path, r) == 1 for r in rows)
+    more = read_summary(run_sweep(spec, tmp_path, runner=fake_runner, refine=3, report=False))
+    assert len(more) == len(rows) + 2 * 2 * len(spec.seeds)
 
 
 def test_a_failing_report_is_logged_and_the_sweep_still_finishes(tmp_path, monkeypatch, caplog):
@@ -265,3 +268,18 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
     code = cli.main(["sweep", "--out", str(tmp_path / "s"), *argv])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_real_tiny_sweep_trains_every_run_and_a_rerun_reuses_them(tmp_path):
+    pytest.importorskip("spherelab.engine")
+    spec = SweepSpec(elrs=(1e-3, 10.0), dataset="synthetic:40:128:64:4", epochs=1,
+                     overrides={"data.batch_size": 64, "train.records": 2,
+                                "train.checkpoints": "none"})
+    rows = read_summary(run_sweep(spec, tmp_path, report=False))
+    assert [float(r["elr"]) for r in rows] == list(spec.elrs)
+    assert all(r["status"] in sweep.FINAL_STATUSES and r["regime"] in sweep.REGIMES
+               for r in rows)
+    stamps = [(tmp_path / r["run_dir"] / "summary.json").stat().st_mtime_ns for r in rows]
+    assert read_summary(run_sweep(spec, tmp_path, report=False)) == rows
+    assert stamps == [(tmp_path / r["run_dir"] / "summary.json").stat().st_mtime_ns
+                      for r in rows]

@@ -152,7 +152,7 @@ def _propagate(graph: fx.Graph, model: nn.Module, si: set[int], bias_free: set[i
                 in_src = in_src | {node.target}
         elif node.op == "output":
             for d, a in ((flow.degree[a], a) for a in node.all_input_nodes):
-                if d != 0:
+                if d is not _BROKEN and d != 0:  # a broken value was blamed where it broke
                     for owner in flow.sources[a]:
                         flow.offenders.setdefault(
                             owner, "its output reaches the model output without a normalization")

@@ -20,8 +20,7 @@ from torch import nn
 
 from spherelab import checkpoint as ckpt
 from spherelab.config import Config, from_dict
-from spherelab.data import Dataset, fixed_batches, load_dataset
-from spherelab.datasets.batching import BatchSampler
+from spherelab.data import BatchSampler, Dataset, augment_images, fixed_batches, load_dataset
 from spherelab.losses import get_loss
 from spherelab.recorder import Recorder
 from spherelab.runtime import environment, resolve_device, resolve_dtype
@@ -56,11 +55,9 @@ def build_model_for(cfg: Config, data: Dataset) -> nn.Module:
     shape = data.input_shape
     kwargs: dict[str, Any] = dict(num_classes=data.num_classes, width=cfg.model.width,
                                   depth=cfg.model.depth, head_seed=cfg.model.head_seed,
-                                  head_norm=cfg.model.head_norm)
-    if len(shape) == 3:
+                                  head_norm=cfg.model.head_norm, in_features=math.prod(shape))
+    if len(shape) == 3:  # conv families read these; the MLP flattens images
         kwargs.update(in_channels=shape[0], image_size=shape[1])
-    else:
-        kwargs.update(in_features=math.prod(shape))
     return build_model(cfg.model.name, **kwargs)
 
 
@@ -203,7 +200,6 @@ def _loop(run: Run, out: Path, records: list, start: int, progress: ProgressFn |
         idx = remaining.popleft()
         x = x_all[idx]
         if run.aug_gen is not None:
-            from spherelab.datasets.augment import augment_images
             x = augment_images(x, run.aug_gen)
         set_rate(run.optimizer, cfg.optim, schedule(step / spe))
         window += train_step(step_model, loss_fn, run.optimizer, x, y_all[idx]).double()

@@ -15,10 +15,11 @@ import json
 import logging
 import multiprocessing
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from spherelab.config import Config, ConfigError
 
@@ -71,7 +72,7 @@ def execute(runner: Runner, task: Task) -> Outcome:
     start = time.perf_counter()
     try:
         summary = dict(runner(task.config, task.run_dir))
-    except Exception as err:  # noqa: BLE001 - any run failure is recorded, the sweep goes on
+    except Exception as err:
         log.debug("run %s failed", task.run_dir, exc_info=True)
         return Outcome(task.run_dir, None, one_line_error(err), time.perf_counter() - start)
     return Outcome(task.run_dir, summary, None, time.perf_counter() - start)

@@ -7,9 +7,10 @@ touches pyplot's global state or needs a display; inputs are plain data (`RunDat
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps, colors
@@ -24,6 +25,7 @@ REGIME_COLORS = {"convergence": "#4caf50", "chaotic_equilibrium": "#ffa000",
                  "divergence": "#e53935"}
 REGIME_NUMBERS = {"convergence": "1", "chaotic_equilibrium": "2", "divergence": "3"}
 ELR_CMAP = "viridis"
+FINAL_STATUSES = ("finished", "nonfinite")  # runs that ran to the end and carry a regime
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class RunData:
     records: list[dict[str, Any]]  # metrics.jsonl, one dict per evaluation, epoch 0 = init
     diagnostics: list[dict[str, Any]] = field(default_factory=list)  # diagnostics.jsonl
     status: str = "finished"
+    run_dir: str = ""  # relative to the sweep directory (for grouping; never parsed)
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -77,7 +80,7 @@ def _require_runs(runs: Sequence[RunData], what: str) -> None:
 def figure1(runs: Sequence[RunData]) -> Figure:
     """Figure 1 of the paper: train loss, test error % and eff. grad norm against epoch."""
     _require_runs(runs, "figure1")
-    fig = _new_figure(15, 4.4)
+    fig = _new_figure(12, 3.8)
     axes = fig.subplots(1, 3)
     mapper = _elr_colours([run.elr for run in runs])
     for run in sorted(runs, key=lambda r: r.elr):
@@ -103,7 +106,7 @@ def figure1(runs: Sequence[RunData]) -> Figure:
 def grad_vs_loss(runs: Sequence[RunData]) -> Figure:
     """Effective gradient norm against train loss (log-log), one trajectory per run."""
     _require_runs(runs, "grad_vs_loss")
-    fig = _new_figure(7.5, 6)
+    fig = _new_figure(7, 5.2)
     ax = fig.subplots()
     mapper = _elr_colours([run.elr for run in runs])
     starts = []
@@ -166,11 +169,11 @@ def _mark_boundaries(ax: Axes, boundaries: Sequence[Any], label: bool) -> None:
 
 
 def _plot_final_metric(ax: Axes, rows: Sequence[Mapping[str, Any]], key: str) -> None:
-    """Finished runs as regime-coloured dots; non-finite values as triangles on top."""
+    """Runs that ended as regime-coloured dots; non-finite values as triangles on top."""
     trans = ax.get_xaxis_transform()  # x in data, y in axes fraction
     for row in rows:
         elr, value = _num(row.get("elr")), _num(row.get(key))
-        if row.get("status") == "failed" or not elr > 0:
+        if row.get("status") not in FINAL_STATUSES or not elr > 0:
             continue
         colour = REGIME_COLORS.get(str(row.get("regime")), "0.5")
         if math.isnan(value):
@@ -184,7 +187,7 @@ def regime_map(rows: Sequence[Mapping[str, Any]], boundaries: Sequence[Any]) -> 
     if not rows:
         raise ValueError("regime_map needs at least one summary row, got none; "
                          "check the sweep's summary.csv")
-    fig = _new_figure(8, 9)
+    fig = _new_figure(7.5, 8)
     axes = fig.subplots(3, 1, sharex=True)
     regimes = _majority_regimes(rows)
     failed = [_num(r.get("elr")) for r in rows if r.get("status") == "failed"]
@@ -225,7 +228,7 @@ def sharpness_vs_stability(runs: Sequence[RunData]) -> Figure:
     if not with_diag:
         raise ValueError(f"sharpness_vs_stability needs runs with diagnostics (sharpness_eff); "
                          f"none of the {len(runs)} runs has any: compute diagnostics first")
-    fig = _new_figure(7.5, 5.5)
+    fig = _new_figure(7, 5)
     ax = fig.subplots()
     for run in with_diag:
         elrs = np.array([_num(d.get("elr", run.elr)) for d in run.diagnostics])

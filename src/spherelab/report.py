@@ -11,15 +11,17 @@ import json
 import logging
 import math
 import platform
+import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from spherelab import plots
 from spherelab.htmlpage import Page
-from spherelab.plots import RunData
+from spherelab.plots import FINAL_STATUSES, RunData
 
 log = logging.getLogger("spherelab")
 
@@ -28,7 +30,17 @@ FLOAT_COLUMNS = ("elr", "train_loss", "train_acc", "test_loss", "test_acc", "eff
 INT_COLUMNS = ("seed", "epochs")
 TABLE_COLUMNS = ("elr", "seed", "regime", "status", "train_loss", "train_acc", "test_loss",
                  "test_acc", "eff_grad_norm", "si_norm", "epochs", "error")
+CONTRACT_COLUMNS = {*TABLE_COLUMNS, "run_dir"}
 PACKAGES = ("torch", "numpy", "matplotlib", "spherelab")
+CAPTIONS = {
+    "figure1": ("Figure 1 replica: train loss, test error and mean effective gradient norm "
+                "against epoch, one colour per ELR."),
+    "grad_vs_loss": ("Effective gradient norm against train loss; stars mark the common start "
+                     "(init)."),
+    "regime_map": ("Final metrics against ELR, shaded by regime; hatched bands are the estimated "
+                   "boundaries, crosses failed runs."),
+    "sharpness_vs_stability": "Effective sharpness against ELR with the stability limit 2/ELR.",
+}
 
 
 @dataclass
@@ -40,6 +52,19 @@ class Sweep:
     runs: list[RunData]  # runs whose metrics.jsonl could be read
     spec: dict[str, Any] | None = None  # sweep.json, if present
     configs: list[dict[str, Any]] = field(default_factory=list)  # each run's config.json
+    axes: list[str] = field(default_factory=list)  # extra summary columns: the sweep's axes
+
+    def groups(self) -> list[tuple[dict[str, str], list[dict[str, Any]], list[RunData]]]:
+        """(axis values, rows, runs) per combination of the extra axes; one group if none."""
+        keyed: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in self.rows:
+            keyed.setdefault(tuple(str(row.get(a, "")) for a in self.axes), []).append(row)
+        out = []
+        for key, rows in keyed.items():
+            dirs = {r.get("run_dir") for r in rows}
+            out.append((dict(zip(self.axes, key)), rows,
+                        [run for run in self.runs if run.run_dir in dirs]))
+        return out
 
 
 def _parse_row(raw: dict[str, str]) -> dict[str, Any]:
@@ -103,7 +128,8 @@ def _load_run(root: Path, row: dict[str, Any]) -> tuple[RunData | None, dict[str
     diag = run_dir / "diagnostics.jsonl"
     diagnostics = _read_jsonl(diag) if diag.is_file() else []
     run = RunData(elr=row["elr"], seed=row["seed"] or 0, regime=row.get("regime", ""),
-                  records=records, diagnostics=diagnostics, status=row.get("status", ""))
+                  records=records, diagnostics=diagnostics, status=row.get("status", ""),
+                  run_dir=row["run_dir"])
     return (run if records else None), config
 
 
@@ -115,10 +141,12 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
         raise ValueError(f"no summary.csv in sweep directory {str(root)!r}; pass the "
                                 "directory a sweep wrote (it holds summary.csv and run dirs)")
     with summary.open(newline="", encoding="utf-8") as handle:
-        rows = [_parse_row(raw) for raw in csv.DictReader(handle)]
+        reader = csv.DictReader(handle)
+        rows = [_parse_row(raw) for raw in reader]
+        axes = [c for c in reader.fieldnames or () if c not in CONTRACT_COLUMNS]
     rows.sort(key=lambda r: (r["elr"] if not math.isnan(r["elr"]) else math.inf,
                              r["seed"] if r["seed"] is not None else -1))
-    sweep = Sweep(root=root, rows=rows, runs=[])
+    sweep = Sweep(root=root, rows=rows, runs=[], axes=axes)
     if (root / "sweep.json").exists():
         sweep.spec = _read_json(root / "sweep.json")
     for row in rows:
@@ -132,8 +160,8 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
 
 
 def estimate_sweep_boundaries(rows: list[dict[str, Any]]) -> list[Any]:
-    """Regime boundaries from the classified (non-failed) rows, via spherelab.regimes."""
-    classified = [r for r in rows if r.get("status") != "failed" and r.get("regime")
+    """Regime boundaries from the rows of one group that ran to the end with a regime."""
+    classified = [r for r in rows if r.get("status") in FINAL_STATUSES and r.get("regime")
                   and not math.isnan(r["elr"])]
     if not classified:
         return []
@@ -143,23 +171,32 @@ def estimate_sweep_boundaries(rows: list[dict[str, Any]]) -> list[Any]:
                                     [r["regime"] for r in classified]))
 
 
-def _figures(sweep: Sweep, boundaries: list[Any]) -> list[tuple[str, str, Callable[[], Any]]]:
-    """(file stem, caption, builder) of every figure the sweep's data allows."""
-    figs: list[tuple[str, str, Callable[[], Any]]] = []
-    if sweep.runs:
-        figs.append(("figure1", "Figure 1 replica: train loss, test error and mean effective "
-                     "gradient norm against epoch, one colour per ELR.",
-                     lambda: plots.figure1(sweep.runs)))
-        figs.append(("grad_vs_loss", "Effective gradient norm against train loss; stars mark "
-                     "the common start (init).", lambda: plots.grad_vs_loss(sweep.runs)))
-    if sweep.rows:
-        figs.append(("regime_map", "Final metrics against ELR, shaded by regime; hatched bands "
-                     "are the estimated boundaries, crosses failed runs.",
-                     lambda: plots.regime_map(sweep.rows, boundaries)))
-    if any(run.diagnostics for run in sweep.runs):
-        figs.append(("sharpness_vs_stability", "Effective sharpness against ELR with the "
-                     "stability limit 2/ELR.", lambda: plots.sharpness_vs_stability(sweep.runs)))
-    return figs
+def _figures(rows: list[dict[str, Any]], runs: list[RunData], boundaries: list[Any]
+             ) -> list[tuple[str, str, Callable[[], Any]]]:
+    """(file stem, caption, builder) of every figure one group's data allows."""
+    builders: dict[str, Callable[[], Any]] = {}
+    if runs:
+        builders["figure1"] = lambda: plots.figure1(runs)
+        builders["grad_vs_loss"] = lambda: plots.grad_vs_loss(runs)
+    if rows:
+        builders["regime_map"] = lambda: plots.regime_map(rows, boundaries)
+    if any(run.diagnostics for run in runs):
+        builders["sharpness_vs_stability"] = lambda: plots.sharpness_vs_stability(runs)
+    return [(stem, CAPTIONS[stem], build) for stem, build in builders.items()]
+
+
+def _add_figures(page: Page, sweep: Sweep, bounds: list[tuple[dict[str, str], list[Any]]]
+                 ) -> None:
+    """Save every group's figures under figures/ (PNG + SVG) and embed the PNGs."""
+    groups = sweep.groups()
+    for index, ((axes, rows, runs), (_, boundaries)) in enumerate(zip(groups, bounds)):
+        label = ", ".join(f"{k}={v}" for k, v in axes.items())
+        if len(groups) > 1:
+            page.heading(f"Figures for {label}")
+        for stem, caption, build in _figures(rows, runs, boundaries):
+            suffix = f"_{index}" if len(groups) > 1 else ""
+            png, _svg = plots.save_figure(build(), sweep.root / "figures" / (stem + suffix))
+            page.figure(png, f"{label}: {caption}" if label else caption)
 
 
 def _environment_rows(configs: list[dict[str, Any]]) -> list[list[str]]:
@@ -173,15 +210,17 @@ def _environment_rows(configs: list[dict[str, Any]]) -> list[list[str]]:
     for package in PACKAGES:
         try:
             here[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            here[package] = "not installed"
+        except metadata.PackageNotFoundError:  # e.g. spherelab run from a source tree
+            module = sys.modules.get(package)
+            here[package] = str(getattr(module, "__version__", "not installed"))
     keys = list(here) + sorted(k for k in recorded if k not in here)
     return [[key, here.get(key, ""), ", ".join(sorted(recorded.get(key, ()))) or "-"]
             for key in keys]
 
 
 def _default_title(sweep: Sweep) -> str:
-    spec = sweep.spec or {}
+    spec = (sweep.spec or {}).get("spec", sweep.spec or {})  # sweep.py nests it under "spec"
+    spec = spec if isinstance(spec, dict) else {}
     parts = [str(spec[k]) for k in ("model", "dataset") if isinstance(spec.get(k), str)]
     return f"ELR sweep: {' on '.join(parts) if parts else sweep.root.resolve().name}"
 
@@ -196,15 +235,18 @@ def _overview(sweep: Sweep) -> str:
             + (", ".join(f"{k} {v}" for k, v in sorted(regimes.items())) or "none") + ".")
 
 
-def _add_tables(page: Page, sweep: Sweep, boundaries: list[Any]) -> None:
+def _add_tables(page: Page, sweep: Sweep, bounds: list[tuple[dict[str, str], list[Any]]]
+                ) -> None:
     page.heading("Regime boundaries")
-    if boundaries:
-        page.table(["below", "above", "lo (last ELR below)", "hi (first ELR above)"],
-                   [[b.below, b.above, b.lo, b.hi] for b in boundaries])
+    rows = [[*axes.values(), b.below, b.above, b.lo, b.hi] for axes, bs in bounds for b in bs]
+    if rows:
+        page.table([*sweep.axes, "below", "above", "lo (last ELR below)",
+                    "hi (first ELR above)"], rows)
     else:
         page.paragraph("No boundary: the classified runs lie in a single regime (or none).")
     page.heading("Runs")
-    page.table(TABLE_COLUMNS, [[_cell(r, c) for c in TABLE_COLUMNS] for r in sweep.rows],
+    columns = [*TABLE_COLUMNS[:2], *sweep.axes, *TABLE_COLUMNS[2:]]
+    page.table(columns, [[_cell(r, c) for c in columns] for r in sweep.rows],
                row_class=[r.get("regime") or r.get("status") or "" for r in sweep.rows])
     failed = [r for r in sweep.rows if r.get("status") == "failed"]
     if failed:
@@ -216,6 +258,8 @@ def _add_tables(page: Page, sweep: Sweep, boundaries: list[Any]) -> None:
 
 def _cell(row: dict[str, Any], column: str) -> Any:
     value = row.get(column, "")
+    if row.get("status") == "failed" and isinstance(value, float) and math.isnan(value):
+        return ""  # a failed run has no metrics; "nan" would suggest a non-finite one
     if column == "error" and isinstance(value, str) and len(value) > 120:
         return value.splitlines()[-1][:120] if value.strip() else value[:120]
     return "" if value is None else value
@@ -224,17 +268,15 @@ def _cell(row: dict[str, Any], column: str) -> Any:
 def write_report(sweep_dir: str | Path, title: str | None = None) -> Path:
     """Write figures (PNG+SVG in figures/), boundaries.json and report.html; returns the page."""
     sweep = load_sweep(sweep_dir)
-    boundaries = estimate_sweep_boundaries(sweep.rows)
-    (sweep.root / "boundaries.json").write_text(
-        json.dumps([b.to_dict() for b in boundaries], indent=2) + "\n", encoding="utf-8")
+    bounds = [(axes, estimate_sweep_boundaries(rows)) for axes, rows, _ in sweep.groups()]
+    (sweep.root / "boundaries.json").write_text(json.dumps(
+        [{**b.to_dict(), "axes": axes} for axes, bs in bounds for b in bs], indent=2) + "\n",
+        encoding="utf-8")
     page = Page(title or _default_title(sweep))
     page.paragraph(_overview(sweep))
     page.heading("Figures")
-    for stem, caption, build in _figures(sweep, boundaries):
-        fig = build()
-        png, _svg = plots.save_figure(fig, sweep.root / "figures" / stem)
-        page.figure(png, caption)
-    _add_tables(page, sweep, boundaries)
+    _add_figures(page, sweep, bounds)
+    _add_tables(page, sweep, bounds)
     page.heading("Sweep specification")
     page.preformatted(json.dumps(sweep.spec, indent=2, sort_keys=True) if sweep.spec
                       else "no sweep.json in the sweep directory")

@@ -14,12 +14,21 @@ import json
 import logging
 import math
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from spherelab.config import (Config, ConfigError, DataConfig, ModelConfig, apply_overrides,
-                              flatten, from_dict, load_toml)
+from spherelab.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    apply_overrides,
+    flatten,
+    from_dict,
+    load_toml,
+)
 from spherelab.executors import Outcome, Runner, Task, make_settings, one_line_error, run_tasks
 
 log = logging.getLogger("spherelab")
@@ -217,8 +226,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _open_sweep_dir(spec: SweepSpec, out: Path) -> list[dict[str, Any]]:
-    """Check an existing sweep.json against spec (a rerun may only add points); its refined ELRs."""
+def _open_sweep_dir(spec: SweepSpec, out: Path) -> list[list[dict[str, Any]]]:
+    """Check an existing sweep.json against spec (a rerun may only add points); its refinement
+    rounds (each a list of {"axes", "elr"} entries)."""
     stored = _read_json(out / "sweep.json")
     if stored is None:
         if (out / "sweep.json").exists():
@@ -238,11 +248,11 @@ def _open_sweep_dir(spec: SweepSpec, out: Path) -> list[dict[str, Any]]:
         if dropped:
             raise ConfigError(f"{out} already holds {label} {dropped} that this spec drops; a "
                               "rerun may only add points: keep them or use a new --out directory")
-    return list(stored.get("refined", []))
+    return [list(round_) for round_ in stored.get("refined", [])]
 
 
-def _write_sweep_json(out: Path, spec: SweepSpec, refined: Sequence[Mapping[str, Any]]) -> None:
-    payload = {"spec": spec.to_dict(), "refined": [dict(r) for r in refined]}
+def _write_sweep_json(out: Path, spec: SweepSpec, rounds: list[list[dict[str, Any]]]) -> None:
+    payload = {"spec": spec.to_dict(), "refined": rounds}
     tmp = out / "sweep.json.tmp"
     tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     tmp.replace(out / "sweep.json")
@@ -393,7 +403,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "inline",
     """Run (or resume, or extend) a sweep in out_dir; returns the path of summary.csv.
 
     refine: rounds of boundary refinement after the grid (new ELRs at the geometric midpoints
-    of each boundary interval, for every seed). pack: runs per ensemble module (inline only;
+    of each boundary interval, for every seed); rounds already done in out_dir count. pack: runs per ensemble module (inline only;
     the hook is executors.run_pack). Every input is validated before anything runs.
     """
     from spherelab import executors  # looked up at call time so tests can swap the runner
@@ -410,22 +420,22 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "inline",
         except ImportError as err:
             raise ConfigError(f"refine={refine} needs spherelab.regimes ({err}); "
                               "run without --refine") from None
-    refined = _open_sweep_dir(spec, out)
-    points = expand(spec, refined)
+    rounds = _open_sweep_dir(spec, out)
+    points = expand(spec, [entry for round_ in rounds for entry in round_])
     out.mkdir(parents=True, exist_ok=True)
-    _write_sweep_json(out, spec, refined)
+    _write_sweep_json(out, spec, rounds)
     session = _Session(spec, out, runner or executors.train_runner, executor, settings, progress)
     session.run(points)
     path = _write_summary(out, session.rows(points))
-    for round_ in range(1, refine + 1):
+    while len(rounds) < refine:  # rounds already in sweep.json count, so a rerun is a no-op
         new = _refine_points(spec, points, session.rows(points))
         if not new:
-            log.info("refinement round %d: no boundary interval left to split", round_)
+            log.info("refinement: no boundary interval left to split")
             break
-        log.info("refinement round %d: %d new ELRs", round_, len(new))
-        refined += new
-        points = expand(spec, refined)
-        _write_sweep_json(out, spec, refined)
+        rounds.append(new)
+        log.info("refinement round %d: %d new ELRs", len(rounds), len(new))
+        points = expand(spec, [entry for round_ in rounds for entry in round_])
+        _write_sweep_json(out, spec, rounds)
         session.run(points)
         path = _write_summary(out, session.rows(points))
     if report:

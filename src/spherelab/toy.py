@@ -36,7 +36,9 @@ CURVE_POINTS = 25
 # 2 / mean|a_i|^2 (regime 3), and the first steps recorded densely so the path is visible.
 PATH_MULTIPLES = (0.5, 2.0)
 PATH_LARGE_MULTIPLE = 1000.0
-PATH_DENSE_STEPS = 200
+PATH_DENSE_STEPS = 100
+# Steps of the d = 3 runs: enough for the classifier (that instance's exponents are larger).
+PATH_STEPS = 5_000
 
 # Records per decade of steps on the default log-spaced schedule: ~10 points in the last decade
 # give the regime classifier a trend and two halves to compare.
@@ -114,21 +116,14 @@ class QuadraticSphereToy:
         u = np.broadcast_to(u0 / np.linalg.norm(u0, axis=-1, keepdims=True),
                             (etas.size, n_inits, self.d)).copy()
         losses = np.empty((etas.size, n_inits, record.size))
-        kept = [] if keep_positions else None
-        r = 0
-        for step in range(steps + 1):
-            while r < record.size and record[r] == step:
-                losses[:, :, r] = self.loss(u)
-                if kept is not None:
-                    kept.append(u.copy())
-                r += 1
-            if step == steps:
-                break
-            idx = toy_theory.batch_indices(rng, self.n, (n_inits,), self.batch_size)
-            u -= etas[:, None, None] * toy_theory.sphere_grad(self.A, u, idx)
-            u /= np.linalg.norm(u, axis=-1, keepdims=True)
-        positions = np.stack(kept, axis=2) if kept is not None else None
-        return ToySimulation(etas, record, losses, positions)
+        kept = np.empty((etas.size, n_inits, record.size, self.d)) if keep_positions else None
+        r = _record(u, 0, record, 0, self.A, losses, kept)
+        rows = toy_theory.sampled_rows(rng, self.A, steps, (n_inits,), self.batch_size)
+        for step, ab in enumerate(rows, start=1):
+            u -= etas[:, None, None] * toy_theory.rows_grad(ab, u)
+            u /= np.sqrt((u * u).sum(-1, keepdims=True))
+            r = _record(u, step, record, r, self.A, losses, kept)
+        return ToySimulation(etas, record, losses, kept)
 
     def lyapunov_exponent(self, etas: Sequence[float], steps: int = toy_theory.LYAPUNOV_STEPS,
                           chains: int = toy_theory.LYAPUNOV_CHAINS, seed: int = 0) -> np.ndarray:
@@ -153,6 +148,17 @@ class QuadraticSphereToy:
     def gd_threshold(self) -> float:
         """Full-batch GD stability limit 2 / lambda_max(Hessian) at the zero-loss set."""
         return toy_theory.gd_threshold(self.A)
+
+
+def _record(u: np.ndarray, step: int, schedule: np.ndarray, r: int, A: np.ndarray,
+            losses: np.ndarray, kept: np.ndarray | None) -> int:
+    """Store L(u) (and u) at slot r if the schedule asks for this step; returns the next slot."""
+    while r < schedule.size and schedule[r] == step:
+        losses[:, :, r] = toy_theory.full_loss(A, u)
+        if kept is not None:
+            kept[:, :, r] = u
+        r += 1
+    return r
 
 
 def label_simulation(sim: ToySimulation, init_loss: float) -> list[dict[str, object]]:
@@ -228,16 +234,17 @@ def run_toy(d: int = 20, n: int = 10, seed: int = 0, out: str | Path = "toy_out"
              d, n, seed, eta1, eta1_err, summary["convergence_boundary"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    summary["files"] = toy_plots.write_outputs(summary, sphere_paths(seed, steps), out)
+    summary["files"] = toy_plots.write_outputs(summary, sphere_paths(seed), out)
     summary["seconds"] = time.perf_counter() - start
     (out / "toy.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
 
 
-def sphere_paths(seed: int = 0, steps: int = DEFAULT_STEPS, n_inits: int = 4) -> dict[str, object]:
+def sphere_paths(seed: int = 0, steps: int = PATH_STEPS, n_inits: int = 4) -> dict[str, object]:
     """A d = 3, n = 2 instance with one trajectory per regime, for the sphere picture.
 
-    Each path is labelled by the same classifier as the sweep (init-averaged over n_inits).
+    Each path is labelled by the same classifier as the sweep (init-averaged over n_inits);
+    the first PATH_DENSE_STEPS points from the highest-loss start are returned, (3, steps, 3).
     The zero-loss set is the pair of poles +-w, w spanning the null space of A.
     """
     toy = QuadraticSphereToy(3, 2, seed)
@@ -247,5 +254,6 @@ def sphere_paths(seed: int = 0, steps: int = DEFAULT_STEPS, n_inits: int = 4) ->
     schedule = np.union1d(np.arange(PATH_DENSE_STEPS), log_schedule(steps))
     sim = toy.simulate(elrs, steps, n_inits, schedule=schedule, keep_positions=True)
     labels = label_simulation(sim, toy.uniform_loss())
+    far = int(np.argmax(sim.losses[0, :, 0]))  # the start farthest from the zero-loss poles
     return {"elrs": elrs, "regimes": [r["regime"] for r in labels],
-            "positions": sim.positions[:, 0], "pole": np.linalg.svd(toy.A)[2][-1]}
+            "positions": sim.positions[:, far, :PATH_DENSE_STEPS], "pole": np.linalg.svd(toy.A)[2][-1]}

@@ -69,7 +69,7 @@ def _lyapunov_panel(ax: plt.Axes, summary: Mapping[str, object]) -> None:
     ax.plot(curve["eta"], curve["exponent"], "o-", ms=3, color="tab:purple")
     ax.axhline(0.0, color="k", lw=0.8)
     _theory_lines(ax, summary)
-    ax.set(xscale="log", xlabel="ELR eta", ylabel="top Lyapunov exponent per step",
+    ax.set(xlabel="ELR eta", ylabel="top Lyapunov exponent per step",
            title="linearised SGD near the zero-loss set")
     ax.legend(fontsize=7)
 
@@ -80,11 +80,16 @@ def _sphere_panel(ax: plt.Axes, paths: Mapping[str, object]) -> None:
                       color="0.85", lw=0.5)
     pole = np.asarray(paths["pole"])
     ax.scatter(*np.stack([pole, -pole]).T, color="k", s=40, label="zero-loss set")
-    for elr, regime, pos in zip(paths["elrs"], paths["regimes"], paths["positions"]):
-        ax.plot(*np.asarray(pos).T, ".-", ms=2, lw=0.6, color=COLORS[regime],
+    # Drawn in reverse so the (short, converging) regime-1 path ends up on top.
+    items = list(zip(paths["elrs"], paths["regimes"], paths["positions"]))[::-1]
+    for elr, regime, pos in items:
+        ax.plot(*np.asarray(pos).T, ".-", ms=2, lw=0.6, alpha=0.8, color=COLORS[regime],
                 label=f"eta = {elr:.3g}: {regime}")
-    ax.set_title("d = 3, n = 2: one trajectory per regime")
+    ax.scatter(*np.asarray(items[0][2])[0], color="tab:blue", s=30, marker="*", label="start")
+    steps = len(items[0][2])
+    ax.set_title(f"d = 3, n = 2: first {steps} steps, one trajectory per regime")
     ax.set_box_aspect((1, 1, 1))
+    ax.set(xticklabels=[], yticklabels=[], zticklabels=[])
     ax.legend(fontsize=7, loc="upper left")
 
 

@@ -15,6 +15,8 @@ linear stability of SGD is that of the random product of (I - eta H_B) on S.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 # Steps of the random matrix product per chain and independent chains: 20k steps give a
@@ -25,6 +27,8 @@ LYAPUNOV_CHAINS = 16
 BURN_IN_FRACTION = 0.1
 # Grid points per bracketing round of the zero crossing (two rounds: coarse, then fine).
 GRID_POINTS = 24
+# Steps whose batches are drawn and gathered at once (memory: CHUNK_STEPS * K * B * d floats).
+CHUNK_STEPS = 1024
 
 
 def stream(purpose: str, *seeds: int) -> np.random.Generator:
@@ -49,6 +53,18 @@ def batch_indices(rng: np.random.Generator, n: int, shape: tuple[int, ...], batc
     return rng.integers(0, n, size=(*shape, batch_size))
 
 
+def sampled_rows(rng: np.random.Generator, rows: np.ndarray, steps: int, shape: tuple[int, ...],
+                 batch_size: int) -> Iterator[np.ndarray]:
+    """Yield, for each of ``steps`` steps, the sampled rows (shape + (B, row length)).
+
+    Indices are drawn CHUNK_STEPS steps at a time: one generator call and one gather per chunk
+    instead of per step (the simulations are dominated by per-step Python overhead).
+    """
+    for start in range(0, steps, CHUNK_STEPS):
+        count = min(CHUNK_STEPS, steps - start)
+        yield from rows[batch_indices(rng, rows.shape[0], (count, *shape), batch_size)]
+
+
 def lyapunov_exponents(A: np.ndarray, etas: np.ndarray, batch_size: int = 1,
                        steps: int = LYAPUNOV_STEPS, chains: int = LYAPUNOV_CHAINS,
                        seed: int = 0) -> np.ndarray:
@@ -68,14 +84,13 @@ def lyapunov_exponents(A: np.ndarray, etas: np.ndarray, batch_size: int = 1,
     scale = (etas / batch_size)[None, :, None]
     burn = int(steps * BURN_IN_FRACTION)
     total = np.zeros((chains, len(etas)))
-    for step in range(steps):
-        cb = c[batch_indices(rng, n, (chains,), batch_size)][:, None]  # (K, 1, B, n)
-        proj = (v[:, :, None, :] * cb).sum(-1)  # (K, E, B)
-        v = v - scale * (proj[..., None] * cb).sum(2)
-        norm = np.linalg.norm(v, axis=-1)
-        v /= norm[..., None]
+    for step, cb in enumerate(sampled_rows(rng, c, steps, (chains, 1), batch_size)):
+        proj = (v[:, :, None, :] * cb).sum(-1)  # (K, E, B); cb is (K, 1, B, n)
+        v -= scale * (proj[..., None] * cb).sum(2)
+        norm = np.sqrt((v * v).sum(-1, keepdims=True))
+        v /= norm
         if step >= burn:
-            total += np.log(norm)
+            total += np.log(norm[..., 0])
     return total / (steps - burn)
 
 
@@ -150,8 +165,8 @@ def large_elr_limit_loss(A: np.ndarray, batch_size: int = 1, steps: int = 4_000,
     u = rng.standard_normal((chains, A.shape[1]))
     u /= np.linalg.norm(u, axis=-1, keepdims=True)
     acc, count = 0.0, 0
-    for step in range(steps):
-        g = sphere_grad(A, u, batch_indices(rng, A.shape[0], (chains,), batch_size))
+    for step, ab in enumerate(sampled_rows(rng, A, steps, (chains,), batch_size)):
+        g = rows_grad(ab, u)
         u = -g / np.linalg.norm(g, axis=-1, keepdims=True)
         if step >= steps // 2:
             acc += float(full_loss(A, u).sum())
@@ -166,9 +181,13 @@ def sphere_grad(A: np.ndarray, u: np.ndarray, idx: np.ndarray) -> np.ndarray:
     gradient is (1/B) sum_b x_b a_b; removing its radial part (u . that = mean x_b^2) leaves
     (1/B) sum_b x_b (a_b - x_b u).
     """
-    ab = A[idx]  # (..., B, d)
+    return rows_grad(A[idx], u)
+
+
+def rows_grad(ab: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``sphere_grad`` given the batch rows themselves, ab: (..., B, d)."""
     x = (u[..., None, :] * ab).sum(-1)  # (..., B)
-    return (x[..., None] * ab).mean(-2) - (x**2).mean(-1)[..., None] * u
+    return (x[..., None] * ab).mean(-2) - (x * x).mean(-1)[..., None] * u
 
 
 def full_loss(A: np.ndarray, u: np.ndarray) -> np.ndarray:

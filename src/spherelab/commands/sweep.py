@@ -5,13 +5,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from spherelab.config import ConfigError, parse_assignment
 from spherelab.executors import EXECUTORS
-from spherelab.sweep import (SweepSpec, boundaries_by_group, load_spec, parse_elrs, parse_seeds,
-                             read_summary, run_sweep)
+from spherelab.sweep import (
+    SweepSpec,
+    boundaries_by_group,
+    load_spec,
+    parse_elrs,
+    parse_seeds,
+    read_summary,
+    run_sweep,
+)
 
 # CLI flag -> executor option (passed only when given).
 EXECUTOR_FLAGS = {"array_parallelism": "array_parallelism", "gpus_per_run": "gpus_per_run",

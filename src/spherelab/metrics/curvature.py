@@ -61,7 +61,10 @@ def _zeros_if_none(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> 
 
 
 def _grad_and_hvp(
-    model: nn.Module, loss_fn: LossFn, batches: Batches, params: list[Tensor],
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    params: list[Tensor],
     vec: list[Tensor] | None,
 ) -> tuple[list[Tensor], list[Tensor] | None]:
     """Gradient of the mean loss and (if ``vec`` is given) its Hessian times ``vec``, one pass."""
@@ -84,7 +87,10 @@ def _grad_and_hvp(
 
 
 def hvp(
-    model: nn.Module, loss_fn: LossFn, batches: Batches, params: Sequence[Tensor],
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    params: Sequence[Tensor],
     vec: Sequence[Tensor],
 ) -> list[Tensor]:
     """Hessian of the mean loss over the fixed ``batches`` times ``vec`` (double backward per batch)."""
@@ -101,7 +107,10 @@ def _project(vec: Sequence[Tensor], w: Sequence[Tensor], w_sq: Tensor) -> list[T
 
 
 def riemannian_hvp(
-    model: nn.Module, loss_fn: LossFn, batches: Batches, params: Sequence[Tensor],
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    params: Sequence[Tensor],
     vec: Sequence[Tensor],
 ) -> list[Tensor]:
     """Riemannian Hessian on the sphere of radius ||w|| times ``vec``: P H P v − (<g,w>/||w||^2) P v.
@@ -121,8 +130,12 @@ def riemannian_hvp(
 
 
 def hutchinson_trace(
-    model: nn.Module, loss_fn: LossFn, batches: Batches, params: Sequence[Tensor],
-    n_probes: int = 16, generator: torch.Generator | None = None,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    params: Sequence[Tensor],
+    n_probes: int = 16,
+    generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """Hutchinson estimate of tr(H) with Rademacher probes z: tr(H) ≈ mean_j z_j^T H z_j.
 
@@ -154,15 +167,26 @@ def hutchinson_trace(
     trace = float(values.mean())
     stderr = float(values.std() / n_probes**0.5) if n_probes > 1 else float("nan")
     return {
-        "trace": trace, "stderr": stderr, "trace_per_param": trace / n_params,
-        "effective_trace": trace * rho**2, "effective_stderr": stderr * rho**2,
-        "radius": rho, "n_params": n_params, "n_probes": n_probes,
+        "trace": trace,
+        "stderr": stderr,
+        "trace_per_param": trace / n_params,
+        "effective_trace": trace * rho**2,
+        "effective_stderr": stderr * rho**2,
+        "radius": rho,
+        "n_params": n_params,
+        "n_probes": n_probes,
     }
 
 
 def _topk(
-    model: nn.Module, loss_fn: LossFn, batches: Batches, params: Sequence[Tensor],
-    k: int, iters: int, generator: torch.Generator | None, riemannian: bool,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    params: Sequence[Tensor],
+    k: int,
+    iters: int,
+    generator: torch.Generator | None,
+    riemannian: bool,
 ) -> Spectrum:
     params = check_params(params)
     dim = sum(p.numel() for p in params)
@@ -181,8 +205,13 @@ def _topk(
 
 
 def lanczos_topk(
-    model: nn.Module, loss_fn: LossFn, batches: Batches, params: Sequence[Tensor],
-    k: int = 5, iters: int = 30, generator: torch.Generator | None = None,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    params: Sequence[Tensor],
+    k: int = 5,
+    iters: int = 30,
+    generator: torch.Generator | None = None,
 ) -> Spectrum:
     """Top-``k`` (largest algebraic) eigenvalues of the Hessian of the mean loss, by Lanczos.
 
@@ -193,16 +222,25 @@ def lanczos_topk(
 
 
 def riemannian_topk(
-    model: nn.Module, loss_fn: LossFn, batches: Batches, params: Sequence[Tensor],
-    k: int = 5, iters: int = 30, generator: torch.Generator | None = None,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    params: Sequence[Tensor],
+    k: int = 5,
+    iters: int = 30,
+    generator: torch.Generator | None = None,
 ) -> Spectrum:
     """Top-``k`` eigenvalues of the Riemannian Hessian on the sphere of radius ||w|| (Lanczos)."""
     return _topk(model, loss_fn, batches, params, k, iters, generator, riemannian=True)
 
 
 def effective_sharpness(
-    model: nn.Module, loss_fn: LossFn, batches: Batches, params: Sequence[Tensor],
-    iters: int = 30, generator: torch.Generator | None = None,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    params: Sequence[Tensor],
+    iters: int = 30,
+    generator: torch.Generator | None = None,
     hessian: Literal["riemannian", "euclidean"] = "riemannian",
 ) -> float:
     """Top Hessian eigenvalue times rho^2: the sharpness at the unit-norm point.
@@ -220,8 +258,12 @@ def effective_sharpness(
 
 
 def check_hvp(
-    model: nn.Module, loss_fn: LossFn, batches: Batches, params: Sequence[Tensor],
-    eps: float = 1e-4, generator: torch.Generator | None = None,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    params: Sequence[Tensor],
+    eps: float = 1e-4,
+    generator: torch.Generator | None = None,
 ) -> float:
     """Relative error ||Hv − FD|| / max(||Hv||, ||FD||) of :func:`hvp` along a random unit ``v``.
 

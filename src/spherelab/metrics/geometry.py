@@ -49,7 +49,9 @@ def angle_tensor(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     a = [t.detach() for t in a]
     b = [t.detach() for t in b]
     if len(a) != len(b) or not a:
-        raise ValueError(f"angle needs two non-empty lists of equal length, got {len(a)} and {len(b)}")
+        raise ValueError(
+            f"angle needs two non-empty lists of equal length, got {len(a)} and {len(b)}"
+        )
     na, nb = joint_norm(a), joint_norm(b)
     scaled_a = torch._foreach_mul(a, nb)
     scaled_b = torch._foreach_mul(b, na)
@@ -61,7 +63,9 @@ def angle_tensor(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
 def _check_nonzero(a: Sequence[Tensor], b: Sequence[Tensor], what: str) -> None:
     na, nb = torch.stack([joint_norm(a), joint_norm(b)]).tolist()
     if na == 0.0 or nb == 0.0:
-        raise ValueError(f"{what} is undefined for a zero vector (norms {na} and {nb}): pass nonzero weights")
+        raise ValueError(
+            f"{what} is undefined for a zero vector (norms {na} and {nb}): pass nonzero weights"
+        )
 
 
 def angle(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:

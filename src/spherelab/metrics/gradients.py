@@ -38,6 +38,7 @@ from spherelab.metrics.state import (
     batch_weights,
     check_batches,
     check_params,
+    positive,
     preserved_state,
 )
 
@@ -106,27 +107,33 @@ def gradient_stats(
     params = check_params(params)
     batches = check_batches(batches)
     weights, n_samples = batch_weights(batches)
-    rho = joint_norm(params) if radius is None else torch.tensor(float(radius))
-    zero = torch.zeros((), dtype=torch.float64, device=params[0].device)
-    loss_sum, correct, norm_sum = zero.clone(), zero.clone(), zero.clone()
+    rho = joint_norm(params) if radius is None else torch.tensor(positive(radius, "radius"))
+    # running sums of (loss, number correct, gradient norm), weighted by n_b / N where it applies
+    totals = torch.zeros(3, dtype=torch.float64, device=params[0].device)
     welford = _Welford(params)
     with preserved_state(model, train=True), torch.enable_grad():
         for (x, y), w in zip(batches, weights):
             loss, logits = loss_fn(model, x, y)
             grads = torch.autograd.grad(loss, params)
-            loss_sum += w * loss.detach().double()
-            correct += _n_correct(logits, y).double()
-            norm_sum += w * joint_norm(grads).double()
+            batch = torch.stack([w * loss.detach(), _n_correct(logits, y), w * joint_norm(grads)])
+            totals += batch.double()
             welford.add(grads, w)
-    values = torch.stack(
-        [loss_sum, correct, norm_sum, joint_norm(welford.mean).double(), welford.variance().double(),
-         rho.double().to(zero.device)]
-    ).tolist()
-    loss_mean, n_correct, grad_norm, full_norm, variance, rho_f = values
-    snr = full_norm**2 / variance if variance > 0 else math.inf
+    finals = torch.stack([joint_norm(welford.mean), welford.variance(), rho.to(totals)])
+    return _assemble(torch.cat([totals, finals.double()]).tolist(), len(batches), n_samples)
+
+
+def _assemble(values: list[float], n_batches: int, n_samples: int) -> GradStats:
+    loss, n_correct, grad_norm, full_norm, variance, rho = values
     return GradStats(
-        loss=loss_mean, accuracy=n_correct / n_samples, grad_norm=grad_norm,
-        eff_grad_norm=grad_norm * rho_f, full_grad_norm=full_norm,
-        eff_full_grad_norm=full_norm * rho_f, grad_variance=variance, snr=snr, radius=rho_f,
-        n_batches=len(batches), n_samples=n_samples,
+        loss=loss,
+        accuracy=n_correct / n_samples,
+        grad_norm=grad_norm,
+        eff_grad_norm=grad_norm * rho,
+        full_grad_norm=full_norm,
+        eff_full_grad_norm=full_norm * rho,
+        grad_variance=variance,
+        snr=full_norm**2 / variance if variance > 0 else math.inf,
+        radius=rho,
+        n_batches=n_batches,
+        n_samples=n_samples,
     )

@@ -46,7 +46,9 @@ def check_params(params: Sequence[Tensor]) -> list[Tensor]:
     """Return ``params`` as a list after checking they can be differentiated against."""
     params = list(params)
     if not params:
-        raise ValueError("params is empty: pass the list of SI parameters, e.g. model.si_parameters()")
+        raise ValueError(
+            "params is empty: pass the list of SI parameters, e.g. model.si_parameters()"
+        )
     for i, p in enumerate(params):
         if not p.requires_grad or not p.is_floating_point():
             raise ValueError(
@@ -64,7 +66,9 @@ def check_batches(batches: Batches) -> list[tuple[Tensor, Tensor]]:
         raise ValueError("batches is empty: pass a list of (x, y) tensor pairs (fixed, unshuffled)")
     for i, item in enumerate(batches):
         if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise ValueError(f"batches[{i}] is {type(item).__name__}, not an (x, y) pair of tensors")
+            raise ValueError(
+                f"batches[{i}] is {type(item).__name__}, not an (x, y) pair of tensors"
+            )
         if item[0].shape[0] == 0:
             raise ValueError(f"batches[{i}] is empty: drop empty batches before calling the metric")
     return batches

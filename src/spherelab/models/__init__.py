@@ -17,7 +17,7 @@ from spherelab.models.heads import ModelSpec, ZooModel
 from spherelab.models.mlp import MLP
 from spherelab.models.resnet import PreActResNet18
 
-__all__ = ["ConvNet", "MLP", "PreActResNet18", "ZooModel", "available_models", "build_model"]
+__all__ = ["MLP", "ConvNet", "PreActResNet18", "ZooModel", "available_models", "build_model"]
 
 _FAMILIES: dict[str, Callable[[ModelSpec], ZooModel]] = {
     "convnet": ConvNet,
@@ -45,9 +45,9 @@ def build_model(name: str, *, num_classes: int = 10, in_channels: int = 3, image
     family, _, suffix = str(name).rpartition("_")
     if family not in _FAMILIES or suffix not in _VARIANTS:
         raise ValueError(f"unknown model {name!r}; choose one of {available_models()}")
-    kwargs = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                  in_features=in_features, width=width, depth=depth, head_seed=head_seed,
-                  head_norm=head_norm)
+    kwargs = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size,
+              "in_features": in_features, "width": width, "depth": depth,
+              "head_seed": head_seed, "head_norm": head_norm}
     model = _FAMILIES[family](ModelSpec(fully_si=_VARIANTS[suffix], **kwargs))
     model.config = {"name": name, **kwargs}
     return model
