@@ -5,15 +5,13 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import itertools
 import json
 import logging
 import math
 import re
 import subprocess
 import sys
-import types
-from dataclasses import asdict, dataclass
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from matplotlib import image as mpimg
 
 from spherelab import plots, report
 from spherelab.plots import REGIME_COLORS, RunData
+from spherelab.regimes import estimate_boundaries
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -104,36 +103,6 @@ def sweep_dir(tmp_path: Path) -> Path:
     return _make_sweep(tmp_path)
 
 
-@dataclass(frozen=True)
-class _StandInBoundary:
-    lo: float
-    hi: float
-    below: str
-    above: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _stand_in_estimate(elrs, regimes) -> list[_StandInBoundary]:
-    pairs = sorted(zip(elrs, regimes))
-    return [_StandInBoundary(a[0], b[0], a[1], b[1]) for a, b in itertools.pairwise(pairs)
-            if a[1] != b[1]]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def regimes_module():
-    """The real spherelab.regimes when it exists, else a minimal stand-in with its signature."""
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        try:
-            import spherelab.regimes as module
-        except ImportError:
-            module = types.ModuleType("spherelab.regimes")
-            module.estimate_boundaries = _stand_in_estimate
-            monkeypatch.setitem(sys.modules, "spherelab.regimes", module)
-        yield module
-
-
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A synthetic sweep and its report page, written once (figures cost seconds here)."""
@@ -181,12 +150,11 @@ def test_failed_run_appears_with_its_error_and_figures_still_render(
     assert len(_embedded_pngs(html)) == len(list((sweep_dir / "figures").glob("*.png")))
 
 
-def test_boundaries_json_holds_the_estimated_boundaries(reported: tuple[Path, str],
-                                                        regimes_module) -> None:
+def test_boundaries_json_holds_the_estimated_boundaries(reported: tuple[Path, str]) -> None:
     sweep_dir, _ = reported
     written = json.loads((sweep_dir / "boundaries.json").read_text())
     classified = [p for p in POINTS if p[2] != "failed"]
-    expected = regimes_module.estimate_boundaries([p[0] for p in classified],
+    expected = estimate_boundaries([p[0] for p in classified],
                                                   [p[1] for p in classified])
     assert written == [json.loads(json.dumps({**b.to_dict(), "axes": {}})) for b in expected]
     assert [(b["below"], b["above"]) for b in written] == [
@@ -323,3 +291,11 @@ def test_each_extra_axis_value_gets_its_own_figures_and_boundaries(
     assert sorted({b["axes"]["model.width"] for b in written}) == widths
     assert len(written) == 2 * len(widths)
     assert len(re.findall(r'<tr class="', html)) == len(widths) * len(POINTS)
+
+
+def test_regime_map_of_a_single_elr_lays_out_without_warnings() -> None:
+    row = {"elr": 1e-3, "regime": "convergence", "status": "finished", "train_loss": 0.1,
+           "test_acc": 0.9, "eff_grad_norm": 1.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.regime_map([row], []).savefig(io.BytesIO(), dpi=40)

@@ -65,6 +65,8 @@ class TrainConfig:
     eval_batch_size: int = 128    # fixed unshuffled batches for train/test metrics
     channels_last: bool = False   # memory format for conv models
     compile: bool = False         # torch.compile the model
+    diagnose: str = ""            # online diagnostics at records: comma list of grad,angles,curvature
+    diagnose_every: int = 1       # ... at every N-th (log-spaced) record
 
 
 @dataclass(frozen=True)

@@ -224,8 +224,22 @@ def _record(run: Run, out: Path, step: int, schedule, remaining: deque) -> dict[
     if run.cfg.optim.mode == "conventional":  # the ELR is a consequence, not a setting
         row["elr"] = lr / max(row["si_norm"], 1e-30) ** 2
     ckpt.append_record(out / "metrics.jsonl", row)
+    _diagnose_online(run, out, step)
     _save(run, out, step, remaining)
     return row
+
+
+def _diagnose_online(run: Run, out: Path, step: int) -> None:
+    """Landscape diagnostics at every `diagnose_every`-th record (they leave the run untouched)."""
+    if not run.cfg.train.diagnose:
+        return
+    from spherelab.diagnose import DiagnoseOptions, diagnose_point, parse_what
+
+    index = len(ckpt.read_records(out / "metrics.jsonl")) - 1
+    if index % max(run.cfg.train.diagnose_every, 1):
+        return
+    opts = DiagnoseOptions(what=parse_what(run.cfg.train.diagnose))
+    ckpt.append_record(out / "diagnostics.jsonl", diagnose_point(run, opts, step))
 
 
 def _finish(run: Run, out: Path, records: list[dict[str, Any]], status: str) -> dict[str, Any]:

@@ -85,7 +85,7 @@ def _gather(pairs: Iterable[tuple[int, Callable[[], Outcome]]], tasks: Sequence[
     for index, get in pairs:
         try:
             outcome = get()
-        except Exception as err:  # noqa: BLE001 - a lost job is one failed run, not a crash
+        except Exception as err:  # a lost job is one failed run, not a crash
             outcome = Outcome(tasks[index].run_dir, None, one_line_error(err), 0.0)
         on_done(outcome)
         outcomes[index] = outcome

@@ -197,8 +197,9 @@ def regime_map(rows: Sequence[Mapping[str, Any]], boundaries: Sequence[Any]) -> 
         _shade_regimes(ax, regimes)
         _mark_boundaries(ax, boundaries, label=i == 0)
         _plot_final_metric(ax, rows, key)
-        ax.plot(failed, [0.04] * len(failed), "kx", ms=9, mew=2,
-                transform=ax.get_xaxis_transform(), clip_on=False)
+        if failed:  # (an empty unclipped line breaks constrained layout)
+            ax.plot(failed, [0.04] * len(failed), "kx", ms=9, mew=2,
+                    transform=ax.get_xaxis_transform(), clip_on=False)
         ax.set_yscale(scale, **({"nonpositive": "mask"} if scale == "log" else {}))
         ax.set_ylabel(label)
         ax.grid(True, which="major", alpha=0.3)

@@ -29,12 +29,19 @@ from spherelab.config import (
     from_dict,
     load_toml,
 )
-from spherelab.executors import Outcome, Runner, Task, make_settings, one_line_error, run_tasks
+from spherelab.executors import (
+    Outcome,
+    Runner,
+    Settings,
+    Task,
+    make_settings,
+    one_line_error,
+    run_tasks,
+)
 
 log = logging.getLogger("spherelab")
 
 FINAL_STATUSES = ("finished", "nonfinite")
-REGIMES = ("convergence", "chaotic_equilibrium", "divergence")
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "eff_grad_norm", "si_norm")
 # Keys a sweep sets from its own fields; [set] and [axes] may not set them.
 RESERVED = {"optim.elr": "elrs", "train.seed": "seeds", "model.name": "model",
@@ -278,7 +285,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def summary_row(point: Point, summary: Mapping[str, Any] | None, error: str | None) -> dict:
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
+
+
+def summary_row(point: Point, summary: Mapping[str, Any] | None,
+                error: str | None) -> dict[str, str]:
     """One summary.csv row (all cells as text, exactly as written)."""
     s = summary or {}
     row = {"elr": point.elr, "seed": point.seed, **point.axes, "regime": s.get("regime"),
@@ -303,17 +315,6 @@ def _write_summary(out: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
-def regime_labels(rows: Sequence[Mapping[str, str]]) -> dict[float, str]:
-    """Per-ELR regime over seeds: the most common label (ties go to the smaller regime)."""
-    by_elr: dict[float, Counter] = {}
-    for row in rows:
-        if row["status"] in FINAL_STATUSES and row["regime"]:
-            by_elr.setdefault(float(row["elr"]), Counter())[row["regime"]] += 1
-    order = {name: i for i, name in enumerate(REGIMES)}
-    return {elr: max(c, key=lambda r: (c[r], -order.get(r, len(order))))
-            for elr, c in sorted(by_elr.items())}
-
-
 def boundaries_by_group(rows: Sequence[Mapping[str, str]],
                         axis_keys: Sequence[str]) -> dict[tuple[str, ...], list[Any]]:
     """Regime boundaries (spherelab.regimes.Boundary) per combination of the other axes."""
@@ -323,9 +324,10 @@ def boundaries_by_group(rows: Sequence[Mapping[str, str]],
     for row in rows:
         groups.setdefault(tuple(row[k] for k in axis_keys), []).append(row)
     out = {}
-    for key, group in groups.items():
-        labels = regime_labels(group)
-        out[key] = list(estimate_boundaries(list(labels), list(labels.values())))
+    for key, group in groups.items():  # several seeds per ELR: regimes takes the majority
+        done = [r for r in group if r["status"] in FINAL_STATUSES and r["regime"]]
+        out[key] = list(estimate_boundaries([float(r["elr"]) for r in done],
+                                            [r["regime"] for r in done]))
     return out
 
 
@@ -348,9 +350,9 @@ def _refine_points(spec: SweepSpec, points: Sequence[Point],
 class _Session:
     """One call of run_sweep: runs pending points, remembers outcomes, writes summary.csv."""
 
-    def __init__(self, spec: SweepSpec, out: Path, runner: Runner, executor: str,
-                 settings: Any, progress: bool) -> None:
-        self.spec, self.out, self.runner, self.executor = spec, out, runner, executor
+    def __init__(self, out: Path, runner: Runner, executor: str, settings: Settings,
+                 progress: bool) -> None:
+        self.out, self.runner, self.executor = out, runner, executor
         self.settings, self.progress = settings, progress
         self.outcomes: dict[str, Outcome] = {}
 
@@ -365,7 +367,7 @@ class _Session:
         def on_done(outcome: Outcome) -> None:
             self.outcomes[outcome.run_dir] = outcome
             point, s = by_dir[outcome.run_dir], outcome.summary or {}
-            what = (f"{s.get('regime')} train_loss={s.get('train_loss', math.nan):.4g}"
+            what = (f"{s.get('regime')} train_loss={_short(s.get('train_loss'))}"
                     if outcome.error is None else f"FAILED {outcome.error}")
             level = logging.INFO if self.progress else logging.DEBUG
             log.log(logging.WARNING if outcome.error else level,
@@ -391,7 +393,7 @@ def _write_report(out: Path) -> None:
         from spherelab.report import write_report  # lazy: written independently
 
         log.info("report: %s", write_report(out))
-    except Exception as err:  # noqa: BLE001 - a broken report must not lose a finished sweep
+    except Exception as err:  # a broken report must not lose a finished sweep
         log.warning("the report failed (%s); the sweep is complete, retry with "
                     "`spherelab report %s`", one_line_error(err), out)
 
@@ -402,18 +404,21 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "inline",
               pack: int = 1, report: bool = True) -> Path:
     """Run (or resume, or extend) a sweep in out_dir; returns the path of summary.csv.
 
+    executor: inline | local | submitit | ray (executor_options: see executors.OPTIONS);
+    workers: parallel processes (local) or the default Slurm array throttle (submitit).
     refine: rounds of boundary refinement after the grid (new ELRs at the geometric midpoints
-    of each boundary interval, for every seed); rounds already done in out_dir count. pack: runs per ensemble module (inline only;
-    the hook is executors.run_pack). Every input is validated before anything runs.
+    of each boundary interval, for every seed); rounds already done in out_dir count.
+    pack: runs per ensemble module (inline only; the hook is executors.run_pack).
+    runner(config, run_dir) -> summary: defaults to executors.train_runner (spherelab.engine).
+    Every input is validated before anything runs; a failing run is recorded, not raised.
     """
     from spherelab import executors  # looked up at call time so tests can swap the runner
 
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # workers may run in another working directory
     if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
         raise ConfigError(f"refine={refine!r} must be an integer >= 0 (rounds of refinement)")
     settings = make_settings(executor, workers=workers, pack=pack, options=executor_options,
                              work_dir=out)
-    expand(spec)  # validates every grid point before the directory is touched
     if refine:  # fail now, not after the grid has run
         try:
             import spherelab.regimes  # noqa: F401
@@ -421,10 +426,10 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "inline",
             raise ConfigError(f"refine={refine} needs spherelab.regimes ({err}); "
                               "run without --refine") from None
     rounds = _open_sweep_dir(spec, out)
-    points = expand(spec, [entry for round_ in rounds for entry in round_])
+    points = expand(spec, [entry for round_ in rounds for entry in round_])  # validates all
     out.mkdir(parents=True, exist_ok=True)
     _write_sweep_json(out, spec, rounds)
-    session = _Session(spec, out, runner or executors.train_runner, executor, settings, progress)
+    session = _Session(out, runner or executors.train_runner, executor, settings, progress)
     session.run(points)
     path = _write_summary(out, session.rows(points))
     while len(rounds) < refine:  # rounds already in sweep.json count, so a rerun is a no-op

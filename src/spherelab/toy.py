@@ -125,15 +125,14 @@ class QuadraticSphereToy:
             r = _record(u, step, record, r, self.A, losses, kept)
         return ToySimulation(etas, record, losses, kept)
 
-    def lyapunov_exponent(self, etas: Sequence[float], steps: int = toy_theory.LYAPUNOV_STEPS,
-                          chains: int = toy_theory.LYAPUNOV_CHAINS, seed: int = 0) -> np.ndarray:
+    def lyapunov_exponent(self, etas: Sequence[float], steps: int | None = None,
+                          chains: int | None = None, seed: int = 0) -> np.ndarray:
         """Top Lyapunov exponent per step of the linearised SGD at each eta (mean over chains)."""
         return toy_theory.lyapunov_exponents(self.A, np.asarray(etas, np.float64),
                                              self.batch_size, steps, chains, seed).mean(0)
 
-    def lyapunov_threshold(self, steps: int = toy_theory.LYAPUNOV_STEPS,
-                           chains: int = toy_theory.LYAPUNOV_CHAINS, seed: int = 0
-                           ) -> tuple[float, float]:
+    def lyapunov_threshold(self, steps: int | None = None, chains: int | None = None,
+                           seed: int = 0) -> tuple[float, float]:
         """Predicted convergence boundary eta_1 and its error (see toy_theory)."""
         return toy_theory.lyapunov_threshold(self.A, self.batch_size, steps, chains, seed)
 
@@ -240,13 +239,14 @@ def run_toy(d: int = 20, n: int = 10, seed: int = 0, out: str | Path = "toy_out"
     return summary
 
 
-def sphere_paths(seed: int = 0, steps: int = PATH_STEPS, n_inits: int = 4) -> dict[str, object]:
+def sphere_paths(seed: int = 0, steps: int | None = None, n_inits: int = 4) -> dict[str, object]:
     """A d = 3, n = 2 instance with one trajectory per regime, for the sphere picture.
 
     Each path is labelled by the same classifier as the sweep (init-averaged over n_inits);
     the first PATH_DENSE_STEPS points from the highest-loss start are returned, (3, steps, 3).
     The zero-loss set is the pair of poles +-w, w spanning the null space of A.
     """
+    steps = PATH_STEPS if steps is None else steps
     toy = QuadraticSphereToy(3, 2, seed)
     eta1, _ = toy.lyapunov_threshold(steps=toy_theory.LYAPUNOV_STEPS // 5, chains=4)
     scale = 2.0 / float(np.mean(np.sum(toy.A**2, axis=1)))

@@ -66,7 +66,7 @@ def sampled_rows(rng: np.random.Generator, rows: np.ndarray, steps: int, shape: 
 
 
 def lyapunov_exponents(A: np.ndarray, etas: np.ndarray, batch_size: int = 1,
-                       steps: int = LYAPUNOV_STEPS, chains: int = LYAPUNOV_CHAINS,
+                       steps: int | None = None, chains: int | None = None,
                        seed: int = 0) -> np.ndarray:
     """Top Lyapunov exponent (per step) of v <- (I - eta H_B) v on S, one per (chain, eta).
 
@@ -74,7 +74,10 @@ def lyapunov_exponents(A: np.ndarray, etas: np.ndarray, batch_size: int = 1,
     random matrices grow like exp(lambda t) for almost every start). All etas of one chain share
     the same batches (common random numbers), so lambda_chain(eta) is smooth in eta and its zero
     crossing is well defined; chains are independent. Returns an array (chains, len(etas)).
+    steps and chains default to LYAPUNOV_STEPS and LYAPUNOV_CHAINS (read at call time).
     """
+    steps = LYAPUNOV_STEPS if steps is None else steps
+    chains = LYAPUNOV_CHAINS if chains is None else chains
     c = span_coordinates(A)
     n = c.shape[0]
     etas = np.asarray(etas, dtype=np.float64)
@@ -94,8 +97,8 @@ def lyapunov_exponents(A: np.ndarray, etas: np.ndarray, batch_size: int = 1,
     return total / (steps - burn)
 
 
-def lyapunov_threshold(A: np.ndarray, batch_size: int = 1, steps: int = LYAPUNOV_STEPS,
-                       chains: int = LYAPUNOV_CHAINS, seed: int = 0) -> tuple[float, float]:
+def lyapunov_threshold(A: np.ndarray, batch_size: int = 1, steps: int | None = None,
+                       chains: int | None = None, seed: int = 0) -> tuple[float, float]:
     """Zero crossing eta_1 > 0 of the top Lyapunov exponent, with its standard error.
 
     lambda(0) = 0, and lambda < 0 while every factor contracts (|1 - eta mu| <= 1 for every
@@ -106,6 +109,7 @@ def lyapunov_threshold(A: np.ndarray, batch_size: int = 1, steps: int = LYAPUNOV
     changes sign. Each chain's crossing is found by linear interpolation on the fine grid; the
     estimate is their mean and the error their standard error (plus half a grid cell).
     """
+    steps = LYAPUNOV_STEPS if steps is None else steps
     base = 2.0 / _mean_top_batch_curvature(A, batch_size, seed)
     coarse = base * np.geomspace(0.25, 4.0, GRID_POINTS)
     lam = lyapunov_exponents(A, coarse, batch_size, steps // 4, chains, seed).mean(0)

@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_arguments(p)
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
+    p.add_argument("--diagnose-every", type=int, metavar="N",
+                   help="online landscape diagnostics (grad, angles, curvature) at every N-th "
+                   "log-spaced record, into diagnostics.jsonl")
     p.set_defaults(handler=handle)
 
 
@@ -54,6 +57,9 @@ def handle(args: argparse.Namespace) -> int:
     from spherelab.engine import train_run
 
     cfg = config_from_args(args)
+    if args.diagnose_every:
+        cfg = apply_overrides(cfg, {"train.diagnose": "grad,angles,curvature",
+                                    "train.diagnose_every": args.diagnose_every})
     summary = train_run(cfg, args.out, resume=args.resume, progress=progress_bar() or True)
     keys = ("status", "regime", "epoch", "train_loss", "train_acc", "test_acc", "eff_grad_norm")
     print(json.dumps({k: summary.get(k) for k in keys}, indent=1))

@@ -1,0 +1,33 @@
+"""`spherelab diagnose RUN_DIR`: landscape diagnostics at a run's checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+
+from spherelab.diagnose import DiagnoseOptions, diagnose_run, parse_what
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("diagnose", help="gradients, angles and curvature at a run's checkpoints",
+                       description="Write RUN_DIR/diagnostics.jsonl: gradient statistics, "
+                       "angular updates and curvature (trace, top eigenvalues, sharpness).")
+    p.add_argument("run_dir")
+    p.add_argument("--what", default="grad,angles,curvature", help="comma list of grad,angles,curvature")
+    p.add_argument("--epochs", default="", help="comma list of epochs (nearest checkpoints); default all")
+    p.add_argument("--samples", type=int, default=1024, help="training samples for the landscape")
+    p.add_argument("--probes", type=int, default=8, help="Hutchinson probes")
+    p.add_argument("--top-k", type=int, default=5, help="Lanczos eigenvalues")
+    p.add_argument("--iters", type=int, default=20, help="Lanczos iterations")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    try:
+        epochs = [float(e) for e in args.epochs.split(",") if e.strip()]
+    except ValueError:
+        raise ValueError(f"--epochs {args.epochs!r} is not a comma list of numbers") from None
+    opts = DiagnoseOptions(what=parse_what(args.what), samples=args.samples, probes=args.probes,
+                           top_k=args.top_k, iters=args.iters)
+    path = diagnose_run(args.run_dir, opts, epochs)
+    print(f"diagnostics written to {path}")
+    return 0

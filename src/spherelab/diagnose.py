@@ -1,0 +1,171 @@
+"""Landscape diagnostics of a run: gradient statistics, geometry and curvature at its checkpoints.
+
+`diagnose_run(run_dir)` walks the checkpoints of a finished (or running) run and appends one
+JSON object per checkpoint to `diagnostics.jsonl`. `diagnose_point` is the shared core, also
+called online by the engine when `train.diagnose` is set.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from spherelab import checkpoint as ckpt
+from spherelab.config import load_json
+from spherelab.metrics import (
+    AngularUpdateTracker,
+    equilibrium_angle,
+    gradient_stats,
+    hutchinson_trace,
+    lanczos_topk,
+    per_layer_angles,
+    riemannian_topk,
+)
+from spherelab.metrics.geometry import angle, cosine, joint_norm
+
+log = logging.getLogger("spherelab")
+WHAT = ("grad", "angles", "curvature")
+
+
+@dataclass(frozen=True)
+class DiagnoseOptions:
+    what: tuple[str, ...] = WHAT
+    samples: int = 1024       # training samples (fixed, first ones) used for the landscape
+    batch_size: int = 128     # fixed batches of this size (BN in train mode)
+    probes: int = 8           # Hutchinson probes
+    top_k: int = 5            # Lanczos eigenvalues
+    iters: int = 20           # Lanczos iterations
+    seed: int = 0             # probes and Lanczos start vector
+
+
+def parse_what(text: str) -> tuple[str, ...]:
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in items if t not in WHAT]
+    if bad or not items:
+        raise ValueError(f"--what {text!r}: unknown {bad or 'empty'}; use a comma list of {WHAT}")
+    return items
+
+
+def diagnose_point(run: Any, opts: DiagnoseOptions, step: int,
+                   prev: Sequence[torch.Tensor] | None = None) -> dict[str, Any]:
+    """All requested diagnostics of `run` (an engine Run) at its current weights."""
+    model, si = run.model, run.recorder.si_params
+    from spherelab.losses import get_loss
+
+    loss_fn = get_loss(run.cfg.train.loss)
+    batches = _landscape_batches(run, opts)
+    out: dict[str, Any] = {"step": step, "epoch": step / run.sampler.steps_per_epoch,
+                           "elr": _elr_now(run)}
+    if "grad" in opts.what:
+        out |= {f"grad_{k}": v for k, v in gradient_stats(model, loss_fn, batches, si).as_dict().items()}
+    if "angles" in opts.what:
+        out |= _angles(run, prev)
+    if "curvature" in opts.what:
+        out |= _curvature(model, loss_fn, batches, si, opts)
+    return out
+
+
+def _elr_now(run: Any) -> float:
+    cfg = run.cfg.optim
+    if cfg.mode == "sphere":
+        return cfg.elr
+    return cfg.lr / float(joint_norm(run.recorder.si_params)) ** 2
+
+
+def _landscape_batches(run: Any, opts: DiagnoseOptions) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    n = min(opts.samples, run.data.n_train)
+    x, y = run.data.x_train[:n], run.data.y_train[:n]
+    return [(x[i:i + opts.batch_size], y[i:i + opts.batch_size]) for i in range(0, n, opts.batch_size)]
+
+
+def _angles(run: Any, prev: Sequence[torch.Tensor] | None) -> dict[str, Any]:
+    si, names, init = run.recorder.si_params, run.recorder.si_names, run.recorder.init
+    out: dict[str, Any] = {"angle_to_init": angle(si, init), "cos_to_init": cosine(si, init),
+                           "si_norm": float(joint_norm(si))}
+    if prev is not None:
+        out["layer_angles"] = per_layer_angles(prev, si, names)
+    lr = run.optimizer.param_groups[0].get("lr", math.nan)
+    if run.cfg.optim.mode == "sphere":
+        lr = run.cfg.optim.elr * float(joint_norm(si)) ** 2
+    out["layer_elr"] = {n: lr / float(p.detach().norm()) ** 2 for n, p in zip(names, si)}
+    out |= _epoch_of_updates(run)
+    if run.cfg.optim.mode == "conventional" and run.cfg.optim.weight_decay > 0:
+        o = run.cfg.optim
+        out["equilibrium_angle"] = equilibrium_angle(o.lr, o.weight_decay, o.momentum)
+    return out
+
+
+def _epoch_of_updates(run: Any) -> dict[str, float]:
+    """Per-step angular updates over one epoch of training from here; the model, optimizer and
+    batch order are restored afterwards, so the measurement leaves no trace."""
+    from spherelab.losses import get_loss
+    from spherelab.training import train_step
+
+    saved = (copy.deepcopy(run.model.state_dict()), copy.deepcopy(run.optimizer.state_dict()),
+             run.sampler.state_dict())
+    tracker, loss_fn, si = AngularUpdateTracker(), get_loss(run.cfg.train.loss), run.recorder.si_params
+    try:
+        for idx in run.sampler.epoch_indices():
+            before = [p.detach().clone() for p in si]
+            train_step(run.model, loss_fn, run.optimizer, run.data.x_train[idx], run.data.y_train[idx])
+            tracker.update(before, si)
+    finally:
+        run.model.load_state_dict(saved[0])
+        run.optimizer.load_state_dict(saved[1])
+        run.sampler.load_state_dict(saved[2])
+    s = tracker.summary()
+    return {"step_angle_mean": s["mean"], "step_angle_max": s["max"]}
+
+
+def _curvature(model: Any, loss_fn: Any, batches: list, si: list, opts: DiagnoseOptions) -> dict[str, Any]:
+    gen = torch.Generator(device=si[0].device).manual_seed(opts.seed)
+    trace = hutchinson_trace(model, loss_fn, batches, si, n_probes=opts.probes, generator=gen)
+    top = lanczos_topk(model, loss_fn, batches, si, k=opts.top_k, iters=opts.iters, generator=gen)
+    riem = riemannian_topk(model, loss_fn, batches, si, k=1, iters=opts.iters, generator=gen)
+    return {"trace": trace["trace"], "trace_per_param": trace["trace_per_param"],
+            "effective_trace": trace["effective_trace"], "trace_stderr": trace["stderr"],
+            "top_eigenvalues": top.eigenvalues, "effective_top_eigenvalues": top.effective_eigenvalues,
+            "sharpness_eff": riem.effective_eigenvalues[0]}
+
+
+def diagnose_run(run_dir: str | Path, opts: DiagnoseOptions = DiagnoseOptions(),
+                 epochs: Sequence[float] | None = None) -> Path:
+    """Diagnostics at each checkpoint of a run (or those nearest the given epochs)."""
+    from spherelab.engine import build_run
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise ValueError(f"{run_dir} is not a run directory (no config.json); pass the --out "
+                         "of a `spherelab train` run")
+    paths = ckpt.list_checkpoints(run_dir)
+    if not paths:
+        raise ValueError(f"{run_dir} has no checkpoints; train with train.checkpoints=log")
+    run = build_run(load_json(run_dir / "config.json"))
+    run.recorder.init = ckpt.load_init(run_dir, run.device)
+    paths = _select(paths, epochs, run.sampler.steps_per_epoch)
+    out_path, prev = run_dir / "diagnostics.jsonl", None
+    rows = []
+    for path in paths:
+        state = ckpt.load_checkpoint(path, run.device)
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        rows.append(diagnose_point(run, opts, int(state["step"]), prev))
+        prev = [p.detach().clone() for p in run.recorder.si_params]
+        log.info("diagnosed %s step %d", run_dir, state["step"])
+    out_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return out_path
+
+
+def _select(paths: list[Path], epochs: Sequence[float] | None, spe: int) -> list[Path]:
+    if not epochs:
+        return paths
+    steps = [ckpt.checkpoint_step(p) for p in paths]
+    chosen = {min(range(len(steps)), key=lambda i: abs(steps[i] - e * spe)) for e in epochs}
+    return [paths[i] for i in sorted(chosen)]
