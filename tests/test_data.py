@@ -292,3 +292,11 @@ def test_bad_augmentation_input_raises_data_error(shape, kwargs):
 
 def test_public_entry_point_reexports_the_error_type():
     assert data.DataError is base.DataError and issubclass(DataError, ValueError)
+
+
+def test_test_subset_is_fixed_across_seeds_and_checked():
+    a = load_dataset("synthetic:4:100:50:3", test_subset=10, seed=0)
+    b = load_dataset("synthetic:4:100:50:3", test_subset=10, seed=5)
+    assert len(a.y_test) == 10 and torch.equal(a.x_test, b.x_test)
+    with pytest.raises(DataError, match="test_subset=60"):
+        load_dataset("synthetic:4:100:50:3", test_subset=60)

@@ -136,6 +136,10 @@ def test_bad_trajectories_raise_value_errors_naming_the_problem() -> None:
         classify([0, 1, 2], [1.0, 0.5])
     with pytest.raises(ValueError, match="increasing"):
         classify([0, 2, 1, 3], [1.0, 0.5, 0.4, 0.3])
+    with pytest.raises(ValueError, match="init_loss"):
+        classify([0, 1, 2], [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="eff_grad_norm"):
+        classify([0, 1, 2], [1.0, 0.5, 0.4], [600.0, 10.0])
     with pytest.raises(ValueError, match="train_loss"):
         classify_records([{"epoch": 0}, {"epoch": 1}, {"epoch": 2}])
 

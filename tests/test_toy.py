@@ -41,9 +41,12 @@ def test_riemannian_grad_is_tangent_and_is_the_derivative_along_the_sphere(
     u, idx = unit(rng.standard_normal(toy.d)), np.array([3, 7, 7])
     g = toy.riemannian_grad(u, idx)
     assert abs(g @ u) < 1e-12
-    tangent = unit(rng.standard_normal(toy.d) - (rng.standard_normal(toy.d) @ u) * u * 0)
+    tangent = rng.standard_normal(toy.d)
     tangent = unit(tangent - (tangent @ u) * u)
-    batch_loss = lambda p: 0.5 * np.mean((toy.A[idx] @ p) ** 2)  # noqa: E731
+
+    def batch_loss(p: np.ndarray) -> float:
+        return 0.5 * np.mean((toy.A[idx] @ p) ** 2)
+
     h = 1e-6  # along the great circle through u in direction `tangent`
     slope = (batch_loss(np.cos(h) * u + np.sin(h) * tangent)
              - batch_loss(np.cos(h) * u - np.sin(h) * tangent)) / (2 * h)
@@ -102,9 +105,8 @@ def test_measured_convergence_boundary_is_within_10_percent_of_the_lyapunov_thre
         d: int, n: int, seed: int) -> None:
     toy = QuadraticSphereToy(d, n, seed)
     predicted, err = toy.lyapunov_threshold(**LYAP)
-    scale = 2.0 / np.mean(np.sum(toy.A**2, axis=1))  # grid placed without the prediction
-    _, boundaries = sweep(toy, scale * np.geomspace(0.25, 4.0, 5), steps=3000, n_inits=4,
-                          rounds=3)
+    grid = toy.reflection_elr() * np.geomspace(0.25, 4.0, 5)  # placed without the prediction
+    _, boundaries = sweep(toy, grid, steps=3000, n_inits=4, rounds=3)
     conv = [b for b in boundaries if b.below == "convergence"]
     assert len(conv) == 1 and conv[0].above == "chaotic_equilibrium"
     assert err < 0.02 * predicted
@@ -138,8 +140,8 @@ def test_run_toy_writes_json_figure_and_page(tmp_path, monkeypatch) -> None:
         assert key in saved and saved[key] == summary[key]
     assert {tuple(sorted(r)) for r in saved["results"]} >= {
         ("elr", "final_loss", "mean_loss", "regime", "stats")}
-    assert [r["regime"] for r in saved["results"]][0] == "convergence"
-    assert [r["regime"] for r in saved["results"]][-1] == "divergence"
+    regimes = [r["regime"] for r in saved["results"]]
+    assert (regimes[0], regimes[-1]) == ("convergence", "divergence")
     for name in ("toy.png", "toy.svg", "toy.html"):
         assert (tmp_path / name).stat().st_size > 1000
     assert "data:image/png;base64" in (tmp_path / "toy.html").read_text()

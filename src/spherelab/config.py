@@ -32,6 +32,7 @@ class DataConfig:
     name: str = "mnist1d"         # mnist1d | fashion_mnist | cifar10 | cifar100 | synthetic | npz:PATH
     batch_size: int = 128         # samples per step; 0 = full-batch gradient descent
     train_subset: int | None = None  # use this many training samples (None = all)
+    test_subset: int | None = None   # evaluate on this many test samples (None = all)
     label_noise: float = 0.0      # fraction of training labels replaced by another class
     augment: bool = False         # random crop + flip on the device (off in the paper)
     data_dir: str | None = None   # where to look for files first
@@ -56,6 +57,7 @@ class TrainConfig:
     epochs: int = 100             # training length in epochs (ignored when steps is set)
     steps: int | None = None      # training length in optimizer steps
     seed: int = 0                 # init and batch order (the head has its own seed)
+    init_from: str | None = None  # start from this checkpoint's weights (fine-tuning a branch)
     device: str = "auto"          # auto | cpu | cuda | cuda:N
     dtype: str = "float32"        # float32 | float64
     loss: str = "cross_entropy"   # cross_entropy | mse (squared loss on one-hot targets)

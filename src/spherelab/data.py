@@ -121,6 +121,7 @@ def load_dataset(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     train_subset: int | None = None,
+    test_subset: int | None = None,
     label_noise: float = 0.0,
     seed: int = 0,
     data_dir: str | Path | None = None,
@@ -138,7 +139,12 @@ def load_dataset(
         keep = subset_indices(x_train.shape[0], train_subset, generator)
         x_train, y_train = x_train[keep.numpy()], y_train[keep]
     y_train = noisy_labels(y_train, label_noise, raw.num_classes, generator)
-    xs = [_to_device(x, device, dtype) for x in (x_train, raw.x_test)]
+    x_test, y_test = raw.x_test, torch.from_numpy(raw.y_test.astype(np.int64))
+    if test_subset is not None:  # a fixed (seed-independent) evaluation subset, for speed
+        keep = subset_indices(x_test.shape[0], test_subset, torch.Generator().manual_seed(0),
+                              "test_subset")
+        x_test, y_test = x_test[keep.numpy()], y_test[keep]
+    xs = [_to_device(x, device, dtype) for x in (x_train, x_test)]
     if normalize:
         xs = list(normalize_(*xs))
     return Dataset(
@@ -146,6 +152,6 @@ def load_dataset(
         x_train=xs[0],
         y_train=y_train.to(device),
         x_test=xs[1],
-        y_test=torch.from_numpy(raw.y_test.astype(np.int64)).to(device),
+        y_test=y_test.to(device),
         num_classes=raw.num_classes,
     )

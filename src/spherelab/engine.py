@@ -67,11 +67,14 @@ def build_run(cfg: Config) -> Run:
 
     device, dtype = resolve_device(cfg.train.device), resolve_dtype(cfg.train.dtype)
     data = load_dataset(cfg.data.name, device=device, dtype=dtype,
-                        train_subset=cfg.data.train_subset, label_noise=cfg.data.label_noise,
+                        train_subset=cfg.data.train_subset, test_subset=cfg.data.test_subset,
+                        label_noise=cfg.data.label_noise,
                         seed=cfg.train.seed, data_dir=cfg.data.data_dir,
                         download=cfg.data.download)
     torch.manual_seed(cfg.train.seed)
     model = build_model_for(cfg, data).to(device=device, dtype=dtype)
+    if cfg.train.init_from:
+        _load_weights(model, cfg.train.init_from, device)
     if cfg.train.channels_last and data.x_train.dim() == 4:
         model = model.to(memory_format=torch.channels_last)
     si = si_parameters(model)
@@ -91,6 +94,16 @@ def build_run(cfg: Config) -> Run:
     aug = torch.Generator(device=device).manual_seed(cfg.train.seed + 2) if cfg.data.augment else None
     return Run(cfg, device, model, data, make_optimizer(cfg.optim, model, si), sampler, recorder,
                total, aug)
+
+
+def _load_weights(model: nn.Module, path: str, device: torch.device) -> None:
+    """Start from a checkpoint's weights (the optimizer and its radius start afresh there)."""
+    try:
+        state = ckpt.load_checkpoint(Path(path), device)
+    except FileNotFoundError:
+        raise ValueError(f"train.init_from={path!r} does not exist; pass a checkpoint .pt "
+                         "from a run's checkpoints/ directory") from None
+    model.load_state_dict(state["model"] if "model" in state else state)
 
 
 def _batches(x: torch.Tensor, y: torch.Tensor, cfg: Config) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -127,7 +140,7 @@ def _prepare_dir(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
         saved = from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
     except (ValueError, json.JSONDecodeError):
         raise ValueError(f"{out} holds an unreadable config.json; choose another --out") from None
-    if saved != cfg:
+    if _comparable(saved) != _comparable(cfg):
         raise ValueError(f"{out} already holds a different run (its config.json differs); "
                          "choose another --out or delete that directory")
     summary_path = out / "summary.json"
@@ -142,6 +155,13 @@ def _prepare_dir(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
         raise ValueError(f"{out} holds an unfinished run; pass --resume to continue it or "
                          "choose another --out")
     return None
+
+
+def _comparable(cfg: Config) -> dict[str, Any]:
+    """The config minus where it runs: a run may resume on another device."""
+    data = cfg.to_dict()
+    data["train"].pop("device")
+    return data
 
 
 def _restore(run: Run, out: Path) -> tuple[list[dict[str, Any]], int]:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
+from itertools import pairwise
 
 import numpy as np
 
@@ -83,23 +84,28 @@ def classify(epochs: Sequence[float], train_loss: Sequence[float],
     """Label one trajectory (first point = epoch 0 = init) as one of REGIMES.
 
     ``init_loss`` defaults to the first loss, ``chance_loss`` to log(num_classes); accuracy
-    (fractions) and effective gradient norms are optional extra evidence for divergence.
+    (fractions; used only with ``num_classes``) and effective gradient norms are optional extra
+    evidence for divergence. Every decision input is returned in ``stats``.
     """
     ep, loss = _validated(epochs, train_loss)
-    stats: dict[str, float] = {"init_loss": float(init_loss if init_loss is not None else loss[0])}
+    grads = _optional_series("eff_grad_norm", eff_grad_norm, ep.size)
+    acc = _optional_series("train_acc", train_acc, ep.size)
+    if not np.all(np.isfinite(loss)) or (grads is not None and not np.all(np.isfinite(grads))):
+        return Classification("divergence", {"nonfinite": 1.0})
+    init = float(init_loss if init_loss is not None else loss[0])
+    if not (math.isfinite(init) and init > 0):
+        raise ValueError(f"init_loss={init}: the init loss must be positive and finite; pass "
+                         "init_loss explicitly (e.g. the loss of a random direction)")
+    stats: dict[str, float] = {"init_loss": init, "nonfinite": 0.0}
     if chance_loss is None and num_classes is not None:
         chance_loss = math.log(num_classes)
-    grads = None if eff_grad_norm is None else np.asarray(eff_grad_norm, dtype=np.float64)
-    if not np.all(np.isfinite(loss)) or (grads is not None and not np.all(np.isfinite(grads))):
-        return Classification("divergence", {**stats, "nonfinite": 1.0})
-    stats["nonfinite"] = 0.0
     window = _final_window(ep)
     stats.update(_trend_stats(ep[window], loss[window]))
     stats["final_to_init"] = stats["final_loss"] / stats["init_loss"]
     votes = [_loss_vote(stats, chance_loss)]
-    if train_acc is not None and num_classes is not None:
-        votes.append(_accuracy_vote(stats, np.asarray(train_acc, np.float64)[window], num_classes))
-    if grads is not None:
+    if acc is not None and num_classes is not None:
+        votes.append(_accuracy_vote(stats, acc[window], num_classes))
+    if grads is not None and grads[0] > 0:
         stats["grad_jump"] = float(np.median(grads[window]) / grads[0])
         votes.append(stats["grad_jump"] >= GRAD_JUMP)
     stats["divergence_votes"] = float(sum(votes))
@@ -128,6 +134,16 @@ def _validated(epochs: Sequence[float], losses: Sequence[float]) -> tuple[np.nda
         raise ValueError(f"epochs {ep.tolist()[:6]}...: they must be >= 0 and strictly "
                          "increasing (sort the records by epoch)")
     return ep, loss
+
+
+def _optional_series(name: str, values: Sequence[float] | None, size: int) -> np.ndarray | None:
+    if values is None:
+        return None
+    array = np.asarray(values, dtype=np.float64)
+    if array.shape != (size,):
+        raise ValueError(f"{name} has shape {array.shape} but there are {size} epochs: pass one "
+                         "value per record (or None)")
+    return array
 
 
 def _final_window(ep: np.ndarray) -> np.ndarray:
@@ -208,7 +224,7 @@ def estimate_boundaries(elrs: Sequence[float], regimes: Sequence[str]) -> list[B
     """Boundaries between adjacent distinct ELRs (sorted) whose majority labels differ."""
     labels = list(majority_labels(elrs, regimes).items())
     return [Boundary(lo, hi, below, above)
-            for (lo, below), (hi, above) in zip(labels, labels[1:]) if below != above]
+            for (lo, below), (hi, above) in pairwise(labels) if below != above]
 
 
 def refine_points(boundaries: Sequence[Boundary]) -> list[float]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -92,8 +92,8 @@ class QuadraticSphereToy:
         return toy_theory.sphere_grad(self.A, np.asarray(u, dtype=np.float64),
                                       idx[..., None] if idx.ndim == 0 else idx)
 
-    def simulate(self, elrs: Sequence[float], steps: int, n_inits: int = 8, seed: int = 0,
-                 schedule: Sequence[int] | None = None, keep_positions: bool = False
+    def simulate(self, elrs: Sequence[float], steps: int, n_inits: int = DEFAULT_INITS,
+                 seed: int = 0, schedule: Sequence[int] | None = None, keep_positions: bool = False
                  ) -> ToySimulation:
         """SGD on the sphere, u <- normalize(u - eta g_B(u)), for all ELRs and inits at once.
 
@@ -143,6 +143,14 @@ class QuadraticSphereToy:
     def uniform_loss(self) -> float:
         """Mean loss of a uniformly random direction: mean_i |a_i|^2 / (2d)."""
         return toy_theory.uniform_loss(self.A)
+
+    def reflection_elr(self) -> float:
+        """2 / mean_i |a_i|^2: the step that reflects the sampled component of an average row.
+
+        The natural ELR unit of the instance (eta_1 lies a little below it for batch size 1);
+        default sweeps are placed in multiples of it, without using the prediction.
+        """
+        return float(2.0 / np.mean(np.sum(self.A**2, axis=1)))
 
     def gd_threshold(self) -> float:
         """Full-batch GD stability limit 2 / lambda_max(Hessian) at the zero-loss set."""
@@ -204,7 +212,7 @@ def run_toy(d: int = 20, n: int = 10, seed: int = 0, out: str | Path = "toy_out"
             elrs: Sequence[float] | None = None, steps: int | None = None) -> dict:
     """Theory + measured regimes of one toy instance; writes toy.json, toy.png/svg, toy.html.
 
-    Default ELRs: DEFAULT_GRID times 2 / mean_i |a_i|^2; default steps: DEFAULT_STEPS.
+    Default ELRs: DEFAULT_GRID times ``reflection_elr()``; default steps: DEFAULT_STEPS.
     """
     from spherelab import toy_plots  # matplotlib only when a figure is wanted
 
@@ -212,7 +220,7 @@ def run_toy(d: int = 20, n: int = 10, seed: int = 0, out: str | Path = "toy_out"
     toy = QuadraticSphereToy(d, n, seed)
     steps = DEFAULT_STEPS if steps is None else int(steps)
     if elrs is None:
-        elrs = DEFAULT_GRID * 2.0 / float(np.mean(np.sum(toy.A**2, axis=1)))
+        elrs = DEFAULT_GRID * toy.reflection_elr()
     eta1, eta1_err = toy.lyapunov_threshold()
     summary: dict[str, object] = {
         "d": d, "n": n, "seed": seed, "batch_size": toy.batch_size, "steps": steps,
@@ -249,11 +257,11 @@ def sphere_paths(seed: int = 0, steps: int | None = None, n_inits: int = 4) -> d
     steps = PATH_STEPS if steps is None else steps
     toy = QuadraticSphereToy(3, 2, seed)
     eta1, _ = toy.lyapunov_threshold(steps=toy_theory.LYAPUNOV_STEPS // 5, chains=4)
-    scale = 2.0 / float(np.mean(np.sum(toy.A**2, axis=1)))
-    elrs = [eta1 * m for m in PATH_MULTIPLES] + [scale * PATH_LARGE_MULTIPLE]
+    elrs = [eta1 * m for m in PATH_MULTIPLES] + [toy.reflection_elr() * PATH_LARGE_MULTIPLE]
     schedule = np.union1d(np.arange(PATH_DENSE_STEPS), log_schedule(steps))
     sim = toy.simulate(elrs, steps, n_inits, schedule=schedule, keep_positions=True)
     labels = label_simulation(sim, toy.uniform_loss())
     far = int(np.argmax(sim.losses[0, :, 0]))  # the start farthest from the zero-loss poles
     return {"elrs": elrs, "regimes": [r["regime"] for r in labels],
-            "positions": sim.positions[:, far, :PATH_DENSE_STEPS], "pole": np.linalg.svd(toy.A)[2][-1]}
+            "positions": sim.positions[:, far, :PATH_DENSE_STEPS],
+            "pole": np.linalg.svd(toy.A)[2][-1]}

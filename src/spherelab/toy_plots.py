@@ -1,21 +1,22 @@
-"""Figure (PNG + SVG) and HTML page for ``spherelab.toy.run_toy``; matplotlib Agg, no torch."""
+"""Figure (PNG + SVG) and HTML page for ``spherelab.toy.run_toy``; matplotlib, no torch.
+
+Like ``spherelab.plots``: a ``Figure`` on an explicit Agg canvas, no pyplot global state.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
+from spherelab.htmlpage import Page
+from spherelab.plots import REGIME_COLORS as COLORS
 
-from spherelab.htmlpage import Page  # noqa: E402
-
-COLORS = {"convergence": "tab:green", "chaotic_equilibrium": "tab:orange",
-          "divergence": "tab:red"}
 # Converged runs reach the float64 floor (~1e-32); draw anything below this at this value.
 LOSS_DISPLAY_FLOOR = 1e-8
 
@@ -23,7 +24,8 @@ LOSS_DISPLAY_FLOOR = 1e-8
 def write_outputs(summary: Mapping[str, object], paths: Mapping[str, object], out: Path
                   ) -> dict[str, str]:
     """Write toy.png, toy.svg and toy.html under ``out``; returns their paths by kind."""
-    fig = plt.figure(figsize=(16, 4.8))
+    fig = Figure(figsize=(16, 4.8))
+    FigureCanvasAgg(fig)
     _loss_panel(fig.add_subplot(1, 3, 1), summary)
     _lyapunov_panel(fig.add_subplot(1, 3, 2), summary)
     _sphere_panel(fig.add_subplot(1, 3, 3, projection="3d"), paths)
@@ -31,12 +33,11 @@ def write_outputs(summary: Mapping[str, object], paths: Mapping[str, object], ou
     files = {"png": out / "toy.png", "svg": out / "toy.svg", "html": out / "toy.html"}
     fig.savefig(files["png"], dpi=110)
     fig.savefig(files["svg"])
-    plt.close(fig)
     _page(summary, files["png"]).write(files["html"])
     return {k: str(v) for k, v in files.items()}
 
 
-def _theory_lines(ax: plt.Axes, summary: Mapping[str, object]) -> None:
+def _theory_lines(ax: Axes, summary: Mapping[str, object]) -> None:
     eta1, err = summary["lyapunov_threshold"], summary["lyapunov_threshold_err"]
     ax.axvspan(eta1 - err, eta1 + err, color="k", alpha=0.15)
     ax.axvline(eta1, color="k", lw=1, label=f"Lyapunov eta_1 = {eta1:.4g}")
@@ -47,7 +48,7 @@ def _theory_lines(ax: plt.Axes, summary: Mapping[str, object]) -> None:
                    label=f"measured 1|2 = {summary['convergence_boundary']:.4g}")
 
 
-def _loss_panel(ax: plt.Axes, summary: Mapping[str, object]) -> None:
+def _loss_panel(ax: Axes, summary: Mapping[str, object]) -> None:
     for regime, color in COLORS.items():
         rows = [r for r in summary["results"] if r["regime"] == regime]
         if rows:
@@ -64,7 +65,7 @@ def _loss_panel(ax: plt.Axes, summary: Mapping[str, object]) -> None:
     ax.legend(fontsize=7)
 
 
-def _lyapunov_panel(ax: plt.Axes, summary: Mapping[str, object]) -> None:
+def _lyapunov_panel(ax: Axes, summary: Mapping[str, object]) -> None:
     curve = summary["lyapunov_curve"]
     ax.plot(curve["eta"], curve["exponent"], "o-", ms=3, color="tab:purple")
     ax.axhline(0.0, color="k", lw=0.8)
@@ -74,7 +75,7 @@ def _lyapunov_panel(ax: plt.Axes, summary: Mapping[str, object]) -> None:
     ax.legend(fontsize=7)
 
 
-def _sphere_panel(ax: plt.Axes, paths: Mapping[str, object]) -> None:
+def _sphere_panel(ax: Axes, paths: Mapping[str, object]) -> None:
     phi, theta = np.meshgrid(np.linspace(0, 2 * np.pi, 25), np.linspace(0, np.pi, 13))
     ax.plot_wireframe(np.cos(phi) * np.sin(theta), np.sin(phi) * np.sin(theta), np.cos(theta),
                       color="0.85", lw=0.5)

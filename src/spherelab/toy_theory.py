@@ -15,7 +15,7 @@ linear stability of SGD is that of the random product of (I - eta H_B) on S.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -104,10 +104,12 @@ def lyapunov_threshold(A: np.ndarray, batch_size: int = 1, steps: int | None = N
     lambda(0) = 0, and lambda < 0 while every factor contracts (|1 - eta mu| <= 1 for every
     eigenvalue mu of every H_B, i.e. eta <= 2 / max mu, and the a_i span S). For large eta the
     sum of all exponents, E log|det(I - eta H_B)|, is positive, hence so is the top one. For
-    B = 1 this brackets eta_1 in [2 / max|a_i|^2, 2 / min|a_i|^2]. We scan a log
-    grid over [0.25, 4] times that scale, then a fine grid in the cell where the mean exponent
-    changes sign. Each chain's crossing is found by linear interpolation on the fine grid; the
-    estimate is their mean and the error their standard error (plus half a grid cell).
+    B = 1 this brackets eta_1 in [2 / max|a_i|^2, 2 / min|a_i|^2]. We scan a log grid over
+    [0.25, 4] x 2 / E[lambda_max(H_B)] (short products), then a fine grid in the cell where the
+    mean exponent changes sign (full-length products, fresh chains). Each chain's crossing is
+    found by linear interpolation on the fine grid; the estimate is their mean, the error their
+    standard error combined in quadrature with half a fine-grid cell (a conservative bound on
+    the interpolation error).
     """
     steps = LYAPUNOV_STEPS if steps is None else steps
     base = 2.0 / _mean_top_batch_curvature(A, batch_size, seed)

@@ -112,11 +112,16 @@ def handle(args: argparse.Namespace) -> int:
     summary = run_sweep(spec, args.out, executor=args.executor, workers=args.workers,
                         refine=args.refine, pack=args.pack, executor_options=options,
                         report=not args.no_report)
+    return show_results(summary, spec, args.out)
+
+
+def show_results(summary: Path, spec: SweepSpec, out: Path) -> int:
+    """Print the runs table, the boundaries and where the files are; 1 if a run failed."""
     rows = read_summary(summary)
     print(format_table(rows, list(spec.axes)))
     _print_boundaries(rows, list(spec.axes))
     print(f"summary: {summary}")
-    report = args.out / "report.html"
+    report = out / "report.html"
     if report.exists():
         print(f"report:  {report}")
     failed = [r for r in rows if r["status"] == "failed"]

@@ -8,11 +8,13 @@ from torch import Tensor
 from spherelab.datasets.base import DataError
 
 
-def subset_indices(n_train: int, k: int, generator: torch.Generator) -> Tensor:
+def subset_indices(n_train: int, k: int, generator: torch.Generator,
+                   what: str = "train_subset") -> Tensor:
     """First k of a seeded permutation, sorted (original order kept; nested in k for one seed)."""
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_train:
+        split = what.split("_")[0]
         raise DataError(
-            f"train_subset={k!r} is invalid: the training split has {n_train} samples; "
+            f"{what}={k!r} is invalid: the {split} split has {n_train} samples; "
             f"pass an integer in [1, {n_train}] or None for all of them"
         )
     return torch.randperm(n_train, generator=generator)[:k].sort().values

@@ -1,0 +1,81 @@
+"""Per-member math on packed tensors: inputs in member layout, per-member losses, norms, angles.
+
+A packed tensor holds member k in block k of dim 0 (see modules.py); ``views`` are the [K, -1]
+flattenings of such tensors. Everything returns [K] tensors on the device, without a host sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+LOSS_KINDS = ("cross_entropy", "mse")
+
+
+def member_inputs(x: Tensor) -> Tensor:
+    """Member batches [K, B, C, ...] -> the ensemble's input [B, K*C, ...]."""
+    k, b = x.shape[:2]
+    return x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])
+
+
+def shared_inputs(x: Tensor, members: int) -> Tensor:
+    """One batch [B, C, ...] fed to every member -> [B, K*C, ...]."""
+    return member_inputs(x.unsqueeze(0).expand(members, *x.shape))
+
+
+def member_losses(logits: Tensor, y: Tensor, loss: str) -> Tensor:
+    """Batch-mean loss of each member [K] from logits [B, K, classes] and labels [K, B] or [B]
+    (the single-run losses of spherelab.losses, one per member)."""
+    b, k, c = logits.shape
+    labels = y.expand(k, b) if y.dim() == 1 else y
+    per_member = logits.transpose(0, 1)  # [K, B, C]
+    if loss == "cross_entropy":
+        flat = F.cross_entropy(per_member.reshape(k * b, c), labels.reshape(k * b),
+                               reduction="none")
+        return flat.view(k, b).mean(1)
+    if loss == "mse":
+        target = F.one_hot(labels, c).to(logits.dtype)
+        return (per_member - target).square().sum(-1).mean(1)
+    raise ValueError(f"loss={loss!r} is unknown; use one of {LOSS_KINDS}")
+
+
+def member_correct(logits: Tensor, y: Tensor) -> Tensor:
+    """Number of correct arg-max predictions of each member [K]."""
+    b, k, _ = logits.shape
+    labels = y.expand(k, b) if y.dim() == 1 else y
+    return (logits.detach().argmax(-1).transpose(0, 1) == labels).sum(1)
+
+
+def views(tensors: Sequence[Tensor], members: int) -> list[Tensor]:
+    """[K, -1] flattenings of packed tensors (batched [K, ...] and blocked [K*n, ...] alike)."""
+    return [t.detach().reshape(members, -1) for t in tensors]
+
+
+def member_sq_norms(tensors: Sequence[Tensor], members: int) -> Tensor:
+    """Squared joint norm of each member's part of `tensors`: [K]."""
+    return sum(v.square().sum(1) for v in views(tensors, members))
+
+
+def member_norms(tensors: Sequence[Tensor], members: int) -> Tensor:
+    """Joint L2 norm of each member's part of `tensors`: [K]."""
+    return member_sq_norms(tensors, members).sqrt()
+
+
+def layer_norms(tensors: Sequence[Tensor], members: int) -> Tensor:
+    """Norm of each tensor for each member: [n_tensors, K]."""
+    return torch.stack([v.norm(dim=1) for v in views(tensors, members)])
+
+
+def member_angles(a: Sequence[Tensor], b: Sequence[Tensor], members: int) -> Tensor:
+    """Angle of each member between two packed vectors [K], by the same stable formula as
+    metrics.geometry.angle_tensor: 2 atan2(||a|b| - b|a|||, ||a|b| + b|a|||)."""
+    va, vb = views(a, members), views(b, members)
+    na, nb = member_norms(a, members), member_norms(b, members)
+    sa = [x * nb.unsqueeze(1) for x in va]
+    sb = [x * na.unsqueeze(1) for x in vb]
+    diff = sum((x - y).square().sum(1) for x, y in zip(sa, sb)).sqrt()
+    total = sum((x + y).square().sum(1) for x, y in zip(sa, sb)).sqrt()
+    return 2.0 * torch.atan2(diff, total)

@@ -1,0 +1,76 @@
+"""The ensemble's training step: eager, torch.compile'd, or one CUDA graph replay.
+
+The step never reads the device: per-member losses stay a [K] tensor that the loop accumulates
+and reads once per epoch/record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from spherelab.ensemble.members import member_losses
+
+StepFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def eager_step(model: nn.Module, opt: torch.optim.Optimizer, loss: str) -> StepFn:
+    """forward, backward of the SUM of member losses (member k's slice of its gradient is
+    member k's own gradient), one SphereSGD step; returns the detached [K] losses."""
+
+    def step(x: Tensor, y: Tensor) -> Tensor:
+        losses = member_losses(model(x), y, loss)
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        opt.step()
+        return losses.detach()
+
+    return step
+
+
+def _state_tensors(model: nn.Module, opt: torch.optim.Optimizer) -> list[Tensor]:
+    tensors = list(model.parameters()) + list(model.buffers())
+    return tensors + [v for s in opt.state.values() for v in s.values() if isinstance(v, Tensor)]
+
+
+def cuda_graph_step(model: nn.Module, opt: torch.optim.Optimizer, loss: str,
+                    x: Tensor, y: Tensor, warmup: int = 3) -> StepFn:
+    """Capture the whole step (forward, backward, optimizer) as one CUDA graph on static copies
+    of x and y; the returned function copies a batch in and replays. Warm-up steps run on a side
+    stream and are undone (optimizer state they create is zeroed: a zero momentum buffer gives
+    the same first step as none), so the trajectory equals the eager one. The optimizer's
+    per-member ELR and radius must be device tensors updated in place, and every batch must
+    have the shape of x (the caller runs a smaller last batch eagerly)."""
+    if x.device.type != "cuda":
+        raise ValueError(f"cuda_graph needs the data on a CUDA device, got {x.device}; "
+                         "use train.device=cuda or turn cuda_graph off")
+    step = eager_step(model, opt, loss)
+    static_x, static_y = x.clone(), y.clone()
+    saved = [(t, t.detach().clone()) for t in _state_tensors(model, opt)]
+    known = {id(t) for t, _ in saved}
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step(static_x, static_y)
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.no_grad():
+        for t, value in saved:
+            t.copy_(value)
+        for t in _state_tensors(model, opt):
+            if id(t) not in known:
+                t.zero_()
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        static_losses = step(static_x, static_y)
+
+    def replay(xb: Tensor, yb: Tensor) -> Tensor:
+        static_x.copy_(xb)
+        static_y.copy_(yb)
+        graph.replay()
+        return static_losses.clone()
+
+    return replay

@@ -1,0 +1,210 @@
+"""The ensemble engine: member k of one packed module equals the single run with its config."""
+
+import json
+
+import pytest
+import torch
+
+from spherelab.checkpoint import list_checkpoints, read_records
+from spherelab.config import Config, apply_overrides
+from spherelab.engine import build_model_for, train_run
+from spherelab.data import load_dataset
+from spherelab.ensemble import can_pack, ensemble_skeleton, pack_key, pack_states, train_ensemble
+from spherelab.ensemble.members import member_inputs
+from spherelab.ensemble.modules import batched_names
+from spherelab.ensemble.step import eager_step
+from spherelab.losses import cross_entropy
+from spherelab.optim import SphereSGD
+from spherelab.scale_invariance import si_parameters
+from spherelab.training import make_optimizer, train_step
+
+FAMILIES = {
+    "mlp_si": {"model.width": 8, "model.depth": 2, "data.name": "synthetic:12:64:32"},
+    "convnet_si": {"model.width": 3, "model.depth": 2, "data.name": "synthetic:2x8x8:64:32"},
+    "resnet18_si": {"model.width": 2, "data.name": "synthetic:2x8x8:48:16"},
+}
+ELRS = (2e-3, 5e-3, 1e-3)
+# ELRs in the convergence regime of each tiny model (chaotic runs amplify rounding)
+CONVERGENT = {"mlp_si": (2e-3, 5e-3), "convnet_si": (2e-3, 5e-3), "resnet18_si": (1e-4, 3e-4)}
+
+
+def _cfg(family: str = "mlp_si", **over) -> Config:
+    base = {"model.name": family, "data.batch_size": 16, "train.steps": 12, "train.records": 4,
+            "optim.elr": 2e-3, "train.device": "cpu", "train.dtype": "float64",
+            "train.eval_batch_size": 32}
+    return apply_overrides(Config(), base | FAMILIES[family] | over)
+
+
+def _members(cfgs):
+    """The single models of the configs, seeded as the single-run engine seeds them."""
+    data = load_dataset(cfgs[0].data.name, dtype=torch.float64)
+    models = []
+    for cfg in cfgs:
+        torch.manual_seed(cfg.train.seed)
+        models.append(build_model_for(cfg, data).double())
+    return data, models
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_one_ensemble_step_equals_each_single_step(family):
+    cfgs = [_cfg(family, **{"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS)]
+    data, singles = _members(cfgs)
+    ens = ensemble_skeleton(singles[0], len(cfgs)).double()
+    pack_states(ens, [m.state_dict() for m in singles], batched_names(ens))
+    names = {id(p): n for n, p in singles[0].named_parameters()}
+    si_names = [names[id(p)] for p in si_parameters(singles[0])]
+    packed = dict(ens.named_parameters())
+    opts = [make_optimizer(c.optim, m, si_parameters(m)) for c, m in zip(cfgs, singles)]
+    opt = SphereSGD([packed[n] for n in si_names], elr=list(ELRS), members=len(cfgs),
+                    radius=[o.param_groups[0]["radius"] for o in opts])
+    index = torch.stack([torch.arange(16) + 16 * k for k in range(len(cfgs))])
+    eager_step(ens, opt, "cross_entropy")(member_inputs(data.x_train[index]),
+                                         data.y_train[index])
+    for k, (model, o) in enumerate(zip(singles, opts)):
+        train_step(model, cross_entropy, o, data.x_train[index[k]], data.y_train[index[k]])
+        for name in si_names:
+            got = packed[name].reshape(len(cfgs), -1)[k]
+            assert (got - model.get_parameter(name).reshape(-1)).abs().max() < 1e-12, name
+
+
+def _final_model(run_dir):
+    return torch.load(list_checkpoints(run_dir)[-1], weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_members_follow_their_single_runs_for_200_steps(family, tmp_path):
+    over = {"train.steps": 200, "train.records": 3, "train.checkpoints": "last"}
+    cfgs = [_cfg(family, **over | {"optim.elr": e, "train.seed": s})
+            for s, e in enumerate(CONVERGENT[family])]
+    train_ensemble(cfgs, [tmp_path / f"e{k}" for k in range(2)])
+    for k, cfg in enumerate(cfgs):
+        train_run(cfg, tmp_path / f"s{k}")
+        ens, single = _final_model(tmp_path / f"e{k}"), _final_model(tmp_path / f"s{k}")
+        assert ens.keys() == single.keys()
+        for key in single:
+            assert (ens[key].double() - single[key].double()).abs().max() < 1e-6, key
+
+
+def test_member_files_have_the_single_run_keys_and_record_steps(tmp_path):
+    cfgs = [_cfg(**{"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS[:2])]
+    summaries = train_ensemble(cfgs, [tmp_path / "e0", tmp_path / "e1"])
+    single = train_run(cfgs[1], tmp_path / "s1")
+    mine, ref = read_records(tmp_path / "e1" / "metrics.jsonl"), read_records(
+        tmp_path / "s1" / "metrics.jsonl")
+    assert [r["step"] for r in mine] == [r["step"] for r in ref]
+    assert [set(r) for r in mine] == [set(r) for r in ref]
+    assert set(summaries[1]) == set(single)
+    for key in ("train_loss", "test_acc", "eff_grad_norm", "angle", "si_norm", "grad_snr"):
+        assert summaries[1][key] == pytest.approx(single[key], rel=1e-9, abs=1e-12), key
+    saved = json.loads((tmp_path / "e1" / "config.json").read_text())
+    assert saved["optim"]["elr"] == ELRS[1] and "environment" in saved
+    assert sorted(p.name for p in (tmp_path / "e1" / "checkpoints").iterdir()) == sorted(
+        p.name for p in (tmp_path / "s1" / "checkpoints").iterdir())
+
+
+def test_a_nonfinite_member_is_frozen_and_the_others_go_on(tmp_path):
+    cfgs = [_cfg(**{"optim.elr": 1e300, "train.seed": 0}), _cfg(**{"train.seed": 1})]
+    bad, good = train_ensemble(cfgs, [tmp_path / "bad", tmp_path / "good"])
+    single_bad, single_good = (train_run(c, tmp_path / f"s{k}") for k, c in enumerate(cfgs))
+    assert bad["status"] == single_bad["status"] == "nonfinite"
+    assert bad["step"] == single_bad["step"]
+    assert good["status"] == "finished" and good["step"] == cfgs[1].train.steps
+    assert good["train_loss"] == pytest.approx(single_good["train_loss"], rel=1e-9)
+
+
+def test_a_divergent_member_gets_the_regime_of_its_single_run(tmp_path):
+    over = {"train.steps": 48, "train.records": 6}
+    cfgs = [_cfg(**over | {"optim.elr": 3.0, "train.seed": 0}),
+            _cfg(**over | {"optim.elr": 1e-2, "train.seed": 1})]
+    summaries = train_ensemble(cfgs, [tmp_path / "e0", tmp_path / "e1"])
+    for k, cfg in enumerate(cfgs):
+        assert summaries[k]["regime"] == train_run(cfg, tmp_path / f"s{k}")["regime"]
+
+
+def test_an_interrupted_ensemble_resumes_to_the_unbroken_result(tmp_path):
+    over = {"train.steps": 24, "train.records": 6, "optim.momentum": 0.5}
+    cfgs = [_cfg(**over | {"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS[:2])]
+    full = train_ensemble(cfgs, [tmp_path / "f0", tmp_path / "f1"])
+    cut = [tmp_path / "c0", tmp_path / "c1"]
+    train_ensemble(cfgs, cut)
+    for run in cut:  # a kill after a few records: the last checkpoints and summary are lost
+        for path in list_checkpoints(run)[-2:]:
+            path.unlink()
+        (run / "summary.json").unlink()
+    resumed = train_ensemble(cfgs, cut)
+    for k in range(2):
+        assert resumed[k]["train_loss"] == full[k]["train_loss"]
+        assert read_records(cut[k] / "metrics.jsonl") == read_records(
+            tmp_path / f"f{k}" / "metrics.jsonl")
+
+
+def test_a_member_checkpoint_resumes_as_a_single_run(tmp_path):
+    over = {"train.steps": 24, "train.records": 6}
+    cfgs = [_cfg(**over | {"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS[:2])]
+    summaries = train_ensemble(cfgs, [tmp_path / "e0", tmp_path / "e1"])
+    run = tmp_path / "e1"
+    for path in list_checkpoints(run)[-2:]:
+        path.unlink()
+    (run / "summary.json").unlink()
+    resumed = train_run(cfgs[1], run)
+    assert resumed["train_loss"] == pytest.approx(summaries[1]["train_loss"], rel=1e-12)
+
+
+def test_shared_batches_keep_member_zero_on_its_single_run(tmp_path):
+    cfgs = [_cfg(**{"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS[:2])]
+    shared = train_ensemble(cfgs, [tmp_path / "e0", tmp_path / "e1"], shared_batches=True)
+    assert shared[0]["train_loss"] == pytest.approx(
+        train_run(cfgs[0], tmp_path / "s0")["train_loss"], rel=1e-9)
+    assert shared[1]["train_loss"] != pytest.approx(
+        train_run(cfgs[1], tmp_path / "s1")["train_loss"], rel=1e-9)
+
+
+def test_pack_key_ignores_only_elr_and_seed():
+    base = _cfg()
+    assert pack_key(base) == pack_key(_cfg(**{"optim.elr": 0.5, "train.seed": 3}))
+    assert pack_key(base) != pack_key(_cfg(**{"data.batch_size": 8}))
+    noisy = _cfg(**{"data.label_noise": 0.1})
+    assert pack_key(noisy) != pack_key(_cfg(**{"data.label_noise": 0.1, "train.seed": 1}))
+
+
+def test_can_pack_refuses_other_kinds_and_mixed_configs():
+    assert can_pack([_cfg(), _cfg(**{"optim.elr": 0.1, "train.seed": 2})])
+    assert not can_pack([_cfg(), _cfg(**{"model.width": 4})])
+    assert not can_pack([_cfg(**{"optim.sphere": "per_tensor"})])
+    assert not can_pack([_cfg(**{"model.name": "mlp_af"})])
+    assert not can_pack([])
+
+
+def test_train_ensemble_names_the_fix_for_unpackable_configs(tmp_path):
+    with pytest.raises(ValueError, match="pack_key"):
+        train_ensemble([_cfg(), _cfg(**{"model.width": 4})], [tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ValueError, match="one directory per config"):
+        train_ensemble([_cfg()], [tmp_path / "a", tmp_path / "b"])
+
+
+@pytest.mark.slow
+def test_a_compiled_ensemble_equals_the_eager_one(tmp_path):
+    cfgs = [_cfg(**{"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS[:2])]
+    eager = train_ensemble(cfgs, [tmp_path / "e0", tmp_path / "e1"])
+    compiled_cfgs = [c.with_overrides({"train.compile": True}) for c in cfgs]
+    compiled = train_ensemble(compiled_cfgs, [tmp_path / "c0", tmp_path / "c1"])
+    single = train_run(compiled_cfgs[0], tmp_path / "s0")
+    for k in range(2):
+        assert compiled[k]["train_loss"] == pytest.approx(eager[k]["train_loss"], rel=1e-9)
+    assert single["train_loss"] == pytest.approx(eager[0]["train_loss"], rel=1e-9)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_cuda_graph_ensemble_equals_eager_and_single_runs_on_cuda(family, tmp_path):
+    over = {"train.device": "cuda", "train.steps": 40}
+    cfgs = [_cfg(family, **over | {"optim.elr": e, "train.seed": s})
+            for s, e in enumerate(ELRS[:2])]
+    eager = train_ensemble(cfgs, [tmp_path / "e0", tmp_path / "e1"])
+    graph = train_ensemble(cfgs, [tmp_path / "g0", tmp_path / "g1"], cuda_graph=True)
+    for k, cfg in enumerate(cfgs):
+        single = train_run(cfg, tmp_path / f"s{k}")
+        for key in ("train_loss", "si_norm", "angle_to_init"):
+            assert graph[k][key] == pytest.approx(eager[k][key], rel=1e-9, abs=1e-12), key
+            assert eager[k][key] == pytest.approx(single[key], rel=1e-6, abs=1e-9), key
