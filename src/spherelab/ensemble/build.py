@@ -169,7 +169,7 @@ def _load_packed(ens: Ensemble, states, bufs, inits, prevs) -> None:
     pack_states(ens.model, states, ens.batched)
     names = ens.recorder.si_names
     group = ens.optimizer.param_groups[0]
-    group["radius"].copy_(torch.tensor(ens.radii))
+    group["radius"].copy_(torch.tensor(ens.radii, dtype=torch.float64))
     for i, (q, name) in enumerate(zip(ens.si, names)):
         batched = name in ens.batched
         if bufs[0][i] is not None:

@@ -171,5 +171,22 @@ def _freeze_nonfinite(ens: Ensemble, window: list[float], step: int, factor: flo
     _record(ens, step, factor, records, bad)
     for k in bad:
         ens.active[k] = False
-        summaries[k] = engine._finish(ens.runs[k], ens.outs[k], records[k], "nonfinite")
+        summaries[k] = _finish_nonfinite(ens, k, records[k])
     _set_elr(ens, factor)
+
+
+def _finish_nonfinite(ens: Ensemble, k: int, records: list[dict]) -> dict[str, Any]:
+    """The single run's summary; when the classifier refuses a run this short (the loss went
+    non-finite within the first record interval) the member is labelled divergence so that
+    the other members carry on."""
+    try:
+        return engine._finish(ens.runs[k], ens.outs[k], records, "nonfinite")
+    except ValueError as err:
+        run = ens.runs[k]
+        summary = dict(records[-1]) | {
+            "status": "nonfinite", "regime": "divergence",
+            "regime_stats": {"reason": f"non-finite loss, too few records to classify ({err})"},
+            "elr_config": run.cfg.optim.elr, "seed": run.cfg.train.seed,
+            "num_classes": run.data.num_classes, "init_train_loss": records[0]["train_loss"]}
+        ckpt.write_json(ens.outs[k] / "summary.json", summary)
+        return summary
