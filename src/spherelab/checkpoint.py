@@ -23,7 +23,7 @@ def record_steps(total_steps: int, steps_per_epoch: int, n_records: int, mode: s
     if mode not in ("log", "linear"):
         raise ValueError(f"record_schedule={mode!r} is unknown; use log or linear")
     total_epochs = total_steps / steps_per_epoch
-    n = max(int(n_records), 2)
+    n = max(int(n_records), 3)  # the regime classifier needs init + two more records
     if mode == "log" and total_epochs > 1:
         epochs = [math.exp(math.log(total_epochs) * i / (n - 1)) for i in range(n)]
     else:

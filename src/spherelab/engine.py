@@ -265,9 +265,13 @@ def _diagnose_online(run: Run, out: Path, step: int) -> None:
 def _finish(run: Run, out: Path, records: list[dict[str, Any]], status: str) -> dict[str, Any]:
     from spherelab.regimes import classify_records
 
-    verdict = classify_records(records, num_classes=run.data.num_classes)
-    summary = dict(records[-1]) | {"status": status, "regime": verdict.regime,
-                                   "regime_stats": verdict.stats, "elr_config": run.cfg.optim.elr,
+    try:
+        verdict = classify_records(records, num_classes=run.data.num_classes)
+        regime, stats = verdict.regime, verdict.stats
+    except ValueError as err:  # e.g. a one-step run: too short to have a trajectory
+        regime, stats = "unclassified", {"reason": str(err)}
+    summary = dict(records[-1]) | {"status": status, "regime": regime,
+                                   "regime_stats": stats, "elr_config": run.cfg.optim.elr,
                                    "seed": run.cfg.train.seed, "num_classes": run.data.num_classes,
                                    "init_train_loss": records[0]["train_loss"]}
     ckpt.write_json(out / "summary.json", summary)

@@ -110,10 +110,10 @@ def load(name: str, data_dir: str | Path | None, download_missing: bool) -> RawS
         archive = download(spec.url, target / spec.filename, spec.md5)
         folder = _unpack(spec, archive, target)
     if folder is None:
-        looked = "\n  ".join(str(d) for d in search_dirs(data_dir, name))
+        looked = "; ".join(str(d) for d in search_dirs(data_dir, name))
         raise DataError(
-            f"{name}: neither {spec.folder}/ nor {spec.filename} was found in any of:\n  {looked}\n"
-            f"Fix: pass download=True (fetches {spec.url} into {cache_dir(data_dir, name)}), "
+            f"{name}: neither {spec.folder}/ nor {spec.filename} was found in any of: {looked}. "
+            f"Fix: pass download=True (CLI: --set data.download=true; fetches {spec.url} into {cache_dir(data_dir, name)}), "
             "or put the folder or archive in data_dir or $SPHERELAB_DATA"
         )
     x_train, y_train = _read_batches(folder, spec.train_files, spec)

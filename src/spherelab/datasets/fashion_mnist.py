@@ -72,10 +72,10 @@ def load(data_dir: str | Path | None, download_missing: bool) -> RawSplits:
     if directory is None and download_missing:
         directory = _fetch(data_dir)
     if directory is None:
-        looked = "\n  ".join(str(d) for d in search_dirs(data_dir, SUBDIR))
+        looked = "; ".join(str(d) for d in search_dirs(data_dir, SUBDIR))
         raise DataError(
-            f"fashion_mnist: the files {', '.join(FILES)} were not found in any of:\n  {looked}\n"
-            "Fix: pass download=True (fetches them from the official mirror into "
+            f"fashion_mnist: the files {', '.join(FILES)} were not found in any of: {looked}. "
+            "Fix: pass download=True (CLI: --set data.download=true; fetches them from the official mirror into "
             f"{cache_dir(data_dir, SUBDIR)}), install the Debian package dataset-fashion-mnist, "
             "or put them in data_dir or $SPHERELAB_DATA"
         )

@@ -1,0 +1,151 @@
+"""Conventional training (SGD + weight decay, no sphere) read on the sphere: angles and spikes.
+
+Two diagnostics of a conventional run's records (rows of metrics.jsonl):
+
+* ``angle_table``: per record, the effective ELR, the equilibrium prediction of the per-step
+  angle sqrt(2 lr wd / (1 + mu)) (PAPER.md §6) and two measurements of it:
+  ``angle_step_grad`` = ELR * ||g_eff|| / sqrt(1 - mu^2), the angle of one step whose gradient
+  has the recorded effective norm (momentum over noise-dominated gradients multiplies the step
+  by 1/sqrt(1 - mu^2); with this factor the norm balance gives exactly the prediction), and
+  ``angle_step_chord`` = the recorded angle since the previous record / steps in between (a
+  lower bound: steps in different directions partly cancel). ``eff_grad_norm`` is measured on
+  batches of ``train.eval_batch_size``; set it to the training batch size for this comparison.
+* ``detect_spikes``: periodic destabilizations. A spike starts at a record whose train loss has
+  risen ``ratio`` times (and by at least ``min_rise`` nats) above the lowest loss since the last
+  spike, while the SI norm was shrinking into it (the weight-decay phase that grows the ELR).
+  It ends when the loss is back below the rise threshold or below peak / ratio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from spherelab.metrics.geometry import equilibrium_angle
+
+SPIKE_RATIO = 3.0      # loss must rise to >= 3x the trough since the last spike...
+SPIKE_MIN_RISE = 0.1   # ...and by >= 0.1 nats (tiny converged losses jitter by large ratios)
+NORM_LOOKBACK = 2      # the SI norm must have fallen over the 2 records before the onset
+PERIODIC_CV = 0.5      # intervals with a coefficient of variation below this count as periodic
+
+
+@dataclass(frozen=True)
+class SpikeReport:
+    """Spike onsets of one trajectory; period = median interval between onsets (NaN if < 2)."""
+
+    count: int
+    period_epochs: float
+    period_steps: float
+    onset_epochs: list[float] = field(default_factory=list)
+    onset_steps: list[int] = field(default_factory=list)
+    peak_losses: list[float] = field(default_factory=list)
+    periodic: bool = False  # >= 3 spikes with regular intervals (CV < PERIODIC_CV)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _column(records: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+    try:
+        return np.array([float(r[key]) for r in records], dtype=np.float64)
+    except KeyError:
+        raise ValueError(f"every record needs the key {key!r}; pass the rows of a run's "
+                         "metrics.jsonl") from None
+
+
+def _norm_shrinking(norm: np.ndarray, i: int, lookback: int) -> bool:
+    start = max(i - 1 - lookback, 0)
+    return i >= 2 and norm[i - 1] < norm[start]
+
+
+def detect_spikes(records: Sequence[Mapping[str, Any]], *, ratio: float = SPIKE_RATIO,
+                  min_rise: float = SPIKE_MIN_RISE,
+                  lookback: int = NORM_LOOKBACK) -> SpikeReport:
+    """Find loss spikes that follow a shrinking SI norm in records sorted by step."""
+    if ratio <= 1:
+        raise ValueError(f"ratio={ratio} must be > 1 (a spike is a rise by that factor)")
+    rows = sorted(records, key=lambda r: r["step"])
+    loss, norm = _column(rows, "train_loss"), _column(rows, "si_norm")
+    onsets, peaks = [], []
+    trough, peak, in_spike = loss[0], -math.inf, False
+    for i in range(1, len(rows)):
+        if in_spike:
+            peak = max(peak, loss[i])
+            peaks[-1] = peak
+            if loss[i] < ratio * trough or loss[i] < peak / ratio:
+                in_spike, trough = False, loss[i]
+            continue
+        risen = loss[i] >= ratio * trough and loss[i] - trough >= min_rise
+        if risen and math.isfinite(loss[i]) and _norm_shrinking(norm, i, lookback):
+            in_spike, peak = True, loss[i]
+            onsets.append(i)
+            peaks.append(peak)
+        else:
+            trough = min(trough, loss[i])
+    return _report(rows, onsets, peaks)
+
+
+def _report(rows: Sequence[Mapping[str, Any]], onsets: list[int], peaks: list[float]) -> SpikeReport:
+    epochs = [float(rows[i]["epoch"]) for i in onsets]
+    steps = [int(rows[i]["step"]) for i in onsets]
+    period_e = float(np.median(np.diff(epochs))) if len(onsets) >= 2 else math.nan
+    period_s = float(np.median(np.diff(steps))) if len(onsets) >= 2 else math.nan
+    periodic = False
+    if len(onsets) >= 3:
+        gaps = np.diff(steps).astype(float)
+        periodic = bool(gaps.std() / gaps.mean() < PERIODIC_CV)
+    return SpikeReport(len(onsets), period_e, period_s, epochs, steps, [float(p) for p in peaks],
+                       periodic)
+
+
+def angle_table(records: Sequence[Mapping[str, Any]], weight_decay: float,
+                momentum: float = 0.0) -> list[dict[str, float]]:
+    """Per record: ELR, effective ELR (ELR / (1 - mu)), predicted and measured per-step angles.
+
+    The record's ``lr`` (the applied rate, schedule included) feeds the prediction.
+    """
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum={momentum!r} must be in [0, 1)")
+    rows = sorted(records, key=lambda r: r["step"])
+    out = []
+    for prev, row in zip([None, *rows[:-1]], rows):
+        elr, grad = float(row["elr"]), float(row["eff_grad_norm"])
+        steps = row["step"] - prev["step"] if prev is not None else 0
+        out.append({
+            "epoch": float(row["epoch"]), "step": int(row["step"]), "elr": elr,
+            "elr_effective": elr / (1.0 - momentum),
+            "angle_predicted": equilibrium_angle(float(row["lr"]), weight_decay, momentum),
+            "angle_step_grad": math.atan(elr * grad / math.sqrt(1.0 - momentum ** 2)),
+            "angle_step_chord": float(row["angle"]) / steps if steps > 0 else math.nan,
+        })
+    return out
+
+
+def equilibrium_summary(table: Sequence[Mapping[str, float]], tail: float = 0.5) -> dict[str, float]:
+    """Medians over the last ``tail`` fraction of the records: predicted vs measured angle."""
+    if not table or not 0 < tail <= 1:
+        raise ValueError(f"need a non-empty angle table and 0 < tail <= 1 (got tail={tail})")
+    part = table[-max(int(round(len(table) * tail)), 1):]
+
+    def med(key: str) -> float:
+        values = [r[key] for r in part if math.isfinite(r[key])]
+        return float(np.median(values)) if values else math.nan
+
+    predicted, measured = med("angle_predicted"), med("angle_step_grad")
+    return {"angle_predicted": predicted, "angle_step_grad": measured,
+            "angle_step_chord": med("angle_step_chord"),
+            "measured_over_predicted": measured / predicted if predicted > 0 else math.nan,
+            "elr_effective": med("elr_effective")}
+
+
+def run_diagnostics(records: Sequence[Mapping[str, Any]], optim: Mapping[str, Any]) -> dict[str, Any]:
+    """Angles and spikes of one conventional run from its records and config["optim"]."""
+    momentum = float(optim.get("momentum", 0.0))
+    table = angle_table(records, float(optim.get("weight_decay", 0.0)), momentum)
+    return {"lr": float(optim["lr"]), "weight_decay": float(optim.get("weight_decay", 0.0)),
+            "momentum": momentum, "equilibrium": equilibrium_summary(table),
+            "spikes": detect_spikes(records).to_dict(), "angles": table}
