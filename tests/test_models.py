@@ -16,15 +16,6 @@ AF_NAMES = [n for n in available_models() if n.endswith("_af")]
 TINY = {"convnet": {"width": 4, "depth": 2}, "resnet18": {"width": 4}, "mlp": {"width": 8}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models on a shared 2-core machine run much faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(name: str, seed: int = 0, **kwargs) -> nn.Module:
     torch.manual_seed(seed)
     family = name.rpartition("_")[0]

@@ -18,15 +18,6 @@ from spherelab.scale_invariance import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models on a shared 2-core machine run much faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class UserCNN(nn.Module):
     """A typical user model: conv biases, affine BN, functional pooling, a biased head."""
 

@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -141,12 +142,21 @@ def assign_devices(tasks: Sequence[Task], n_gpus: int) -> list[Task]:
     return out
 
 
+def _set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def run_local(tasks: Sequence[Task], runner: Runner, on_done: OnDone,
               settings: Settings) -> list[Outcome]:
     """`workers` spawned processes on this machine, GPUs assigned round-robin."""
     tasks = assign_devices(tasks, _cuda_count())
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=settings.workers, mp_context=context) as pool:
+    # Share the cores: N workers with all cores each oversubscribe and run many times slower.
+    threads = max(1, (os.cpu_count() or 1) // settings.workers)
+    with ProcessPoolExecutor(max_workers=settings.workers, mp_context=context,
+                             initializer=_set_threads, initargs=(threads,)) as pool:
         futures = {pool.submit(execute, runner, task): i for i, task in enumerate(tasks)}
         pairs = ((futures[f], f.result) for f in as_completed(futures))
         return _gather(pairs, tasks, on_done)

@@ -1,4 +1,8 @@
-"""`spherelab report SWEEP_DIR`: figures, boundaries and the self-contained report.html."""
+"""`spherelab report SWEEP_DIR`: figures, boundaries and the self-contained report.html.
+
+With `--lens CONV_RUN`, SWEEP_DIR is the regime map of a fixed-ELR sweep and the command writes
+the regime lens of the conventional run CONV_RUN into CONV_RUN/lens/ instead.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,23 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="figures and report.html of a sweep directory",
-                       description="Write SWEEP_DIR/figures/, boundaries.json and report.html.")
+                       description="Write SWEEP_DIR/figures/, boundaries.json and report.html; "
+                       "with --lens CONV_RUN, the regime lens of CONV_RUN over SWEEP_DIR.")
     p.add_argument("sweep_dir")
     p.add_argument("--title", default=None)
+    p.add_argument("--lens", metavar="CONV_RUN", default=None,
+                   help="a conventional run directory to draw over SWEEP_DIR's regime map "
+                   "(writes CONV_RUN/lens/lens.html, lens.png/.svg, lens.json)")
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
+    if args.lens:
+        from spherelab.lens import write_lens
+
+        path = write_lens(args.lens, args.sweep_dir)
+        print(f"lens written to {path}")
+        return 0
     from spherelab.report import write_report
 
     path = write_report(args.sweep_dir, title=args.title)
