@@ -9,7 +9,8 @@ an ensemble) on the configs of issue 7:
     steps and EXTRAPOLATED to 391 steps per epoch (CIFAR-10's epoch), and the bare
     forward+backward of the same model on the same batch (target: step <= 1.15x bare).
 Variants are interleaved within each repeat and the MEDIAN over repeats is reported. Peak
-memory: CUDA max_memory_allocated, or on CPU the peak RSS of a fresh process running 2 steps.
+memory: CUDA max_memory_allocated, or on CPU the peak RSS growth of a fresh process that
+builds the variant and runs one step.
 
     python benchmarks/bench_train.py --device cpu --repeats 3 [--quick]
 """
@@ -34,8 +35,8 @@ from spherelab.engine import build_run, train_run
 from spherelab.ensemble import train_ensemble
 from spherelab.ensemble.build import build_ensemble
 from spherelab.ensemble.engine import _next_batch, _Stepper
-from spherelab.training import set_rate, train_step
 from spherelab.losses import cross_entropy
+from spherelab.training import set_rate, train_step
 
 CIFAR_STEPS = 391
 ELRS = (1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 1e-1)
@@ -157,7 +158,7 @@ def measure(args) -> dict[str, list[float]]:
 
 
 def peak_memory(args, name: str) -> float:
-    """Peak memory (MiB) of 2 steps of a variant, in a fresh process (CPU) or on CUDA."""
+    """Peak memory (MiB) of one step of a variant, in a fresh process (CPU) or on CUDA."""
     cmd = [sys.executable, __file__, "--device", args.device, "--memory-of", name]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -171,7 +172,7 @@ def memory_of(args) -> None:
         torch.cuda.reset_peak_memory_stats()
     k = int(rest.split("=")[1]) if "K=" in rest else 1
     fn = ensemble_steps(members(cfg, k)) if "ensemble" in rest else single_steps(cfg)[0]
-    fn(2)
+    fn(1)
     if args.device.startswith("cuda"):
         print(torch.cuda.max_memory_allocated() / 2**20)
     else:

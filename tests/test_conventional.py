@@ -98,3 +98,32 @@ def test_run_diagnostics_reads_lr_wd_and_momentum_from_the_config():
 def test_angle_table_rejects_momentum_of_one():
     with pytest.raises(ValueError, match="momentum"):
         angle_table(_equilibrium_records(0.1, 1e-3, 0.0, 1.0), 1e-3, 1.0)
+
+
+def test_a_conventional_lr_wd_sweep_is_summarized_through_the_lens(tmp_path):
+    import csv
+
+    from spherelab.conventional import summarize_grid
+    from spherelab.sweep import SweepSpec, run_sweep
+
+    common = {"model.width": 8, "data.batch_size": 32, "train.records": 6,
+              "train.record_schedule": "linear", "train.checkpoints": "none"}
+    data = "synthetic:12:96:32:3"
+    conv = SweepSpec(elrs=(1e-3,), model="mlp_si", dataset=data, epochs=4,
+                     overrides={**common, "optim.mode": "conventional", "optim.momentum": 0.9},
+                     axes={"optim.lr": (0.05,), "optim.weight_decay": (1e-3, 5e-2)})
+    fixed = SweepSpec(elrs=(1e-3, 1e-1, 10.0), model="mlp_si", dataset=data, epochs=4,
+                      overrides=common)
+    run_sweep(conv, tmp_path / "conv", report=False, progress=False)
+    run_sweep(fixed, tmp_path / "map", report=False, progress=False)
+    path = summarize_grid(tmp_path / "conv", tmp_path / "map", tmp_path / "out")
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(float(r["weight_decay"]) for r in rows) == [1e-3, 5e-2]
+    for row in rows:
+        predicted = math.sqrt(2 * 0.05 * float(row["weight_decay"]) / 1.9)
+        assert float(row["angle_predicted"]) == pytest.approx(predicted)
+        assert 0.0 <= float(row["lens_agreement"]) <= 1.0 or row["lens_agreement"] == "nan"
+        assert (tmp_path / "out" / "lens" / row["run_dir"].split("/")[-1] / "lens.png").is_file()
+    assert (tmp_path / "out" / "figures" / "trajectories.svg").is_file()
+    assert (tmp_path / "out" / "report.html").is_file()

@@ -7,8 +7,8 @@ import torch
 
 from spherelab.checkpoint import list_checkpoints, read_records
 from spherelab.config import Config, apply_overrides
-from spherelab.engine import build_model_for, train_run
 from spherelab.data import load_dataset
+from spherelab.engine import build_model_for, train_run
 from spherelab.ensemble import can_pack, ensemble_skeleton, pack_key, pack_states, train_ensemble
 from spherelab.ensemble.members import member_inputs
 from spherelab.ensemble.modules import batched_names
@@ -208,3 +208,24 @@ def test_cuda_graph_ensemble_equals_eager_and_single_runs_on_cuda(family, tmp_pa
         for key in ("train_loss", "si_norm", "angle_to_init"):
             assert graph[k][key] == pytest.approx(eager[k][key], rel=1e-9, abs=1e-12), key
             assert eager[k][key] == pytest.approx(single[key], rel=1e-6, abs=1e-9), key
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_training_steps_never_wait_for_the_device(cuda_graph, tmp_path):
+    from spherelab.ensemble.build import build_ensemble
+    from spherelab.ensemble.engine import _next_batch, _Stepper
+
+    cfgs = [_cfg("convnet_si", **{"train.device": "cuda", "optim.elr": e, "train.seed": s,
+                                  "data.batch_size": 8}) for s, e in enumerate(ELRS)]
+    ens = build_ensemble(cfgs, [tmp_path / str(k) for k in range(3)], False)
+    stepper = _Stepper(ens, cuda_graph)
+    data = ens.runs[0].data
+    stepper(*_next_batch(ens, data.x_train, data.y_train))  # warm-up (and capture)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):  # within the first epoch: no new permutation is drawn
+            stepper(*_next_batch(ens, data.x_train, data.y_train))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -1,5 +1,6 @@
 """Schedule factors: constant, piecewise-constant and cosine, and how the engine applies them."""
 
+import itertools
 import math
 
 import pytest
@@ -34,7 +35,7 @@ def test_cosine_runs_from_one_to_the_final_factor_through_the_midpoint():
     assert factor(10.0) == pytest.approx(0.2)
     assert factor(20.0) == pytest.approx(0.2)  # clamped after the end
     values = [factor(e / 4) for e in range(41)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(values))
 
 
 def test_make_schedule_cosine_keeps_the_elr_positive_at_the_end():
@@ -50,8 +51,8 @@ def test_make_schedule_rejects_an_unknown_name():
 
 @pytest.mark.parametrize("mode", ["sphere", "conventional"])
 def test_the_engine_applies_the_piecewise_factor_to_the_recorded_rate(tmp_path, mode):
-    from spherelab.engine import train_run
     from spherelab.checkpoint import read_records
+    from spherelab.engine import train_run
 
     cfg = Config().with_overrides({
         "model.name": "mlp_si", "model.width": 8, "data.name": "synthetic:12:64:32:3",

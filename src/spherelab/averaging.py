@@ -166,3 +166,18 @@ def geodesic(model: nn.Module, a: Sequence[Tensor], b: Sequence[Tensor], batches
     cos = float(torch.clamp(sum((x * y).sum() for x, y in zip(ua, ub)), -1.0, 1.0))
     return GeodesicResult(ts, losses, accs, top - max(losses[0], losses[-1]),
                           top - (losses[0] + losses[-1]) / 2, math.acos(cos))
+
+
+def geodesic_figure(paths: Mapping[str, GeodesicResult]) -> object:
+    """Train loss along each named geodesic (t = 0 and 1 are the two solutions)."""
+    from spherelab.plots import _new_figure
+
+    fig = _new_figure(6, 3.8)
+    ax = fig.subplots()
+    for name, result in paths.items():
+        ax.plot(result.ts, result.losses, "o-", ms=3,
+                label=f"{name} (barrier {result.barrier:.3g}, angle {result.angle:.2f} rad)")
+    ax.set(yscale="log", xlabel="t along the geodesic", ylabel="train loss (BN train mode)")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    return fig

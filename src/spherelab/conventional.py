@@ -18,9 +18,12 @@ Two diagnostics of a conventional run's records (rows of metrics.jsonl):
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -129,7 +132,7 @@ def equilibrium_summary(table: Sequence[Mapping[str, float]], tail: float = 0.5)
     """Medians over the last ``tail`` fraction of the records: predicted vs measured angle."""
     if not table or not 0 < tail <= 1:
         raise ValueError(f"need a non-empty angle table and 0 < tail <= 1 (got tail={tail})")
-    part = table[-max(int(round(len(table) * tail)), 1):]
+    part = table[-max(round(len(table) * tail), 1):]
 
     def med(key: str) -> float:
         values = [r[key] for r in part if math.isfinite(r[key])]
@@ -149,3 +152,71 @@ def run_diagnostics(records: Sequence[Mapping[str, Any]], optim: Mapping[str, An
     return {"lr": float(optim["lr"]), "weight_decay": float(optim.get("weight_decay", 0.0)),
             "momentum": momentum, "equilibrium": equilibrium_summary(table),
             "spikes": detect_spikes(records).to_dict(), "angles": table}
+
+
+GRID_COLUMNS = ("lr", "weight_decay", "momentum", "regime", "train_loss", "test_acc",
+                "elr_effective_final", "angle_predicted", "angle_step_grad",
+                "measured_over_predicted", "spike_count", "spike_period_epochs",
+                "lens_agreement", "run_dir")
+
+
+def summarize_grid(grid_dir: str | Path, map_dir: str | Path, out: str | Path) -> Path:
+    """One row per conventional run of a sweep (angles, spikes, lens agreement) + figures.
+
+    Writes out/summary.csv, out/conventional.json, out/lens/<run>/ (lens pages) and
+    out/figures/trajectories.{png,svg}, out/report.html; returns the summary.csv path.
+    """
+    from spherelab.lens import write_lens
+    from spherelab.report import load_sweep
+
+    grid, out = load_sweep(grid_dir), Path(out)
+    rows, lenses = [], []
+    for row in grid.rows:
+        run_dir = Path(grid_dir) / row["run_dir"]
+        records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        optim = json.loads((run_dir / "config.json").read_text())["optim"]
+        diag = run_diagnostics(records, optim)
+        write_lens(run_dir, map_dir, out / "lens" / Path(row["run_dir"]).name)
+        lenses.append(json.loads((out / "lens" / Path(row["run_dir"]).name / "lens.json")
+                                 .read_text()))
+        eq, spikes = diag["equilibrium"], diag["spikes"]
+        rows.append({"lr": diag["lr"], "weight_decay": diag["weight_decay"],
+                     "momentum": diag["momentum"], "regime": row.get("regime", ""),
+                     "train_loss": row.get("train_loss"), "test_acc": row.get("test_acc"),
+                     "elr_effective_final": diag["angles"][-1]["elr_effective"],
+                     **{k: eq[k] for k in ("angle_predicted", "angle_step_grad",
+                                           "measured_over_predicted")},
+                     "spike_count": spikes["count"],
+                     "spike_period_epochs": spikes["period_epochs"],
+                     "lens_agreement": lenses[-1]["agreement"], "run_dir": row["run_dir"]})
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "summary.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(GRID_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    _grid_page(out, rows, lenses)
+    return out / "summary.csv"
+
+
+def _grid_page(out: Path, rows: Sequence[Mapping[str, Any]], lenses: Sequence[Mapping[str, Any]]) -> None:
+    from spherelab.checkpoint import write_json
+    from spherelab.htmlpage import Page
+    from spherelab.plots import REGIME_COLORS, _new_figure, save_figure
+
+    fig = _new_figure(7.5, 4.5)
+    ax = fig.subplots()
+    lo, hi = min(min(x["elr_effective"]) for x in lenses), max(max(x["elr_effective"]) for x in lenses)
+    for b_lo, b_hi, regime in lenses[0]["bands"]:
+        ax.axhspan(max(b_lo, lo / 3), min(b_hi, hi * 3), color=REGIME_COLORS[regime], alpha=0.2, lw=0)
+    for row, x in zip(rows, lenses):
+        ax.plot(x["epochs"], x["elr_effective"], ".-", label=f"lr {row['lr']:g}, wd {row['weight_decay']:g}")
+    ax.set(yscale="log", ylim=(lo / 3, hi * 3), xlabel="epoch",
+           ylabel="effective ELR = lr / ((1 - mu) ||w||^2)")
+    ax.legend(fontsize=7)
+    png = save_figure(fig, out / "figures" / "trajectories")[0]
+    write_json(out / "conventional.json", {"runs": list(rows), "mean_lens_agreement": float(
+        np.nanmean([r["lens_agreement"] for r in rows]))})
+    page = Page("Conventional training (lr x weight decay) through the regime lens")
+    page.figure(png, "effective-ELR trajectories over the fixed-ELR sweep's regime bands")
+    page.table(GRID_COLUMNS[:-1], [[r[k] for k in GRID_COLUMNS[:-1]] for r in rows])
+    page.write(out / "report.html")

@@ -268,8 +268,10 @@ def _finish(run: Run, out: Path, records: list[dict[str, Any]], status: str) -> 
     try:
         verdict = classify_records(records, num_classes=run.data.num_classes)
         regime, stats = verdict.regime, verdict.stats
-    except ValueError as err:  # e.g. a one-step run: too short to have a trajectory
+    except ValueError as err:  # too few records to have a trajectory
         regime, stats = "unclassified", {"reason": str(err)}
+        if status == "nonfinite":  # a non-finite loss is divergence however short the run
+            regime = "divergence"
     summary = dict(records[-1]) | {"status": status, "regime": regime,
                                    "regime_stats": stats, "elr_config": run.cfg.optim.elr,
                                    "seed": run.cfg.train.seed, "num_classes": run.data.num_classes,

@@ -18,9 +18,10 @@ observed behaviour equals its band's label.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ def regime_bands(labels: Sequence[tuple[float, str]]) -> list[tuple[float, float
         raise ValueError("the sweep has no classified run; the lens needs at least one "
                          "finished run with a regime label in its summary.csv")
     bands, lo = [], 0.0
-    for (e1, r1), (e2, r2) in zip(pairs, pairs[1:]):
+    for (e1, r1), (e2, r2) in itertools.pairwise(pairs):
         if r1 != r2:
             mid = math.sqrt(e1 * e2)
             bands.append((lo, mid, r1))

@@ -23,10 +23,15 @@ from spherelab import engine
 from spherelab.config import Config
 from spherelab.data import augment_images
 from spherelab.ensemble.build import (
-    Ensemble, build_ensemble, fresh_members, restore_members, save_members)
+    Ensemble,
+    build_ensemble,
+    fresh_members,
+    restore_members,
+    save_members,
+)
 from spherelab.ensemble.members import member_inputs
 from spherelab.ensemble.pack import can_pack, pack_key
-from spherelab.ensemble.step import StepFn, cuda_graph_step, eager_step
+from spherelab.ensemble.step import cuda_graph_step, eager_step
 from spherelab.runtime import environment
 from spherelab.schedules import make_schedule
 
@@ -89,11 +94,11 @@ def _next_batch(ens: Ensemble, x_all: torch.Tensor, y_all: torch.Tensor):
         if not run.remaining:
             run.remaining.extend(run.sampler.epoch_indices())
         idx.append(run.remaining.popleft())
-    index = torch.stack(idx)
-    x = x_all[index]
+    index = torch.stack(idx)  # [K, B]
+    x = x_all.index_select(0, index.view(-1)).view(*index.shape, *x_all.shape[1:])
     if ens.runs[0].aug_gen is not None:
         x = torch.stack([augment_images(x[k], run.aug_gen) for k, run in enumerate(ens.runs)])
-    return member_inputs(x), y_all[index]
+    return member_inputs(x), y_all.index_select(0, index.view(-1)).view(index.shape)
 
 
 def _set_elr(ens: Ensemble, factor: float) -> None:

@@ -17,8 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from spherelab.ensemble.members import (
-    layer_norms, member_angles, member_correct, member_losses, member_norms, member_sq_norms,
-    shared_inputs)
+    layer_norms,
+    member_angles,
+    member_correct,
+    member_losses,
+    member_norms,
+    member_sq_norms,
+    shared_inputs,
+)
 from spherelab.metrics.state import preserved_state
 
 Batches = list[tuple[Tensor, Tensor]]
