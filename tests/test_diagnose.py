@@ -72,3 +72,16 @@ def test_cli_rejects_an_unknown_metric_with_exit_2(tmp_path, capsys):
 
 def test_parse_what_accepts_the_documented_names():
     assert parse_what("grad, curvature") == ("grad", "curvature")
+
+
+def test_diagnosing_a_sweep_adds_the_sharpness_figure_to_its_report(tmp_path):
+    from spherelab.sweep import SweepSpec, run_sweep
+
+    spec = SweepSpec(elrs=(1e-3, 1e-1), model="mlp_si", dataset="synthetic:20:128", epochs=3,
+                     overrides={"model.width": 8, "train.records": 3, "train.device": "cpu"})
+    run_sweep(spec, tmp_path / "s", progress=False)
+    assert main(["diagnose", str(tmp_path / "s"), "--what", "curvature", "--epochs", "last",
+                 "--samples", "64", "--iters", "5", "--probes", "2", "--top-k", "2"]) == 0
+    assert (tmp_path / "s" / "figures" / "sharpness_vs_stability.png").exists()
+    for run in (tmp_path / "s" / "runs").iterdir():
+        assert len(read_records(run / "diagnostics.jsonl")) == 1

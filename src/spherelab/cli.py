@@ -20,13 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"spherelab.commands.{name}")
-        except ModuleNotFoundError as err:  # TODO(lead): remove once every command exists
-            if err.name != f"spherelab.commands.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"spherelab.commands.{name}").register(sub)
     return parser
 
 

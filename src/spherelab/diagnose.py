@@ -163,9 +163,37 @@ def diagnose_run(run_dir: str | Path, opts: DiagnoseOptions = DiagnoseOptions(),
     return out_path
 
 
+def diagnose_sweep(sweep_dir: str | Path, opts: DiagnoseOptions = DiagnoseOptions(),
+                   epochs: Sequence[float] | None = None) -> list[Path]:
+    """Diagnose every finished run of a sweep (rows of summary.csv), then redraw its report,
+    which gains the effective-sharpness vs 2/ELR figure."""
+    import csv
+
+    sweep_dir = Path(sweep_dir)
+    summary = sweep_dir / "summary.csv"
+    if not summary.exists():
+        raise ValueError(f"{sweep_dir} has no summary.csv; pass a sweep directory or a run")
+    with summary.open(encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("status") in ("finished", "nonfinite")]
+    written = []
+    for row in rows:
+        run_dir = sweep_dir / row["run_dir"]
+        if ckpt.list_checkpoints(run_dir):
+            written.append(diagnose_run(run_dir, opts, epochs))
+    from spherelab.report import write_report
+
+    write_report(sweep_dir)
+    return written
+
+
+LAST = (math.inf,)  # `epochs=LAST` selects the final checkpoint only
+
+
 def _select(paths: list[Path], epochs: Sequence[float] | None, spe: int) -> list[Path]:
     if not epochs:
         return paths
+    if any(math.isinf(e) for e in epochs):
+        return [paths[-1]]
     steps = [ckpt.checkpoint_step(p) for p in paths]
     chosen = {min(range(len(steps)), key=lambda i: abs(steps[i] - e * spe)) for e in epochs}
     return [paths[i] for i in sorted(chosen)]

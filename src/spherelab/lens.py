@@ -186,7 +186,7 @@ def _num_classes(run_dir: Path) -> int | None:
 def lens_figure(result: LensResult) -> Any:
     """Top: effective ELR over the sweep's regime bands. Bottom: train loss, stretches shaded
     by their band (hatched where the run's own behaviour disagrees)."""
-    from spherelab.plots import REGIME_COLORS, _new_figure
+    from spherelab.plots import REGIME_COLORS, REGIME_NUMBERS, _new_figure
 
     fig = _new_figure(7.5, 6)
     top, bottom = fig.subplots(2, 1, sharex=True)
@@ -204,11 +204,12 @@ def lens_figure(result: LensResult) -> Any:
         bottom.axvspan(s.start_epoch, s.end_epoch, color=REGIME_COLORS[s.predicted], alpha=0.25,
                        lw=0, hatch="//" if s.agree is False else None)
         if s.observed:
-            bottom.text((s.start_epoch + s.end_epoch) / 2, 1.01, s.observed[:5],
+            bottom.text((s.start_epoch + s.end_epoch) / 2, 1.01,
+                        f"band {REGIME_NUMBERS[s.predicted]}, run {REGIME_NUMBERS[s.observed]}",
                         transform=bottom.get_xaxis_transform(), ha="center", fontsize=7)
     bottom.plot(result.epochs, result.train_loss, "k.-")
     bottom.set_yscale("log")
-    bottom.set_ylabel("train loss (observed label on top)")
+    bottom.set_ylabel("train loss")
     bottom.set_xlabel("epoch")
     top.set_title(f"regime lens: agreement {result.agreement:.2f} (hatched = disagree)",
                   fontsize=10)

@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from spherelab.commands.sweep import show_results
+    from spherelab.diagnose import LAST, DiagnoseOptions, diagnose_sweep
     from spherelab.sweep import SweepSpec, parse_elrs, run_sweep
 
     logger = logging.getLogger("spherelab")
@@ -35,7 +36,9 @@ def handle(args: argparse.Namespace) -> int:
     spec = SweepSpec(elrs=parse_elrs(args.elrs), model="mlp_si", dataset="mnist1d",
                      epochs=args.epochs, overrides=dict(DEMO_OVERRIDES), name="demo")
     start = time.perf_counter()
-    summary = run_sweep(spec, args.out, executor="inline", pack=args.pack)
+    summary = run_sweep(spec, args.out, executor="inline", pack=args.pack, report=False)
+    # Curvature at each run's final point: the report's effective sharpness vs 2/ELR figure.
+    diagnose_sweep(args.out, DiagnoseOptions(what=("curvature",), samples=1024), LAST)
     code = show_results(summary, spec, args.out)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; open {args.out / 'report.html'}")
     return code
