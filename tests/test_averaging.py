@@ -6,13 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from spherelab.averaging import (
-    average_directions,
-    geodesic,
-    recompute_bn_stats,
-    slerp,
-    swa,
-)
+from spherelab.averaging import average_directions, geodesic, recompute_bn_stats, slerp, swa
 from spherelab.metrics.geometry import joint_norm
 from spherelab.models import build_model
 from spherelab.scale_invariance import si_parameters
@@ -22,14 +16,17 @@ D = torch.float64
 
 def _net(seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return build_model("mlp_si", num_classes=3, width=6, depth=2, head_seed=0, head_norm=10.0,
-                       in_features=5).to(D)
+    return build_model(
+        "mlp_si", num_classes=3, width=6, depth=2, head_seed=0, head_norm=10.0, in_features=5
+    ).to(D)
 
 
 def _batches(n: int = 3, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(16, 5, generator=g, dtype=D), torch.randint(0, 3, (16,), generator=g))
-            for _ in range(n)]
+    return [
+        (torch.randn(16, 5, generator=g, dtype=D), torch.randint(0, 3, (16,), generator=g))
+        for _ in range(n)
+    ]
 
 
 def test_direction_average_of_known_vectors_is_the_renormalized_mean_direction():
@@ -98,7 +95,9 @@ def test_geodesic_endpoints_are_the_solutions_and_the_path_stays_on_the_sphere()
     for t in (0.1, 0.37, 0.5, 0.9):
         assert float(joint_norm(slerp(a, b, t))) == pytest.approx(float(joint_norm(a)))
     mid = slerp(a, b, 0.5)  # equidistant in angle from both ends
-    cos = lambda u, v: float(sum((x * y).sum() for x, y in zip(u, v)) / joint_norm(u) / joint_norm(v))
+    cos = lambda u, v: float(
+        sum((x * y).sum() for x, y in zip(u, v)) / joint_norm(u) / joint_norm(v)
+    )
     assert cos(mid, a) == pytest.approx(cos(mid, b))
 
 
@@ -119,9 +118,14 @@ def test_geodesic_between_different_solutions_reports_the_loss_at_its_ends():
     b = [p.detach().clone() for p in si_parameters(_net(1))]
     result = geodesic(model, a, b, batches, n_points=4)
     assert result.ts == [0.0, 1 / 3, 2 / 3, 1.0]
-    assert result.barrier == pytest.approx(max(result.losses) - max(result.losses[0],
-                                                                     result.losses[-1]))
+    assert result.barrier == pytest.approx(
+        max(result.losses) - max(result.losses[0], result.losses[-1])
+    )
     assert result.barrier >= 0 and 0 < result.angle < math.pi
-    ends = [geodesic(model, a, a, batches, n_points=2).losses[0],
-            geodesic(model, b, b, batches, n_points=2).losses[0]]
-    assert result.losses[0] == pytest.approx(ends[0]) and result.losses[-1] == pytest.approx(ends[1])
+    ends = [
+        geodesic(model, a, a, batches, n_points=2).losses[0],
+        geodesic(model, b, b, batches, n_points=2).losses[0],
+    ]
+    assert result.losses[0] == pytest.approx(ends[0]) and result.losses[-1] == pytest.approx(
+        ends[1]
+    )

@@ -15,9 +15,10 @@ def _sawtooth(n_records: int, period: int, first: int, steps_per_record: int = 1
         phase = (i - first) % period if i >= first else i + period
         spike = i >= first and phase == 0
         loss = 2.0 if spike else 1.0 * math.exp(-0.8 * min(phase, 8 + i))
-        norm = 10.0 if spike else 10.0 * 0.9 ** phase
-        records.append({"epoch": float(i), "step": i * steps_per_record, "train_loss": loss,
-                        "si_norm": norm})
+        norm = 10.0 if spike else 10.0 * 0.9**phase
+        records.append(
+            {"epoch": float(i), "step": i * steps_per_record, "train_loss": loss, "si_norm": norm}
+        )
     return records
 
 
@@ -33,8 +34,15 @@ def test_periodic_spikes_are_counted_with_their_period(period, first, n):
 
 
 def test_a_smooth_decaying_curve_has_no_spike():
-    records = [{"epoch": float(i), "step": i, "train_loss": 2.3 * math.exp(-0.1 * i)
-                + 1e-3 * math.sin(i), "si_norm": 10 * 0.99 ** i} for i in range(80)]
+    records = [
+        {
+            "epoch": float(i),
+            "step": i,
+            "train_loss": 2.3 * math.exp(-0.1 * i) + 1e-3 * math.sin(i),
+            "si_norm": 10 * 0.99**i,
+        }
+        for i in range(80)
+    ]
     report = detect_spikes(records)
     assert report.count == 0 and math.isnan(report.period_epochs) and not report.periodic
 
@@ -48,8 +56,15 @@ def test_a_rise_while_the_norm_grows_is_not_a_destabilization():
 
 def test_tiny_converged_losses_jittering_by_large_ratios_are_not_spikes():
     rng = np.random.default_rng(0)
-    records = [{"epoch": float(i), "step": i, "train_loss": float(1e-5 * rng.uniform(0.1, 10)),
-                "si_norm": 10 * 0.99 ** i} for i in range(60)]
+    records = [
+        {
+            "epoch": float(i),
+            "step": i,
+            "train_loss": float(1e-5 * rng.uniform(0.1, 10)),
+            "si_norm": 10 * 0.99**i,
+        }
+        for i in range(60)
+    ]
     assert detect_spikes(records).count == 0
 
 
@@ -61,10 +76,20 @@ def test_spike_detector_names_the_missing_key():
 def _equilibrium_records(lr, wd, mu, grad, n=6):
     """Records whose norm sits exactly at the momentum equilibrium for a given eff. gradient."""
     # angle = ELR * g / sqrt(1 - mu^2) = sqrt(2 lr wd / (1 + mu))  =>  ELR = ...
-    elr = math.sqrt(2 * lr * wd / (1 + mu)) * math.sqrt(1 - mu ** 2) / grad
+    elr = math.sqrt(2 * lr * wd / (1 + mu)) * math.sqrt(1 - mu**2) / grad
     norm = math.sqrt(lr / elr)
-    return [{"epoch": float(i), "step": 10 * i, "lr": lr, "elr": lr / norm ** 2,
-             "eff_grad_norm": grad, "angle": 0.05, "si_norm": norm} for i in range(n)]
+    return [
+        {
+            "epoch": float(i),
+            "step": 10 * i,
+            "lr": lr,
+            "elr": lr / norm**2,
+            "eff_grad_norm": grad,
+            "angle": 0.05,
+            "si_norm": norm,
+        }
+        for i in range(n)
+    ]
 
 
 def test_measured_angle_equals_the_prediction_at_the_norm_equilibrium():
@@ -106,14 +131,25 @@ def test_a_conventional_lr_wd_sweep_is_summarized_through_the_lens(tmp_path):
     from spherelab.conventional import summarize_grid
     from spherelab.sweep import SweepSpec, run_sweep
 
-    common = {"model.width": 8, "data.batch_size": 32, "train.records": 6,
-              "train.record_schedule": "linear", "train.checkpoints": "none"}
+    common = {
+        "model.width": 8,
+        "data.batch_size": 32,
+        "train.records": 6,
+        "train.record_schedule": "linear",
+        "train.checkpoints": "none",
+    }
     data = "synthetic:12:96:32:3"
-    conv = SweepSpec(elrs=(1e-3,), model="mlp_si", dataset=data, epochs=4,
-                     overrides={**common, "optim.mode": "conventional", "optim.momentum": 0.9},
-                     axes={"optim.lr": (0.05,), "optim.weight_decay": (1e-3, 5e-2)})
-    fixed = SweepSpec(elrs=(1e-3, 1e-1, 10.0), model="mlp_si", dataset=data, epochs=4,
-                      overrides=common)
+    conv = SweepSpec(
+        elrs=(1e-3,),
+        model="mlp_si",
+        dataset=data,
+        epochs=4,
+        overrides={**common, "optim.mode": "conventional", "optim.momentum": 0.9},
+        axes={"optim.lr": (0.05,), "optim.weight_decay": (1e-3, 5e-2)},
+    )
+    fixed = SweepSpec(
+        elrs=(1e-3, 1e-1, 10.0), model="mlp_si", dataset=data, epochs=4, overrides=common
+    )
     run_sweep(conv, tmp_path / "conv", report=False, progress=False)
     run_sweep(fixed, tmp_path / "map", report=False, progress=False)
     path = summarize_grid(tmp_path / "conv", tmp_path / "map", tmp_path / "out")
@@ -127,3 +163,20 @@ def test_a_conventional_lr_wd_sweep_is_summarized_through_the_lens(tmp_path):
         assert (tmp_path / "out" / "lens" / row["run_dir"].split("/")[-1] / "lens.png").is_file()
     assert (tmp_path / "out" / "figures" / "trajectories.svg").is_file()
     assert (tmp_path / "out" / "report.html").is_file()
+    no_map = summarize_grid(tmp_path / "conv", None, tmp_path / "no_map")
+    with no_map.open(newline="") as handle:
+        assert all(r["lens_agreement"] == "nan" for r in csv.DictReader(handle))
+    assert not (tmp_path / "no_map" / "lens").exists()
+
+
+def test_relaxation_steps_is_the_e_folding_time_of_the_squared_norm_under_decay_alone():
+    from spherelab.conventional import relaxation_steps
+
+    lr, wd, mu = 0.05, 2e-3, 0.9
+    n = relaxation_steps(lr, wd, mu)
+    w, v = 1.0, 0.0
+    for _ in range(round(n)):  # heavy-ball SGD on the weight-decay term only
+        v = mu * v + wd * w
+        w -= lr * v
+    assert w**2 == pytest.approx(math.exp(-1), rel=0.05)
+    assert relaxation_steps(lr, 0.0, mu) == math.inf

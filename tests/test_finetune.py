@@ -21,9 +21,23 @@ def grid(tmp_path_factory):
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("ft") / "grid"
-    argv = ["finetune", "--model", "mlp_si", "--dataset", "synthetic:12:96:48:3",
-            "--pretrain-elrs", "1e-3,3e-1", "--finetune-elrs", "1e-3,1e-2", "--pre-epochs", "2",
-            "--ft-epochs", "1", "--out", str(out)]
+    argv = [
+        "finetune",
+        "--model",
+        "mlp_si",
+        "--dataset",
+        "synthetic:12:96:48:3",
+        "--pretrain-elrs",
+        "1e-3,3e-1",
+        "--finetune-elrs",
+        "1e-3,1e-2",
+        "--pre-epochs",
+        "2",
+        "--ft-epochs",
+        "1",
+        "--out",
+        str(out),
+    ]
     for s in SETS:
         argv += ["--set", s]
     assert main(argv) == 0
@@ -40,8 +54,12 @@ def test_every_fine_tune_branch_starts_exactly_from_its_pretraining_checkpoint(g
         branch = grid / row["run_dir"]
         config = json.loads((branch / "config.json").read_text())
         source = grid / "runs" / "pretrain" / "runs"
-        pre_dir = next(d for d in source.iterdir() if json.loads(
-            (d / "config.json").read_text())["optim"]["elr"] == float(row["pretrain_elr"]))
+        pre_dir = next(
+            d
+            for d in source.iterdir()
+            if json.loads((d / "config.json").read_text())["optim"]["elr"]
+            == float(row["pretrain_elr"])
+        )
         last = ckpt.list_checkpoints(pre_dir)[-1]
         assert config["train"]["init_from"] == str(last)
         pre_weights = ckpt.load_checkpoint(last)["model"]
@@ -60,18 +78,24 @@ def test_every_fine_tune_branch_starts_exactly_from_its_pretraining_checkpoint(g
 def test_the_table_has_one_row_per_branch_and_the_json_names_the_best(grid):
     rows = _rows(grid)
     assert {(float(r["pretrain_elr"]), float(r["finetune_elr"])) for r in rows} == {
-        (p, f) for p in (1e-3, 3e-1) for f in (1e-3, 1e-2)}
+        (p, f) for p in (1e-3, 3e-1) for f in (1e-3, 1e-2)
+    }
     result = json.loads((grid / "finetune.json").read_text())
     best = max(rows, key=lambda r: float(r["finetune_test_acc"]))
     assert result["best_finetune_test_acc"] == pytest.approx(float(best["finetune_test_acc"]))
     assert result["best_pretrain_regime"] == next(
-        r["pretrain_regime"] for r in rows if float(r["pretrain_elr"]) == result["best_pretrain_elr"])
+        r["pretrain_regime"]
+        for r in rows
+        if float(r["pretrain_elr"]) == result["best_pretrain_elr"]
+    )
     base = result["scratch_baseline"]
-    scratch = json.loads(next((grid / "runs" / "scratch" / "runs").glob("*/summary.json"))
-                         .read_text())
+    scratch = json.loads(
+        next((grid / "runs" / "scratch" / "runs").glob("*/summary.json")).read_text()
+    )
     assert scratch["epoch"] == 3  # pre + fine-tune epochs
-    assert result["gain_over_scratch"] == pytest.approx(result["best_finetune_test_acc"]
-                                                        - base["test_acc"])
+    assert result["gain_over_scratch"] == pytest.approx(
+        result["best_finetune_test_acc"] - base["test_acc"]
+    )
 
 
 def test_heatmap_figures_and_report_are_written(grid):
@@ -81,15 +105,27 @@ def test_heatmap_figures_and_report_are_written(grid):
 
 
 def _row(p, f, acc, regime="chaotic_equilibrium"):
-    return {"pretrain_elr": p, "finetune_elr": f, "seed": 0, "pretrain_regime": regime,
-            "pretrain_test_acc": 0.5, "finetune_test_acc": acc}
+    return {
+        "pretrain_elr": p,
+        "finetune_elr": f,
+        "seed": 0,
+        "pretrain_regime": regime,
+        "pretrain_test_acc": 0.5,
+        "finetune_test_acc": acc,
+    }
 
 
 def test_analysis_prefers_a_regime_1_scratch_baseline_over_a_better_other_run():
-    rows = [_row(1e-3, 1e-4, 0.80, "convergence"), _row(1e-3, 5e-4, 0.82, "convergence"),
-            _row(5e-3, 1e-4, 0.85), _row(5e-3, 5e-4, 0.84)]
-    scratch = [{"elr": 1e-4, "seed": 0, "regime": "convergence", "test_acc": 0.79},
-               {"elr": 5e-4, "seed": 0, "regime": "chaotic_equilibrium", "test_acc": 0.90}]
+    rows = [
+        _row(1e-3, 1e-4, 0.80, "convergence"),
+        _row(1e-3, 5e-4, 0.82, "convergence"),
+        _row(5e-3, 1e-4, 0.85),
+        _row(5e-3, 5e-4, 0.84),
+    ]
+    scratch = [
+        {"elr": 1e-4, "seed": 0, "regime": "convergence", "test_acc": 0.79},
+        {"elr": 5e-4, "seed": 0, "regime": "chaotic_equilibrium", "test_acc": 0.90},
+    ]
     result = analyse(rows, scratch)
     assert result["best_pretrain_elr"] == 5e-3
     assert result["best_pretrain_regime"] == "chaotic_equilibrium"
@@ -103,11 +139,14 @@ def test_seeds_are_averaged_before_choosing_the_best():
     assert analyse(rows, [])["best_pretrain_elr"] == 2e-3
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"ft_epochs": 0}, "ft_epochs"),
-    ({"overrides": {"optim.mode": "conventional"}}, "optim.mode"),
-    ({"overrides": {"train.checkpoints": "none"}}, "checkpoint"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"ft_epochs": 0}, "ft_epochs"),
+        ({"overrides": {"optim.mode": "conventional"}}, "optim.mode"),
+        ({"overrides": {"train.checkpoints": "none"}}, "checkpoint"),
+    ],
+)
 def test_bad_inputs_are_refused_before_anything_runs(tmp_path, kwargs, match):
     args = {"pre_epochs": 1, "ft_epochs": 1, **kwargs}
     with pytest.raises(ValueError, match=match):

@@ -8,14 +8,24 @@ import pytest
 
 from spherelab.lens import band_of, judge, lens, regime_bands, write_lens
 
-MAP = {1e-4: "convergence", 1e-3: "convergence", 1e-2: "chaotic_equilibrium",
-       1e-1: "divergence"}
+MAP = {1e-4: "convergence", 1e-3: "convergence", 1e-2: "chaotic_equilibrium", 1e-1: "divergence"}
 
 
 def _sweep(root, labels=MAP):
     root.mkdir(parents=True)
-    rows = [{"elr": e, "seed": 0, "regime": r, "status": "finished", "train_loss": 0.1,
-             "test_acc": 0.5, "eff_grad_norm": 1.0, "run_dir": ""} for e, r in labels.items()]
+    rows = [
+        {
+            "elr": e,
+            "seed": 0,
+            "regime": r,
+            "status": "finished",
+            "train_loss": 0.1,
+            "test_acc": 0.5,
+            "eff_grad_norm": 1.0,
+            "run_dir": "",
+        }
+        for e, r in labels.items()
+    ]
     with (root / "summary.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -27,8 +37,10 @@ def _run(root, elrs, losses, momentum=0.5):
     root.mkdir(parents=True)
     (root / "config.json").write_text(json.dumps({"optim": {"momentum": momentum}}))
     (root / "summary.json").write_text(json.dumps({"num_classes": 10}))
-    rows = [{"epoch": float(i), "step": 10 * i, "elr": e, "train_loss": l, "train_acc": 0.8}
-            for i, (e, l) in enumerate(zip(elrs, losses))]
+    rows = [
+        {"epoch": float(i), "step": 10 * i, "elr": e, "train_loss": l, "train_acc": 0.8}
+        for i, (e, l) in enumerate(zip(elrs, losses))
+    ]
     (root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 
@@ -36,10 +48,13 @@ def _run(root, elrs, losses, momentum=0.5):
 def _two_phase(tmp_path, second_phase_flat=True):
     """Records 0-5 at effective ELR 4e-4 (band 1), records 6-10 at 2e-2 (band 2)."""
     elrs = [2e-4] * 6 + [1e-2] * 5  # recorded lr/||w||^2; momentum 0.5 doubles it
-    falling = [2.3] + [e ** -1.5 for e in range(1, 6)]
+    falling = [2.3] + [e**-1.5 for e in range(1, 6)]
     level = falling[-1]
-    tail = ([level * (1 + 0.1 * (-1) ** i) for i in range(5)] if second_phase_flat
-            else [level * (e / 5) ** -2 for e in range(6, 11)])
+    tail = (
+        [level * (1 + 0.1 * (-1) ** i) for i in range(5)]
+        if second_phase_flat
+        else [level * (e / 5) ** -2 for e in range(6, 11)]
+    )
     return _run(tmp_path / "run", elrs, falling + tail)
 
 
@@ -97,3 +112,16 @@ def test_a_directory_without_records_is_refused_with_the_fix(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="not a run directory"):
         lens(tmp_path / "empty", _sweep(tmp_path / "sweep"))
+
+
+def test_records_inside_the_first_epoch_are_the_init_transient_and_not_labelled(tmp_path):
+    elrs = [2e-4] * 7 + [1e-2] * 5
+    losses = [2.3, 1.5] + [e**-1.5 for e in range(1, 6)] + [0.09, 0.1, 0.09, 0.1, 0.09]
+    run = _run(tmp_path / "run", elrs, losses)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for i, row in enumerate(rows):  # epochs 0, 0.5, 1, 2, ...
+        row["epoch"] = 0.0 if i == 0 else (0.5 if i == 1 else float(i - 1))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = lens(run, _sweep(tmp_path / "sweep"))
+    assert result.stretches[0].start_epoch == 1.0
+    assert sum(s.intervals for s in result.stretches) == len(rows) - 3

@@ -21,8 +21,9 @@ def test_piecewise_switches_exactly_at_each_milestone():
     assert factor(5.0) == 0.01 and factor(100.0) == 0.01
 
 
-@pytest.mark.parametrize("milestones, factors", [([1.0], [0.1, 0.2]), ([3.0, 1.0], [0.1, 0.2]),
-                                                  ([1.0], [0.0])])
+@pytest.mark.parametrize(
+    "milestones, factors", [([1.0], [0.1, 0.2]), ([3.0, 1.0], [0.1, 0.2]), ([1.0], [0.0])]
+)
 def test_piecewise_rejects_bad_milestones_and_factors(milestones, factors):
     with pytest.raises(ValueError):
         piecewise(milestones, factors)
@@ -54,12 +55,24 @@ def test_the_engine_applies_the_piecewise_factor_to_the_recorded_rate(tmp_path, 
     from spherelab.checkpoint import read_records
     from spherelab.engine import train_run
 
-    cfg = Config().with_overrides({
-        "model.name": "mlp_si", "model.width": 8, "data.name": "synthetic:12:64:32:3",
-        "data.batch_size": 32, "train.epochs": 4, "train.records": 5,
-        "train.record_schedule": "linear", "train.checkpoints": "none", "optim.mode": mode,
-        "optim.elr": 1e-2, "optim.lr": 0.05, "optim.schedule": "piecewise",
-        "optim.schedule_milestones": [2.0], "optim.schedule_factors": [0.1]})
+    cfg = Config().with_overrides(
+        {
+            "model.name": "mlp_si",
+            "model.width": 8,
+            "data.name": "synthetic:12:64:32:3",
+            "data.batch_size": 32,
+            "train.epochs": 4,
+            "train.records": 5,
+            "train.record_schedule": "linear",
+            "train.checkpoints": "none",
+            "optim.mode": mode,
+            "optim.elr": 1e-2,
+            "optim.lr": 0.05,
+            "optim.schedule": "piecewise",
+            "optim.schedule_milestones": [2.0],
+            "optim.schedule_factors": [0.1],
+        }
+    )
     train_run(cfg, tmp_path / mode, resume=False)
     rows = read_records(tmp_path / mode / "metrics.jsonl")
     key, base = ("elr", 1e-2) if mode == "sphere" else ("lr", 0.05)

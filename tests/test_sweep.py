@@ -267,3 +267,15 @@ def test_a_real_tiny_sweep_trains_every_run_and_a_rerun_reuses_them(tmp_path):
     assert read_summary(run_sweep(spec, tmp_path, report=False)) == rows
     assert stamps == [(tmp_path / r["run_dir"] / "summary.json").stat().st_mtime_ns
                       for r in rows]
+
+
+def test_packed_inline_sweep_matches_the_unpacked_sweep(tmp_path):
+    spec = SweepSpec(elrs=(1e-3, 1e-2, 1e-1), model="mlp_si", dataset="synthetic:20:128",
+                     epochs=3, overrides={"model.width": 8, "train.records": 3,
+                                          "train.device": "cpu", "train.dtype": "float64"})
+    single = read_summary(run_sweep(spec, tmp_path / "single", progress=False, report=False))
+    packed = read_summary(run_sweep(spec, tmp_path / "packed", progress=False, report=False,
+                                    pack=3))
+    assert [r["regime"] for r in packed] == [r["regime"] for r in single]
+    for a, b in zip(single, packed):
+        assert abs(float(a["train_loss"]) - float(b["train_loss"])) < 1e-6 * float(a["train_loss"])

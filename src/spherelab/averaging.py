@@ -41,7 +41,9 @@ def _unit(tensors: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
     return [t / norm for t in tensors], norm
 
 
-def average_directions(states: Sequence[Sequence[Tensor]], radius: float | None = None) -> list[Tensor]:
+def average_directions(
+    states: Sequence[Sequence[Tensor]], radius: float | None = None
+) -> list[Tensor]:
     """Mean of the unit directions of K joint vectors, rescaled to ``radius`` (default: mean norm)."""
     if not states:
         raise ValueError("average_directions got no solutions; pass at least one list of tensors")
@@ -49,8 +51,10 @@ def average_directions(states: Sequence[Sequence[Tensor]], radius: float | None 
     mean = [torch.stack(parts).mean(0) for parts in zip(*units)]
     length = joint_norm(mean)
     if not float(length) > 1e-12:
-        raise ValueError("the directions cancel out (their mean is ~0): the solutions are "
-                         "spread over the sphere; average fewer or closer checkpoints")
+        raise ValueError(
+            "the directions cancel out (their mean is ~0): the solutions are "
+            "spread over the sphere; average fewer or closer checkpoints"
+        )
     target = float(torch.stack(list(norms)).mean()) if radius is None else float(radius)
     return [t * (target / length) for t in mean]
 
@@ -75,8 +79,12 @@ def recompute_bn_stats(model: nn.Module, batches: Batches) -> None:
         model.train(was_training)
 
 
-def swa(model: nn.Module, states: Sequence[Mapping[str, Tensor]], batches: Batches,
-        radius: float | None = None) -> nn.Module:
+def swa(
+    model: nn.Module,
+    states: Sequence[Mapping[str, Tensor]],
+    batches: Batches,
+    radius: float | None = None,
+) -> nn.Module:
     """Load into ``model`` the sphere average of K state dicts; recompute its BN statistics."""
     if not states:
         raise ValueError("swa got no state dicts; pass the 'model' entries of K checkpoints")
@@ -109,8 +117,10 @@ def slerp(a: Sequence[Tensor], b: Sequence[Tensor], t: float) -> list[Tensor]:
     if omega < PARALLEL:
         return [((1 - t) * x + t * y) * radius for x, y in zip(ua, ub)]
     if math.pi - omega < PARALLEL:
-        raise ValueError("the two solutions are antipodal: the geodesic between them is not "
-                         "unique; pick another pair")
+        raise ValueError(
+            "the two solutions are antipodal: the geodesic between them is not "
+            "unique; pick another pair"
+        )
     wa, wb = math.sin((1 - t) * omega) / math.sin(omega), math.sin(t * omega) / math.sin(omega)
     return [(wa * x + wb * y) * radius for x, y in zip(ua, ub)]
 
@@ -120,9 +130,9 @@ class GeodesicResult:
     ts: list[float]
     losses: list[float]
     accuracies: list[float]
-    barrier: float          # max_t L(t) - max(L(0), L(1))
+    barrier: float  # max_t L(t) - max(L(0), L(1))
     barrier_to_mean: float  # max_t L(t) - (L(0) + L(1)) / 2
-    angle: float            # angle between the two solutions (rad)
+    angle: float  # angle between the two solutions (rad)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -138,8 +148,14 @@ def _train_mode_metrics(model: nn.Module, loss_fn: LossFn, batches: Batches) -> 
 
 
 @torch.no_grad()
-def geodesic(model: nn.Module, a: Sequence[Tensor], b: Sequence[Tensor], batches: Batches,
-             n_points: int = 11, loss_fn: LossFn = cross_entropy) -> GeodesicResult:
+def geodesic(
+    model: nn.Module,
+    a: Sequence[Tensor],
+    b: Sequence[Tensor],
+    batches: Batches,
+    n_points: int = 11,
+    loss_fn: LossFn = cross_entropy,
+) -> GeodesicResult:
     """Train loss and accuracy at n_points evenly spaced t along slerp(a, b, t); the barrier.
 
     ``a`` and ``b`` are the SI tensors of two solutions in the order of si_parameters(model);
@@ -164,8 +180,14 @@ def geodesic(model: nn.Module, a: Sequence[Tensor], b: Sequence[Tensor], batches
     top = max(losses)
     ua, ub = _unit(a)[0], _unit(b)[0]
     cos = float(torch.clamp(sum((x * y).sum() for x, y in zip(ua, ub)), -1.0, 1.0))
-    return GeodesicResult(ts, losses, accs, top - max(losses[0], losses[-1]),
-                          top - (losses[0] + losses[-1]) / 2, math.acos(cos))
+    return GeodesicResult(
+        ts,
+        losses,
+        accs,
+        top - max(losses[0], losses[-1]),
+        top - (losses[0] + losses[-1]) / 2,
+        math.acos(cos),
+    )
 
 
 def geodesic_figure(paths: Mapping[str, GeodesicResult]) -> object:
@@ -175,8 +197,13 @@ def geodesic_figure(paths: Mapping[str, GeodesicResult]) -> object:
     fig = _new_figure(6, 3.8)
     ax = fig.subplots()
     for name, result in paths.items():
-        ax.plot(result.ts, result.losses, "o-", ms=3,
-                label=f"{name} (barrier {result.barrier:.3g}, angle {result.angle:.2f} rad)")
+        ax.plot(
+            result.ts,
+            result.losses,
+            "o-",
+            ms=3,
+            label=f"{name} (barrier {result.barrier:.3g}, angle {result.angle:.2f} rad)",
+        )
     ax.set(yscale="log", xlabel="t along the geodesic", ylabel="train loss (BN train mode)")
     ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)

@@ -30,10 +30,10 @@ import numpy as np
 
 from spherelab.metrics.geometry import equilibrium_angle
 
-SPIKE_RATIO = 3.0      # loss must rise to >= 3x the trough since the last spike...
-SPIKE_MIN_RISE = 0.1   # ...and by >= 0.1 nats (tiny converged losses jitter by large ratios)
-NORM_LOOKBACK = 2      # the SI norm must have fallen over the 2 records before the onset
-PERIODIC_CV = 0.5      # intervals with a coefficient of variation below this count as periodic
+SPIKE_RATIO = 3.0  # loss must rise to >= 3x the trough since the last spike...
+SPIKE_MIN_RISE = 0.1  # ...and by >= 0.1 nats (tiny converged losses jitter by large ratios)
+NORM_LOOKBACK = 2  # the SI norm must have fallen over the 2 records before the onset
+PERIODIC_CV = 0.5  # intervals with a coefficient of variation below this count as periodic
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,9 @@ def _column(records: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
     try:
         return np.array([float(r[key]) for r in records], dtype=np.float64)
     except KeyError:
-        raise ValueError(f"every record needs the key {key!r}; pass the rows of a run's "
-                         "metrics.jsonl") from None
+        raise ValueError(
+            f"every record needs the key {key!r}; pass the rows of a run's metrics.jsonl"
+        ) from None
 
 
 def _norm_shrinking(norm: np.ndarray, i: int, lookback: int) -> bool:
@@ -65,9 +66,13 @@ def _norm_shrinking(norm: np.ndarray, i: int, lookback: int) -> bool:
     return i >= 2 and norm[i - 1] < norm[start]
 
 
-def detect_spikes(records: Sequence[Mapping[str, Any]], *, ratio: float = SPIKE_RATIO,
-                  min_rise: float = SPIKE_MIN_RISE,
-                  lookback: int = NORM_LOOKBACK) -> SpikeReport:
+def detect_spikes(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    ratio: float = SPIKE_RATIO,
+    min_rise: float = SPIKE_MIN_RISE,
+    lookback: int = NORM_LOOKBACK,
+) -> SpikeReport:
     """Find loss spikes that follow a shrinking SI norm in records sorted by step."""
     if ratio <= 1:
         raise ValueError(f"ratio={ratio} must be > 1 (a spike is a rise by that factor)")
@@ -92,7 +97,8 @@ def detect_spikes(records: Sequence[Mapping[str, Any]], *, ratio: float = SPIKE_
     return _report(rows, onsets, peaks)
 
 
-def _report(rows: Sequence[Mapping[str, Any]], onsets: list[int], peaks: list[float]) -> SpikeReport:
+def _report(rows: Sequence[Mapping[str, Any]], onsets: list[int], peaks: list[float]
+            ) -> SpikeReport:
     epochs = [float(rows[i]["epoch"]) for i in onsets]
     steps = [int(rows[i]["step"]) for i in onsets]
     period_e = float(np.median(np.diff(epochs))) if len(onsets) >= 2 else math.nan
@@ -122,13 +128,13 @@ def angle_table(records: Sequence[Mapping[str, Any]], weight_decay: float,
             "epoch": float(row["epoch"]), "step": int(row["step"]), "elr": elr,
             "elr_effective": elr / (1.0 - momentum),
             "angle_predicted": equilibrium_angle(float(row["lr"]), weight_decay, momentum),
-            "angle_step_grad": math.atan(elr * grad / math.sqrt(1.0 - momentum ** 2)),
-            "angle_step_chord": float(row["angle"]) / steps if steps > 0 else math.nan,
-        })
+            "angle_step_grad": math.atan(elr * grad / math.sqrt(1.0 - momentum**2)),
+            "angle_step_chord": float(row["angle"]) / steps if steps > 0 else math.nan})
     return out
 
 
-def equilibrium_summary(table: Sequence[Mapping[str, float]], tail: float = 0.5) -> dict[str, float]:
+def equilibrium_summary(table: Sequence[Mapping[str, float]], tail: float = 0.5
+                        ) -> dict[str, float]:
     """Medians over the last ``tail`` fraction of the records: predicted vs measured angle."""
     if not table or not 0 < tail <= 1:
         raise ValueError(f"need a non-empty angle table and 0 < tail <= 1 (got tail={tail})")
@@ -145,50 +151,68 @@ def equilibrium_summary(table: Sequence[Mapping[str, float]], tail: float = 0.5)
             "elr_effective": med("elr_effective")}
 
 
-def run_diagnostics(records: Sequence[Mapping[str, Any]], optim: Mapping[str, Any]) -> dict[str, Any]:
+def relaxation_steps(lr: float, weight_decay: float, momentum: float = 0.0) -> float:
+    """Steps for the squared norm to relax by e towards its equilibrium: (1 - mu) / (2 lr wd).
+
+    Only runs much longer than this can be compared with the equilibrium prediction.
+    """
+    rate = 2 * lr * weight_decay / (1 - momentum)
+    return 1 / rate if rate > 0 else math.inf
+
+
+def run_diagnostics(records: Sequence[Mapping[str, Any]], optim: Mapping[str, Any]
+                    ) -> dict[str, Any]:
     """Angles and spikes of one conventional run from its records and config["optim"]."""
+    lr, wd = float(optim["lr"]), float(optim.get("weight_decay", 0.0))
     momentum = float(optim.get("momentum", 0.0))
-    table = angle_table(records, float(optim.get("weight_decay", 0.0)), momentum)
-    return {"lr": float(optim["lr"]), "weight_decay": float(optim.get("weight_decay", 0.0)),
-            "momentum": momentum, "equilibrium": equilibrium_summary(table),
+    table = angle_table(records, wd, momentum)
+    return {"lr": lr, "weight_decay": wd, "momentum": momentum,
+            "equilibration_steps": relaxation_steps(lr, wd, momentum),
+            "equilibrium": equilibrium_summary(table),
             "spikes": detect_spikes(records).to_dict(), "angles": table}
 
 
+ANGLE_KEYS = ("angle_predicted", "angle_step_grad", "measured_over_predicted")
 GRID_COLUMNS = ("lr", "weight_decay", "momentum", "regime", "train_loss", "test_acc",
-                "elr_effective_final", "angle_predicted", "angle_step_grad",
-                "measured_over_predicted", "spike_count", "spike_period_epochs",
-                "lens_agreement", "run_dir")
+                "elr_effective_final", "steps", "equilibration_steps", "angle_predicted",
+                "angle_step_grad", "measured_over_predicted", "spike_count",
+                "spike_period_epochs", "lens_agreement", "run_dir")
 
 
-def summarize_grid(grid_dir: str | Path, map_dir: str | Path, out: str | Path) -> Path:
+def summarize_grid(grid_dir: str | Path, map_dir: str | Path | None, out: str | Path) -> Path:
     """One row per conventional run of a sweep (angles, spikes, lens agreement) + figures.
 
-    Writes out/summary.csv, out/conventional.json, out/lens/<run>/ (lens pages) and
-    out/figures/trajectories.{png,svg}, out/report.html; returns the summary.csv path.
+    Writes out/summary.csv, out/conventional.json, out/lens/<run>/ (lens pages; only with a
+    map_dir), out/figures/spikes_<run>.{png,svg} (runs with spikes), out/report.html; returns
+    the summary.csv path.
     """
     from spherelab.lens import write_lens
+    from spherelab.plots import save_figure
     from spherelab.report import load_sweep
 
     grid, out = load_sweep(grid_dir), Path(out)
     rows, lenses = [], []
     for row in grid.rows:
-        run_dir = Path(grid_dir) / row["run_dir"]
+        run_dir, name = Path(grid_dir) / row["run_dir"], Path(row["run_dir"]).name
         records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        optim = json.loads((run_dir / "config.json").read_text())["optim"]
-        diag = run_diagnostics(records, optim)
-        write_lens(run_dir, map_dir, out / "lens" / Path(row["run_dir"]).name)
-        lenses.append(json.loads((out / "lens" / Path(row["run_dir"]).name / "lens.json")
-                                 .read_text()))
-        eq, spikes = diag["equilibrium"], diag["spikes"]
-        rows.append({"lr": diag["lr"], "weight_decay": diag["weight_decay"],
-                     "momentum": diag["momentum"], "regime": row.get("regime", ""),
-                     "train_loss": row.get("train_loss"), "test_acc": row.get("test_acc"),
+        diag = run_diagnostics(records, json.loads((run_dir / "config.json").read_text())["optim"])
+        agreement = math.nan
+        if map_dir is not None:
+            write_lens(run_dir, map_dir, out / "lens" / name)
+            lenses.append(json.loads((out / "lens" / name / "lens.json").read_text()))
+            agreement = lenses[-1]["agreement"]
+        spikes = SpikeReport(**diag["spikes"])
+        if spikes.count:
+            save_figure(spike_figure(records, spikes, diag["momentum"]),
+                        out / "figures" / f"spikes_{name}")
+        rows.append({**{k: diag[k] for k in ("lr", "weight_decay", "momentum")},
+                     **{k: row.get(k) for k in ("regime", "train_loss", "test_acc")},
                      "elr_effective_final": diag["angles"][-1]["elr_effective"],
-                     **{k: eq[k] for k in ("angle_predicted", "angle_step_grad",
-                                           "measured_over_predicted")},
-                     "spike_count": spikes["count"],
-                     "spike_period_epochs": spikes["period_epochs"],
-                     "lens_agreement": lenses[-1]["agreement"], "run_dir": row["run_dir"]})
+                     "steps": diag["angles"][-1]["step"],
+                     "equilibration_steps": diag["equilibration_steps"],
+                     **{k: diag["equilibrium"][k] for k in ANGLE_KEYS},
+                     "spike_count": spikes.count, "spike_period_epochs": spikes.period_epochs,
+                     "lens_agreement": agreement, "run_dir": row["run_dir"]})
     out.mkdir(parents=True, exist_ok=True)
     with (out / "summary.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(GRID_COLUMNS))
@@ -198,25 +222,62 @@ def summarize_grid(grid_dir: str | Path, map_dir: str | Path, out: str | Path) -
     return out / "summary.csv"
 
 
-def _grid_page(out: Path, rows: Sequence[Mapping[str, Any]], lenses: Sequence[Mapping[str, Any]]) -> None:
+def _grid_page(out: Path, rows: Sequence[Mapping[str, Any]],
+               lenses: Sequence[Mapping[str, Any]]) -> None:
     from spherelab.checkpoint import write_json
     from spherelab.htmlpage import Page
+
+    judged = [r["lens_agreement"] for r in rows if math.isfinite(r["lens_agreement"])]
+    write_json(out / "conventional.json", {
+        "runs": list(rows), "mean_lens_agreement": float(np.mean(judged)) if judged else math.nan})
+    page = Page("Conventional training (lr x weight decay) on the sphere's terms")
+    if lenses:
+        png = _trajectories(out, rows, lenses)
+        page.figure(png, "effective-ELR trajectories over the fixed-ELR sweep's regime bands")
+    for name in sorted((out / "figures").glob("spikes_*.png")):
+        page.figure(name, f"loss spikes while the norm shrinks: {name.stem}")
+    page.table(GRID_COLUMNS[:-1], [[r[k] for k in GRID_COLUMNS[:-1]] for r in rows])
+    page.write(out / "report.html")
+
+
+def _trajectories(out: Path, rows: Sequence[Mapping[str, Any]],
+                  lenses: Sequence[Mapping[str, Any]]) -> Path:
     from spherelab.plots import REGIME_COLORS, _new_figure, save_figure
 
     fig = _new_figure(7.5, 4.5)
     ax = fig.subplots()
-    lo, hi = min(min(x["elr_effective"]) for x in lenses), max(max(x["elr_effective"]) for x in lenses)
+    lo = min(min(x["elr_effective"]) for x in lenses) / 3
+    hi = max(max(x["elr_effective"]) for x in lenses) * 3
     for b_lo, b_hi, regime in lenses[0]["bands"]:
-        ax.axhspan(max(b_lo, lo / 3), min(b_hi, hi * 3), color=REGIME_COLORS[regime], alpha=0.2, lw=0)
+        ax.axhspan(max(b_lo, lo), min(b_hi, hi), color=REGIME_COLORS[regime], alpha=0.2, lw=0)
     for row, x in zip(rows, lenses):
-        ax.plot(x["epochs"], x["elr_effective"], ".-", label=f"lr {row['lr']:g}, wd {row['weight_decay']:g}")
-    ax.set(yscale="log", ylim=(lo / 3, hi * 3), xlabel="epoch",
+        ax.plot(x["epochs"], x["elr_effective"], ".-",
+                label=f"lr {row['lr']:g}, wd {row['weight_decay']:g}")
+    ax.set(yscale="log", ylim=(lo, hi), xlabel="epoch",
            ylabel="effective ELR = lr / ((1 - mu) ||w||^2)")
     ax.legend(fontsize=7)
-    png = save_figure(fig, out / "figures" / "trajectories")[0]
-    write_json(out / "conventional.json", {"runs": list(rows), "mean_lens_agreement": float(
-        np.nanmean([r["lens_agreement"] for r in rows]))})
-    page = Page("Conventional training (lr x weight decay) through the regime lens")
-    page.figure(png, "effective-ELR trajectories over the fixed-ELR sweep's regime bands")
-    page.table(GRID_COLUMNS[:-1], [[r[k] for k in GRID_COLUMNS[:-1]] for r in rows])
-    page.write(out / "report.html")
+    return save_figure(fig, out / "figures" / "trajectories")[0]
+
+
+def spike_figure(records: Sequence[Mapping[str, Any]], report: SpikeReport,
+                 momentum: float = 0.0) -> Any:
+    """Train loss, SI norm and effective ELR against epoch; spike onsets as vertical lines."""
+    from spherelab.plots import _new_figure
+
+    rows = sorted(records, key=lambda r: r["step"])
+    epochs = [float(r["epoch"]) for r in rows]
+    fig = _new_figure(7, 6.5)
+    axes = fig.subplots(3, 1, sharex=True)
+    series = (("train loss", [r["train_loss"] for r in rows]),
+              ("SI norm ||w||", [r["si_norm"] for r in rows]),
+              ("ELR / (1 - momentum)", [r["elr"] / (1 - momentum) for r in rows]))
+    for ax, (label, values) in zip(axes, series):
+        ax.plot(epochs, values, "k.-", ms=3)
+        ax.set(yscale="log", ylabel=label)
+        for onset in report.onset_epochs:
+            ax.axvline(onset, color="tab:red", ls="--", lw=1)
+        ax.grid(True, alpha=0.3)
+    axes[-1].set_xlabel("epoch")
+    axes[0].set_title(f"{report.count} spikes (red), period {report.period_epochs:.3g} epochs",
+                      fontsize=10)
+    return fig

@@ -104,10 +104,24 @@ def pack_groups(tasks: Sequence[Task], pack: int) -> list[list[Task]]:
 
 
 def run_pack(group: Sequence[Task], runner: Runner) -> Iterator[Outcome]:
-    """Hook for ensemble packing: today the compatible runs of a pack run one by one.
+    """Train a pack of compatible runs as ONE ensemble module (spherelab.ensemble) when the
+    default runner is in use and the configs can share a module; else one by one. If the
+    ensemble itself fails, its runs are retried one by one, so nothing is lost."""
+    if len(group) > 1 and runner is train_runner:
+        from spherelab.ensemble import can_pack, train_ensemble
 
-    An ensemble runner will replace this loop by training the whole group in one module.
-    """
+        if can_pack([t.config for t in group]):
+            start = time.perf_counter()
+            try:
+                summaries = train_ensemble([t.config for t in group], [t.run_dir for t in group])
+            except Exception as err:  # noqa: BLE001 - fall back, and say why
+                log.warning("ensemble of %d runs failed (%s); running them one by one",
+                            len(group), one_line_error(err))
+            else:
+                seconds = (time.perf_counter() - start) / len(group)
+                for task, summary in zip(group, summaries):
+                    yield Outcome(task.run_dir, dict(summary), None, seconds)
+                return
     for task in group:
         yield execute(runner, task)
 

@@ -1,4 +1,4 @@
-"""Pre-train at ELR p, fine-tune at ELR f from the pre-training run's last checkpoint (PAPER.md §7).
+"""Pre-train at ELR p, fine-tune at ELR f from the pre-training run's last checkpoint (§7).
 
 `run_finetune` writes into ``out``:
 
@@ -32,8 +32,17 @@ from spherelab.engine import train_run
 from spherelab.sweep import SweepSpec, expand, run_sweep
 
 log = logging.getLogger("spherelab")
-COLUMNS = ("pretrain_elr", "finetune_elr", "seed", "pretrain_regime", "pretrain_test_acc",
-           "finetune_regime", "finetune_test_acc", "finetune_train_loss", "run_dir")
+COLUMNS = (
+    "pretrain_elr",
+    "finetune_elr",
+    "seed",
+    "pretrain_regime",
+    "pretrain_test_acc",
+    "finetune_regime",
+    "finetune_test_acc",
+    "finetune_train_loss",
+    "run_dir",
+)
 
 
 def _spec(model: str, dataset: str, elrs: Sequence[float], epochs: int,
@@ -47,11 +56,15 @@ def _check(pre_epochs: int, ft_epochs: int, overrides: Mapping[str, Any]) -> dic
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be an integer >= 1")
     if overrides.get("optim.mode", "sphere") != "sphere":
-        raise ValueError(f"optim.mode={overrides['optim.mode']!r}: fine-tuning runs at fixed "
-                         "ELRs on the sphere; drop the optim.mode override")
+        raise ValueError(
+            f"optim.mode={overrides['optim.mode']!r}: fine-tuning runs at fixed "
+            "ELRs on the sphere; drop the optim.mode override"
+        )
     if overrides.get("train.checkpoints") == "none":
-        raise ValueError("train.checkpoints='none' leaves no checkpoint to branch from; use "
-                         "'last' (the default here) or 'log'")
+        raise ValueError(
+            "train.checkpoints='none' leaves no checkpoint to branch from; use "
+            "'last' (the default here) or 'log'"
+        )
     return {"train.checkpoints": "last", **overrides}
 
 
@@ -59,12 +72,13 @@ def run_finetune(model: str, dataset: str, pretrain_elrs: Sequence[float],
                  finetune_elrs: Sequence[float], pre_epochs: int, ft_epochs: int,
                  out: str | Path, overrides: Mapping[str, Any] | None = None,
                  seeds: Sequence[int] = (0,)) -> Path:
-    """Run (or resume) the pre-train x fine-tune grid and its scratch baseline; returns summary.csv."""
+    """Run (or resume) the p x f grid and its scratch baseline; returns OUT/summary.csv."""
     sets = _check(pre_epochs, ft_epochs, dict(overrides or {}))
     root = Path(out).absolute()
     pre_spec = _spec(model, dataset, pretrain_elrs, pre_epochs, sets, seeds, "pretrain")
-    scratch_spec = _spec(model, dataset, finetune_elrs, pre_epochs + ft_epochs, sets, seeds,
-                         "scratch")
+    scratch_spec = _spec(
+        model, dataset, finetune_elrs, pre_epochs + ft_epochs, sets, seeds, "scratch"
+    )
     run_sweep(pre_spec, root / "runs" / "pretrain", report=False, progress=False)
     rows = []
     for point in expand(pre_spec):
@@ -76,22 +90,26 @@ def run_finetune(model: str, dataset: str, pretrain_elrs: Sequence[float],
     scratch = _scratch_rows(scratch_spec, root / "runs" / "scratch")
     path = _write_csv(root / "summary.csv", rows)
     result = analyse(rows, scratch)
-    ckpt.write_json(root / "finetune.json", result | {
-        "model": model, "dataset": dataset, "pre_epochs": pre_epochs, "ft_epochs": ft_epochs,
-        "seeds": list(seeds), "overrides": {k: v for k, v in sets.items()}})
+    settings = {"model": model, "dataset": dataset, "pre_epochs": pre_epochs,
+                "ft_epochs": ft_epochs, "seeds": list(seeds), "overrides": dict(sets)}
+    ckpt.write_json(root / "finetune.json", result | settings)
     write_finetune_report(root, result)
     return path
 
 
-def _branch(pre_cfg: Any, pre_dir: Path, pre: Mapping[str, Any], elr: float, ft_epochs: int,
-            root: Path) -> dict[str, Any]:
+def _branch(
+    pre_cfg: Any, pre_dir: Path, pre: Mapping[str, Any], elr: float, ft_epochs: int, root: Path
+) -> dict[str, Any]:
     """One fine-tune branch from the pre-training run's last checkpoint; its summary row."""
     last = ckpt.list_checkpoints(pre_dir)
     if not last:
-        raise ValueError(f"{pre_dir} has no checkpoint to branch from; rerun its pre-training "
-                         "with train.checkpoints='last'")
-    cfg = apply_overrides(pre_cfg, {"optim.elr": elr, "train.epochs": ft_epochs,
-                                    "train.init_from": str(last[-1])})
+        raise ValueError(
+            f"{pre_dir} has no checkpoint to branch from; rerun its pre-training "
+            "with train.checkpoints='last'"
+        )
+    cfg = apply_overrides(
+        pre_cfg, {"optim.elr": elr, "train.epochs": ft_epochs, "train.init_from": str(last[-1])}
+    )
     name = f"pre_{pre_cfg.optim.elr:.4g}__ft_{elr:.4g}__seed_{pre_cfg.train.seed}"
     run_dir = root / "runs" / "finetune" / name
     summary = train_run(cfg, run_dir, resume=True)
@@ -125,18 +143,19 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
         writer.writeheader()
-        writer.writerows({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS}
-                         for r in rows)
+        writer.writerows({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS} for r in rows)
     return path
 
 
-def _mean_by(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], value: str
-             ) -> dict[tuple[Any, ...], float]:
+def _mean_by(
+    rows: Sequence[Mapping[str, Any]], keys: Sequence[str], value: str
+) -> dict[tuple[Any, ...], float]:
     groups: dict[tuple[Any, ...], list[float]] = {}
     for row in rows:
         v = row.get(value)
         groups.setdefault(tuple(row[k] for k in keys), []).append(
-            float(v) if v is not None else math.nan)
+            float(v) if v is not None else math.nan
+        )
     return {k: float(np.mean(v)) for k, v in groups.items()}
 
 
@@ -144,8 +163,9 @@ def _majority(labels: Sequence[str]) -> str:
     return max(sorted(set(labels)), key=labels.count) if labels else ""
 
 
-def analyse(rows: Sequence[Mapping[str, Any]], scratch: Sequence[Mapping[str, Any]]
-            ) -> dict[str, Any]:
+def analyse(
+    rows: Sequence[Mapping[str, Any]], scratch: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     """Best pre-train ELR (by its best seed-mean fine-tuned accuracy), its regime, the baseline.
 
     The baseline is the best seed-mean test accuracy among scratch ELRs whose majority label is
@@ -153,29 +173,30 @@ def analyse(rows: Sequence[Mapping[str, Any]], scratch: Sequence[Mapping[str, An
     """
     grid = _mean_by(rows, ("pretrain_elr", "finetune_elr"), "finetune_test_acc")
     if not grid:
-        raise ValueError("no fine-tune rows to analyse; give at least one pre-train and one "
-                         "fine-tune ELR")
+        raise ValueError(
+            "no fine-tune rows to analyse; give at least one pre-train and one fine-tune ELR"
+        )
     best_p: dict[float, tuple[float, float]] = {}
     for (p, f), acc in grid.items():
         if p not in best_p or acc > best_p[p][1]:
             best_p[p] = (f, acc)
     p_star = max(best_p, key=lambda p: (best_p[p][1], -p))
-    regimes = {p: _majority([r["pretrain_regime"] for r in rows if r["pretrain_elr"] == p])
-               for p in best_p}
+    regimes = {
+        p: _majority([r["pretrain_regime"] for r in rows if r["pretrain_elr"] == p]) for p in best_p
+    }
     pre_acc = _mean_by(rows, ("pretrain_elr",), "pretrain_test_acc")
     baseline = _baseline(scratch)
     best_acc = best_p[p_star][1]
-    return {
-        "best_pretrain_elr": p_star, "best_pretrain_regime": regimes[p_star],
-        "best_finetune_elr": best_p[p_star][0], "best_finetune_test_acc": best_acc,
-        "pretrain": [{"elr": p, "regime": regimes[p], "pretrain_test_acc": pre_acc[(p,)],
-                      "best_finetune_elr": best_p[p][0], "best_finetune_test_acc": best_p[p][1]}
-                     for p in sorted(best_p)],
-        "grid": [{"pretrain_elr": p, "finetune_elr": f, "test_acc": a}
-                 for (p, f), a in sorted(grid.items())],
-        "scratch_baseline": baseline,
-        "gain_over_scratch": best_acc - baseline["test_acc"] if baseline else math.nan,
-    }
+    per_p = [{"elr": p, "regime": regimes[p], "pretrain_test_acc": pre_acc[(p,)],
+              "best_finetune_elr": best_p[p][0], "best_finetune_test_acc": best_p[p][1]}
+             for p in sorted(best_p)]
+    return {"best_pretrain_elr": p_star, "best_pretrain_regime": regimes[p_star],
+            "best_finetune_elr": best_p[p_star][0], "best_finetune_test_acc": best_acc,
+            "pretrain": per_p,
+            "grid": [{"pretrain_elr": p, "finetune_elr": f, "test_acc": a}
+                     for (p, f), a in sorted(grid.items())],
+            "scratch_baseline": baseline,
+            "gain_over_scratch": best_acc - baseline["test_acc"] if baseline else math.nan}
 
 
 def _baseline(scratch: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -192,7 +213,7 @@ def _baseline(scratch: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
 
 def heatmap(result: Mapping[str, Any]) -> Any:
     """Final test accuracy (seed mean) of every (pre-train ELR, fine-tune ELR) branch."""
-    from spherelab.plots import _new_figure
+    from spherelab.plots import REGIME_NUMBERS, _new_figure
 
     ps = sorted({g["pretrain_elr"] for g in result["grid"]})
     fs = sorted({g["finetune_elr"] for g in result["grid"]})
@@ -205,7 +226,9 @@ def heatmap(result: Mapping[str, Any]) -> Any:
     for (i, j), value in np.ndenumerate(acc):
         ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="w", fontsize=9)
     regimes = {row["elr"]: row["regime"] for row in result["pretrain"]}
-    ax.set_yticks(range(len(ps)), [f"{p:.3g} ({regimes[p][:5]})" for p in ps])
+    ax.set_yticks(
+        range(len(ps)), [f"{p:.3g} (regime {REGIME_NUMBERS.get(regimes[p], '?')})" for p in ps]
+    )
     ax.set_xticks(range(len(fs)), [f"{f:.3g}" for f in fs])
     ax.set_ylabel("pre-train ELR (its regime)")
     ax.set_xlabel("fine-tune ELR")
@@ -252,13 +275,14 @@ def write_finetune_report(root: Path, result: Mapping[str, Any]) -> Path:
         f"({result['best_pretrain_regime']}), fine-tuned at {result['best_finetune_elr']:.3g}: "
         f"test accuracy {result['best_finetune_test_acc']:.4f}. From scratch with the same "
         f"budget: {base.get('test_acc', math.nan):.4f} at ELR {base.get('elr', math.nan):.3g} "
-        f"({base.get('regime', 'none')}). Gain {result['gain_over_scratch']:+.4f}.")
+        f"({base.get('regime', 'none')}). Gain {result['gain_over_scratch']:+.4f}."
+    )
     for name, build in (("heatmap", heatmap), ("comparison", comparison)):
         paths = save_figure(build(result), root / "figures" / name)
         page.figure(paths[0], name)
     page.heading("Pre-training runs")
+    keys = ("elr", "regime", "pretrain_test_acc", "best_finetune_elr", "best_finetune_test_acc")
     page.table(["pre-train ELR", "regime", "test acc", "best fine-tune ELR", "fine-tuned acc"],
-               [[r["elr"], r["regime"], r["pretrain_test_acc"], r["best_finetune_elr"],
-                 r["best_finetune_test_acc"]] for r in result["pretrain"]],
+               [[r[k] for k in keys] for r in result["pretrain"]],
                row_class=[r["regime"] for r in result["pretrain"]])
     return page.write(root / "report.html")

@@ -7,8 +7,8 @@ step: ELR / (1 - momentum) for the run and for the sweep alike (heavy-ball momen
 a steady step by 1 / (1 - mu); the paper's sphere sweeps have mu = 0).
 
 Each interval between consecutive records gets the band of the geometric mean of the ELRs at
-its ends; consecutive intervals with one band form a stretch. The first interval (from the init
-record) is the init transient and is not judged. A stretch of >= MIN_INTERVALS intervals is then
+its ends; consecutive intervals with one band form a stretch. Intervals that start before epoch
+TRANSIENT_EPOCHS (the init transient, where every run drops from the init loss) are left out. A stretch of >= MIN_INTERVALS intervals is then
 judged by the run's own behaviour over it, with the thresholds of spherelab.regimes: divergence
 if its loss sits at >= 90 % of min(init, chance) loss or its accuracy near chance; convergence if
 the loss falls as a power of the epoch with log-log slope <= -0.5 and ends >= 25 % lower;
@@ -31,14 +31,15 @@ import numpy as np
 from spherelab import regimes as rg
 
 MIN_INTERVALS = 2  # a stretch needs >= 2 intervals (3 records) to show a trend
+TRANSIENT_EPOCHS = 1.0  # intervals starting earlier are the init transient: not labelled
 
 
 @dataclass(frozen=True)
 class Stretch:
     start_epoch: float
     end_epoch: float
-    predicted: str        # the band (sweep regime) its effective ELR falls in
-    observed: str         # the run's behaviour over it; "" if too short to judge
+    predicted: str  # the band (sweep regime) its effective ELR falls in
+    observed: str  # the run's behaviour over it; "" if too short to judge
     intervals: int
     elr_min: float
     elr_max: float
@@ -72,8 +73,10 @@ def regime_bands(labels: Sequence[tuple[float, str]]) -> list[tuple[float, float
     """Bands (lo, hi, regime) from (ELR, label) pairs, split at geometric midpoints."""
     pairs = sorted(labels)
     if not pairs:
-        raise ValueError("the sweep has no classified run; the lens needs at least one "
-                         "finished run with a regime label in its summary.csv")
+        raise ValueError(
+            "the sweep has no classified run; the lens needs at least one "
+            "finished run with a regime label in its summary.csv"
+        )
     bands, lo = [], 0.0
     for (e1, r1), (e2, r2) in itertools.pairwise(pairs):
         if r1 != r2:
@@ -91,27 +94,37 @@ def band_of(elr: float, bands: Sequence[tuple[float, float, str]]) -> str:
     return bands[-1][2] if elr >= bands[-1][0] else bands[0][2]
 
 
-def judge(epochs: Sequence[float], loss: Sequence[float], init_loss: float,
-          num_classes: int | None, acc: Sequence[float] | None = None) -> tuple[str, dict[str, float]]:
+def judge(
+    epochs: Sequence[float],
+    loss: Sequence[float],
+    init_loss: float,
+    num_classes: int | None,
+    acc: Sequence[float] | None = None,
+) -> tuple[str, dict[str, float]]:
     """Behaviour of a stretch of records (epochs > 0): one of regimes.REGIMES, with its stats."""
     ep, lo = np.asarray(epochs, float), np.asarray(loss, float)
     if not np.all(np.isfinite(lo)):
         return "divergence", {"nonfinite": 1.0}
     ref = min(init_loss, math.log(num_classes)) if num_classes else init_loss
-    late = lo[lo.size // 2:]
+    late = lo[lo.size // 2 :]
     slope = float(np.polyfit(np.log(ep), np.log(np.maximum(lo, rg.LOSS_FLOOR)), 1)[0])
-    stats = {"slope": slope, "end_over_start": float(lo[-1] / lo[0]) if lo[0] > 0 else 1.0,
-             "late_loss_over_ref": float(late.mean() / ref)}
+    stats = {
+        "slope": slope,
+        "end_over_start": float(lo[-1] / lo[0]) if lo[0] > 0 else 1.0,
+        "late_loss_over_ref": float(late.mean() / ref),
+    }
     chance_acc = False
     if acc is not None and num_classes:
-        above = (float(np.mean(np.asarray(acc, float)[lo.size // 2:])) - 1 / num_classes) / (
-            1 - 1 / num_classes)
+        above = (float(np.mean(np.asarray(acc, float)[lo.size // 2 :])) - 1 / num_classes) / (
+            1 - 1 / num_classes
+        )
         stats["acc_above_chance"] = above
         chance_acc = above <= rg.CHANCE_ACC_MARGIN
     if stats["late_loss_over_ref"] >= rg.DIVERGENCE_LOSS_RATIO or chance_acc:
         return "divergence", stats
-    converging = (slope <= rg.CONVERGENCE_SLOPE
-                  and stats["end_over_start"] <= 1 - rg.CONVERGENCE_LEVEL_DROP)
+    converging = (
+        slope <= rg.CONVERGENCE_SLOPE and stats["end_over_start"] <= 1 - rg.CONVERGENCE_LEVEL_DROP
+    )
     if converging or lo[-1] <= rg.TINY_LOSS_RATIO * init_loss:
         return "convergence", stats
     return "chaotic_equilibrium", stats
@@ -122,12 +135,15 @@ def _read_records(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
         lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     except FileNotFoundError as err:
-        raise ValueError(f"{run_dir} is not a run directory ({err.filename} is missing); pass "
-                         "the directory `spherelab train` wrote") from None
+        raise ValueError(
+            f"{run_dir} is not a run directory ({err.filename} is missing); pass "
+            "the directory `spherelab train` wrote"
+        ) from None
     records = sorted((json.loads(x) for x in lines if x.strip()), key=lambda r: r["step"])
     if len(records) < 3:
-        raise ValueError(f"{run_dir} has {len(records)} records; the lens needs >= 3 (set "
-                         "train.records higher)")
+        raise ValueError(
+            f"{run_dir} has {len(records)} records; the lens needs >= 3 (set train.records higher)"
+        )
     return records, cfg
 
 
@@ -154,24 +170,40 @@ def lens(conv_run_dir: str | Path, sweep_dir: str | Path) -> LensResult:
     elr = [float(r["elr"]) / (1 - momentum) for r in records]
     loss = [float(r["train_loss"]) for r in records]
     acc = [float(r.get("train_acc", math.nan)) for r in records]
-    labels = [band_of(math.sqrt(elr[i - 1] * elr[i]), bands) for i in range(2, len(records))]
+    skip = next((i for i, e in enumerate(epochs) if e >= TRANSIENT_EPOCHS), len(epochs))
+    # label j: the interval from record skip + j to record skip + j + 1
+    labels = [band_of(math.sqrt(elr[i] * elr[i + 1]), bands) for i in range(skip, len(elr) - 1)]
     num_classes = _num_classes(run_dir)
     stretches, start = [], 0
     for k in range(1, len(labels) + 1):
         if k == len(labels) or labels[k] != labels[start]:
-            first, last = start + 1, k + 1  # records of intervals start..k-1 (offset by 2)
+            first, last = skip + start, skip + k  # the records of intervals start..k-1
             part = slice(first, last + 1)
             observed, stats = "", {}
             if k - start >= MIN_INTERVALS:
                 observed, stats = judge(epochs[part], loss[part], loss[0], num_classes, acc[part])
-            stretches.append(Stretch(epochs[first], epochs[last], labels[start], observed,
-                                     k - start, min(elr[part]), max(elr[part]), stats))
+            stretches.append(
+                Stretch(
+                    epochs[first],
+                    epochs[last],
+                    labels[start],
+                    observed,
+                    k - start,
+                    min(elr[part]),
+                    max(elr[part]),
+                    stats,
+                )
+            )
             start = k
     judged = [s for s in stretches if s.observed]
-    agreement = (sum(s.intervals for s in judged if s.agree) / sum(s.intervals for s in judged)
-                 if judged else math.nan)
-    return LensResult(str(run_dir), str(sweep_dir), momentum, bands, epochs, elr, loss,
-                      stretches, agreement)
+    agreement = (
+        sum(s.intervals for s in judged if s.agree) / sum(s.intervals for s in judged)
+        if judged
+        else math.nan
+    )
+    return LensResult(
+        str(run_dir), str(sweep_dir), momentum, bands, epochs, elr, loss, stretches, agreement
+    )
 
 
 def _num_classes(run_dir: Path) -> int | None:
@@ -193,31 +225,50 @@ def lens_figure(result: LensResult) -> Any:
     finite = [e for e in result.elr_effective if e > 0 and math.isfinite(e)]
     lo, hi = min(finite) / 3, max(finite) * 3
     for b_lo, b_hi, regime in result.bands:
-        top.axhspan(max(b_lo, lo), min(b_hi, hi), color=REGIME_COLORS[regime], alpha=0.25,
-                    lw=0, label=f"sweep: {regime}")
+        top.axhspan(
+            max(b_lo, lo),
+            min(b_hi, hi),
+            color=REGIME_COLORS[regime],
+            alpha=0.25,
+            lw=0,
+            label=f"sweep: {regime}",
+        )
     top.plot(result.epochs, result.elr_effective, "k.-", label="run: ELR / (1 - momentum)")
     top.set_yscale("log")
     top.set_ylim(lo, hi)
     top.set_ylabel("effective ELR")
     top.legend(fontsize=7, loc="best")
     for s in result.stretches:
-        bottom.axvspan(s.start_epoch, s.end_epoch, color=REGIME_COLORS[s.predicted], alpha=0.25,
-                       lw=0, hatch="//" if s.agree is False else None)
+        bottom.axvspan(
+            s.start_epoch,
+            s.end_epoch,
+            color=REGIME_COLORS[s.predicted],
+            alpha=0.25,
+            lw=0,
+            hatch="//" if s.agree is False else None,
+        )
         if s.observed:
-            bottom.text((s.start_epoch + s.end_epoch) / 2, 1.01,
-                        f"band {REGIME_NUMBERS[s.predicted]}, run {REGIME_NUMBERS[s.observed]}",
-                        transform=bottom.get_xaxis_transform(), ha="center", fontsize=7)
+            bottom.text(
+                (s.start_epoch + s.end_epoch) / 2,
+                1.01,
+                f"band {REGIME_NUMBERS[s.predicted]}, run {REGIME_NUMBERS[s.observed]}",
+                transform=bottom.get_xaxis_transform(),
+                ha="center",
+                fontsize=7,
+            )
     bottom.plot(result.epochs, result.train_loss, "k.-")
     bottom.set_yscale("log")
     bottom.set_ylabel("train loss")
     bottom.set_xlabel("epoch")
-    top.set_title(f"regime lens: agreement {result.agreement:.2f} (hatched = disagree)",
-                  fontsize=10)
+    top.set_title(
+        f"regime lens: agreement {result.agreement:.2f} (hatched = disagree)", fontsize=10
+    )
     return fig
 
 
-def write_lens(conv_run_dir: str | Path, sweep_dir: str | Path,
-               out_dir: str | Path | None = None) -> Path:
+def write_lens(
+    conv_run_dir: str | Path, sweep_dir: str | Path, out_dir: str | Path | None = None
+) -> Path:
     """lens.json, lens.png/.svg and lens.html into out_dir (default CONV_RUN/lens/)."""
     from spherelab.checkpoint import write_json
     from spherelab.htmlpage import Page
@@ -228,10 +279,17 @@ def write_lens(conv_run_dir: str | Path, sweep_dir: str | Path,
     write_json(out / "lens.json", result.to_dict())
     png = save_figure(lens_figure(result), out / "lens")[0]
     page = Page(f"Regime lens of {conv_run_dir}")
-    page.paragraph(f"Map: fixed-ELR sweep {sweep_dir}. Agreement between the band label and "
-                   f"the run's own behaviour: {result.agreement:.2f}.")
+    page.paragraph(
+        f"Map: fixed-ELR sweep {sweep_dir}. Agreement between the band label and "
+        f"the run's own behaviour: {result.agreement:.2f}."
+    )
     page.figure(png, "effective ELR over the regime map; train loss by stretch")
-    page.table(["from epoch", "to epoch", "band (sweep)", "observed (run)", "intervals"],
-               [[s.start_epoch, s.end_epoch, s.predicted, s.observed or "-", s.intervals]
-                for s in result.stretches], row_class=[s.predicted for s in result.stretches])
+    page.table(
+        ["from epoch", "to epoch", "band (sweep)", "observed (run)", "intervals"],
+        [
+            [s.start_epoch, s.end_epoch, s.predicted, s.observed or "-", s.intervals]
+            for s in result.stretches
+        ],
+        row_class=[s.predicted for s in result.stretches],
+    )
     return page.write(out / "lens.html")
