@@ -9,8 +9,8 @@ an ensemble) on the configs of issue 7:
     steps and EXTRAPOLATED to 391 steps per epoch (CIFAR-10's epoch), and the bare
     forward+backward of the same model on the same batch (target: step <= 1.15x bare).
 Variants are interleaved within each repeat and the MEDIAN over repeats is reported. Peak
-memory: CUDA max_memory_allocated, or on CPU the peak RSS growth of a fresh process that
-builds the variant and runs one step.
+memory: CUDA max_memory_allocated, or on CPU the growth of the peak RSS (VmHWM) of a fresh
+process while it builds the variant and runs one step.
 
     python benchmarks/bench_train.py --device cpu --repeats 3 [--quick]
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
 import statistics
 import subprocess
 import sys
@@ -164,10 +163,18 @@ def peak_memory(args, name: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def _status_mib(key: str) -> float:
+    """VmHWM / VmRSS of this process (MiB); unlike ru_maxrss, VmHWM restarts at exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def memory_of(args) -> None:
     model, _, rest = args.memory_of.partition(" ")
     cfg = config("mlp_si" if model == "mlp" else "convnet_si", args.device)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _status_mib("VmRSS")
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     k = int(rest.split("=")[1]) if "K=" in rest else 1
@@ -176,7 +183,7 @@ def memory_of(args) -> None:
     if args.device.startswith("cuda"):
         print(torch.cuda.max_memory_allocated() / 2**20)
     else:
-        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+        print(_status_mib("VmHWM") - base)
 
 
 def report(args, times: dict[str, list[float]]) -> None:

@@ -152,7 +152,7 @@ def test_summary_csv_has_the_documented_columns_in_order(tmp_path):
     rows = read_summary(run_sweep(spec, tmp_path, runner=fake_runner, report=False))
     assert list(rows[0]) == ["elr", "seed", "optim.momentum", "regime", "status", "train_loss",
                              "train_acc", "test_loss", "test_acc", "eff_grad_norm", "si_norm",
-                             "epochs", "run_dir", "error"]
+                             "epochs", "final_elr", "run_dir", "error"]
     assert {r["status"] for r in rows} == {"finished", "nonfinite"}
     assert json.loads((tmp_path / "sweep.json").read_text())["spec"] == spec.to_dict()
 

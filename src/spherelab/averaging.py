@@ -44,7 +44,7 @@ def _unit(tensors: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
 def average_directions(
     states: Sequence[Sequence[Tensor]], radius: float | None = None
 ) -> list[Tensor]:
-    """Mean of the unit directions of K joint vectors, rescaled to ``radius`` (default: mean norm)."""
+    """Mean of the unit directions of K joint vectors, rescaled to radius (default: mean norm)."""
     if not states:
         raise ValueError("average_directions got no solutions; pass at least one list of tensors")
     units, norms = zip(*(_unit(list(s)) for s in states))

@@ -8,10 +8,11 @@ a steady step by 1 / (1 - mu); the paper's sphere sweeps have mu = 0).
 
 Each interval between consecutive records gets the band of the geometric mean of the ELRs at
 its ends; consecutive intervals with one band form a stretch. Intervals that start before epoch
-TRANSIENT_EPOCHS (the init transient, where every run drops from the init loss) are left out. A stretch of >= MIN_INTERVALS intervals is then
-judged by the run's own behaviour over it, with the thresholds of spherelab.regimes: divergence
-if its loss sits at >= 90 % of min(init, chance) loss or its accuracy near chance; convergence if
-the loss falls as a power of the epoch with log-log slope <= -0.5 and ends >= 25 % lower;
+TRANSIENT_EPOCHS (the init transient, where every run drops from the init loss) are left
+out. A stretch of >= MIN_INTERVALS intervals is then judged by the run's own behaviour over it,
+with the thresholds of spherelab.regimes: divergence if its loss sits at >= 90 % of
+min(init, chance) loss or its accuracy near chance; convergence if the loss falls as a power
+of the epoch with log-log slope <= -0.5 and ends >= 25 % lower;
 otherwise chaotic equilibrium. ``agreement`` is the fraction of judged intervals whose stretch's
 observed behaviour equals its band's label.
 """

@@ -123,6 +123,8 @@ def summary_row(point: Point, summary: Mapping[str, Any] | None,
     row = {"elr": point.elr, "seed": point.seed, **point.axes, "regime": s.get("regime"),
            "status": s.get("status", "failed" if error else "unfinished"),
            **{m: s.get(m) for m in METRICS}, "epochs": s.get("epoch"),
+           # the ELR at the end: the setting on the sphere, measured lr/||w||^2 in conventional mode
+           "final_elr": s.get("elr"),
            "run_dir": point.run_dir, "error": error}
     return {key: _cell(value) for key, value in row.items()}
 
