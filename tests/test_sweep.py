@@ -279,3 +279,21 @@ def test_packed_inline_sweep_matches_the_unpacked_sweep(tmp_path):
     assert [r["regime"] for r in packed] == [r["regime"] for r in single]
     for a, b in zip(single, packed):
         assert abs(float(a["train_loss"]) - float(b["train_loss"])) < 1e-6 * float(a["train_loss"])
+
+
+def test_relabel_rewrites_the_regime_from_the_records(tmp_path):
+    import json as _json
+
+    from spherelab.sweep import relabel_sweep
+
+    spec = SweepSpec(elrs=(1e-2,), model="mlp_si", dataset="synthetic:20:128", epochs=3,
+                     overrides={"model.width": 8, "train.records": 3, "train.device": "cpu"})
+    run_sweep(spec, tmp_path, progress=False, report=False)
+    row = read_summary(tmp_path / "summary.csv")[0]
+    path = tmp_path / row["run_dir"] / "summary.json"
+    summary = _json.loads(path.read_text())
+    summary["regime"] = "divergence" if row["regime"] != "divergence" else "convergence"
+    path.write_text(_json.dumps(summary))  # a stale label, as after a classifier change
+    relabel_sweep(tmp_path)
+    assert read_summary(tmp_path / "summary.csv")[0]["regime"] == row["regime"]
+    assert _json.loads(path.read_text())["regime"] == row["regime"]

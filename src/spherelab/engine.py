@@ -280,6 +280,21 @@ def _finish(run: Run, out: Path, records: list[dict[str, Any]], status: str) -> 
     return summary
 
 
+def relabel_run(run_dir: str | Path) -> dict[str, Any]:
+    """Re-classify a finished run from its metrics.jsonl (after the classifier changed) and
+    rewrite summary.json; returns the new summary."""
+    from spherelab.regimes import classify_records
+
+    out = Path(run_dir)
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    records = ckpt.read_records(out / "metrics.jsonl")
+    verdict = classify_records(records, num_classes=summary.get("num_classes"))
+    regime = "divergence" if summary.get("status") == "nonfinite" else verdict.regime
+    summary.update(regime=regime, regime_stats=verdict.stats)
+    ckpt.write_json(out / "summary.json", summary)
+    return summary
+
+
 def _progress_fn(progress: bool | ProgressFn) -> ProgressFn | None:
     if callable(progress):
         return progress

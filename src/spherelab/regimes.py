@@ -29,9 +29,17 @@ MIN_WINDOW_POINTS = 4
 # Paper regime-1 runs fall like a power law of order 1 or faster; a stationary regime-2 run with
 # ~25% multiplicative noise gives slopes of about 0 +- 0.15 over a decade of ~5 records.
 CONVERGENCE_SLOPE = -0.5
-# ...and the mean level of the second half of the window is at least 25% below the first half
-# (a decade at slope -0.5 gives ~45%); guards against one noisy early point driving the slope.
+# ...and the (median) level of the second half of the window is at least 25% below the first
+# half (a decade at slope -0.5 gives ~45%); guards against one noisy early point driving the
+# slope. Slopes are Theil-Sen (median of pairwise slopes) and levels medians in log space, so
+# the loss spikes of regime-1 runs near the boundary (catapults) do not hide their descent.
 CONVERGENCE_LEVEL_DROP = 0.25
+# ...or, when spikes hide the level drop, the lower envelope (running minimum) of the loss falls
+# by >= 10x per decade: a stationary regime-2 run's running minimum creeps down far slower.
+ENVELOPE_SLOPE = -1.0
+# A slow but steady descent is convergence too (tiny ELRs, short runs): the halves' levels drop
+# by >= 25% and >= 80% of all pairs of records fall. Stationary noise gives ~50% falling pairs.
+STEADY_FALLING_PAIRS = 0.8
 # A loss below 1e-6 of its init value has converged whatever its trend (it may sit at the
 # floating-point floor). The lowest regime-2 level seen is ~5% of init (paper, ELR 1e-3).
 TINY_LOSS_RATIO = 1e-6
@@ -119,7 +127,11 @@ def _decide(stats: Mapping[str, float], votes: Sequence[bool]) -> str:
         return "divergence"
     if stats["final_to_init"] <= TINY_LOSS_RATIO:
         return "convergence"
-    if stats["slope"] <= CONVERGENCE_SLOPE and stats["level_change"] <= -CONVERGENCE_LEVEL_DROP:
+    dropped = stats["level_change"] <= -CONVERGENCE_LEVEL_DROP
+    if stats["slope"] <= CONVERGENCE_SLOPE and (
+            dropped or stats["envelope_slope"] <= ENVELOPE_SLOPE):
+        return "convergence"
+    if dropped and stats["falling_pairs"] >= STEADY_FALLING_PAIRS:
         return "convergence"
     return "chaotic_equilibrium"
 
@@ -155,18 +167,31 @@ def _final_window(ep: np.ndarray) -> np.ndarray:
     return window
 
 
+def _pair_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    i, j = np.triu_indices(x.size, k=1)
+    return (y[j] - y[i]) / (x[j] - x[i])
+
+
+def _theil_sen(x: np.ndarray, y: np.ndarray) -> float:
+    """Median of the pairwise slopes: a line fit that ignores a minority of outliers."""
+    slopes = _pair_slopes(x, y)
+    return float(np.median(slopes)) if slopes.size else 0.0
+
+
 def _trend_stats(ep: np.ndarray, loss: np.ndarray) -> dict[str, float]:
-    """Log-log slope, level change between halves, CV and final level over the window."""
-    log_loss = np.log(np.maximum(loss, LOSS_FLOOR))
-    slope = np.polyfit(np.log(ep), log_loss, 1)[0] if ep.size >= 2 else 0.0
+    """Robust log-log slopes (loss and its running minimum), level change between the halves'
+    medians, CV and the final level (median of the second half) over the window."""
+    log_ep, log_loss = np.log(ep), np.log(np.maximum(loss, LOSS_FLOOR))
     half = loss.size // 2
-    first, second = loss[:half].mean(), loss[half:].mean()
+    first, second = np.median(log_loss[:half]), np.median(log_loss[half:])
     mean = loss.mean()
     return {
-        "slope": float(slope),
-        "level_change": float((second - first) / first) if first > 0 else 0.0,
+        "slope": _theil_sen(log_ep, log_loss),
+        "envelope_slope": _theil_sen(log_ep, np.minimum.accumulate(log_loss)),
+        "falling_pairs": float(np.mean(_pair_slopes(log_ep, log_loss) < 0)) if loss.size > 1 else 0.0,
+        "level_change": float(np.expm1(second - first)),
         "cv": float(loss.std() / mean) if mean > 0 else 0.0,
-        "final_loss": float(second),
+        "final_loss": float(np.exp(second)),
         "window_start": float(ep[0]),
         "window_points": float(ep.size),
     }

@@ -144,6 +144,19 @@ def _write_summary(out: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
+def relabel_sweep(sweep_dir: str | Path) -> Path:
+    """Re-classify every finished run of a sweep with the current classifier; rewrite each
+    summary.json and the regime column of summary.csv."""
+    from spherelab.engine import relabel_run
+
+    out = Path(sweep_dir)
+    rows = read_summary(out / "summary.csv")
+    for row in rows:
+        if row["status"] in FINAL_STATUSES:
+            row["regime"] = relabel_run(out / row["run_dir"])["regime"]
+    return _write_summary(out, rows)
+
+
 def boundaries_by_group(rows: Sequence[Mapping[str, str]],
                         axis_keys: Sequence[str]) -> dict[tuple[str, ...], list[Any]]:
     """Regime boundaries (spherelab.regimes.Boundary) per combination of the other axes."""

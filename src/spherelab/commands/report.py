@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lens", metavar="CONV_RUN", default=None,
                    help="a conventional run directory to draw over SWEEP_DIR's regime map "
                    "(writes CONV_RUN/lens/lens.html, lens.png/.svg, lens.json)")
+    p.add_argument("--relabel", action="store_true",
+                   help="re-classify every finished run with the current classifier first "
+                   "(rewrites each summary.json and the regime column of summary.csv)")
     p.set_defaults(handler=handle)
 
 
@@ -30,6 +33,10 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     from spherelab.report import write_report
 
+    if args.relabel:
+        from spherelab.sweep import relabel_sweep
+
+        relabel_sweep(args.sweep_dir)
     path = write_report(args.sweep_dir, title=args.title)
     print(f"report written to {path}")
     return 0
