@@ -26,11 +26,12 @@ from spherelab.plots import FINAL_STATUSES, RunData
 log = logging.getLogger("spherelab")
 
 FLOAT_COLUMNS = ("elr", "train_loss", "train_acc", "test_loss", "test_acc", "eff_grad_norm",
-                 "si_norm")
+                 "si_norm", "final_elr")
 INT_COLUMNS = ("seed", "epochs")
 TABLE_COLUMNS = ("elr", "seed", "regime", "status", "train_loss", "train_acc", "test_loss",
                  "test_acc", "eff_grad_norm", "si_norm", "epochs", "error")
-CONTRACT_COLUMNS = {*TABLE_COLUMNS, "run_dir"}
+# Columns that are results, not sweep axes (a sweep's axes are its other columns).
+CONTRACT_COLUMNS = {*TABLE_COLUMNS, "run_dir", "final_elr"}
 PACKAGES = ("torch", "numpy", "matplotlib", "spherelab")
 CAPTIONS = {
     "figure1": ("Figure 1 replica: train loss, test error and mean effective gradient norm "
