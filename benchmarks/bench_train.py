@@ -42,8 +42,14 @@ ELRS = (1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 1e-1)
 
 
 def config(model: str, device: str, **over) -> Config:
-    base = {"model.name": model, "data.batch_size": 128, "train.device": device,
-            "train.records": 2, "train.checkpoints": "none", "train.epochs": 1}
+    base = {
+        "model.name": model,
+        "data.batch_size": 128,
+        "train.device": device,
+        "train.records": 2,
+        "train.checkpoints": "none",
+        "train.epochs": 1,
+    }
     if model == "mlp_si":
         base["data.name"] = "mnist1d"
     else:
@@ -52,8 +58,9 @@ def config(model: str, device: str, **over) -> Config:
 
 
 def members(cfg: Config, k: int) -> list[Config]:
-    return [cfg.with_overrides({"optim.elr": ELRS[i % len(ELRS)], "train.seed": i})
-            for i in range(k)]
+    return [
+        cfg.with_overrides({"optim.elr": ELRS[i % len(ELRS)], "train.seed": i}) for i in range(k)
+    ]
 
 
 def sync(device: str) -> None:
@@ -75,20 +82,22 @@ def single_steps(cfg: Config):
             idx = run.remaining.popleft()
             set_rate(run.optimizer, cfg.optim, 1.0)
             train_step(run.model, cross_entropy, run.optimizer, x_all[idx], y_all[idx])
+
     return go, run
 
 
 def bare_steps(run, cfg: Config):
     """Forward+backward of the same model on one fixed batch: no data, optimizer or metrics."""
-    x = run.data.x_train[:cfg.data.batch_size]
+    x = run.data.x_train[: cfg.data.batch_size]
     if cfg.train.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = run.data.y_train[:cfg.data.batch_size]
+    y = run.data.y_train[: cfg.data.batch_size]
 
     def go(n: int) -> None:
         for _ in range(n):
             run.model.zero_grad(set_to_none=True)
             F.cross_entropy(run.model(x), y).backward()
+
     return go
 
 
@@ -101,6 +110,7 @@ def ensemble_steps(cfgs: list[Config]):
     def go(n: int) -> None:
         for _ in range(n):
             stepper(*_next_batch(ens, x_all, y_all))
+
     return go
 
 
@@ -135,13 +145,19 @@ def measure(args) -> dict[str, list[float]]:
     variants = {"mlp single": (single_steps(mlp)[0], mlp_steps)}
     variants |= {f"mlp ensemble K={k}": (ensemble_steps(members(mlp, k)), mlp_steps) for k in ks}
     conv_single, conv_run = single_steps(conv)
-    variants |= {"convnet single": (conv_single, conv_steps),
-                 "convnet bare fwd+bwd": (bare_steps(conv_run, conv), conv_steps)}
+    variants |= {
+        "convnet single": (conv_single, conv_steps),
+        "convnet bare fwd+bwd": (bare_steps(conv_run, conv), conv_steps),
+    }
     cl_single, cl_run = single_steps(conv_cl)
-    variants |= {"convnet single channels_last": (cl_single, conv_steps),
-                 "convnet bare fwd+bwd channels_last": (bare_steps(cl_run, conv_cl), conv_steps)}
-    variants |= {f"convnet ensemble K={k}": (ensemble_steps(members(conv, k)), max(1, conv_steps // k))
-                 for k in conv_ks}
+    variants |= {
+        "convnet single channels_last": (cl_single, conv_steps),
+        "convnet bare fwd+bwd channels_last": (bare_steps(cl_run, conv_cl), conv_steps),
+    }
+    variants |= {
+        f"convnet ensemble K={k}": (ensemble_steps(members(conv, k)), max(1, conv_steps // k))
+        for k in conv_ks
+    }
     for fn, _ in variants.values():
         fn(1)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -188,8 +204,10 @@ def memory_of(args) -> None:
 
 def report(args, times: dict[str, list[float]]) -> None:
     med = {name: statistics.median(v) for name, v in times.items()}
-    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"repeats {args.repeats} (medians)")
+    print(
+        f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"repeats {args.repeats} (medians)"
+    )
     print(f"{'variant':42s} {'s/step':>9s} {'s/epoch/run':>12s} {'samples/s':>10s} {'MiB':>8s}")
     for name, sec in med.items():
         if name.startswith("e2e"):
@@ -200,15 +218,21 @@ def report(args, times: dict[str, list[float]]) -> None:
         mem = "" if "bare" in name or args.no_memory else f"{peak_memory(args, name):8.0f}"
         print(f"{name:42s} {sec:9.4f} {sec * spe / k:12.3f} {128 * k / sec:10.0f} {mem}")
     print("convnet s/epoch: measured over a few steps, extrapolated to 391 steps/epoch")
-    print(f"(a) mlp 8 single runs / ensemble K=8, steps: "
-          f"{8 * med['mlp single'] / med['mlp ensemble K=8']:.2f}x (target >= 4)")
-    print(f"(a) mlp end-to-end 8 x train_run / train_ensemble: "
-          f"{med['e2e mlp 8 x train_run (2 epochs)'] / med['e2e mlp train_ensemble K=8 (2 epochs)']:.2f}x")
+    print(
+        f"(a) mlp 8 single runs / ensemble K=8, steps: "
+        f"{8 * med['mlp single'] / med['mlp ensemble K=8']:.2f}x (target >= 4)"
+    )
+    print(
+        f"(a) mlp end-to-end 8 x train_run / train_ensemble: "
+        f"{med['e2e mlp 8 x train_run (2 epochs)'] / med['e2e mlp train_ensemble K=8 (2 epochs)']:.2f}x"
+    )
     for suffix in ("", " channels_last"):
         ratio = med[f"convnet single{suffix}"] / med[f"convnet bare fwd+bwd{suffix}"]
         print(f"(b) convnet single step / bare fwd+bwd{suffix}: {ratio:.3f}x (target <= 1.15)")
-    print(f"channels_last speed-up of the convnet step: "
-          f"{med['convnet single'] / med['convnet single channels_last']:.2f}x")
+    print(
+        f"channels_last speed-up of the convnet step: "
+        f"{med['convnet single'] / med['convnet single channels_last']:.2f}x"
+    )
 
 
 def main() -> None:

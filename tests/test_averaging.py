@@ -95,9 +95,10 @@ def test_geodesic_endpoints_are_the_solutions_and_the_path_stays_on_the_sphere()
     for t in (0.1, 0.37, 0.5, 0.9):
         assert float(joint_norm(slerp(a, b, t))) == pytest.approx(float(joint_norm(a)))
     mid = slerp(a, b, 0.5)  # equidistant in angle from both ends
-    cos = lambda u, v: float(
-        sum((x * y).sum() for x, y in zip(u, v)) / joint_norm(u) / joint_norm(v)
-    )
+
+    def cos(u, v):
+        return float(sum((x * y).sum() for x, y in zip(u, v)) / joint_norm(u) / joint_norm(v))
+
     assert cos(mid, a) == pytest.approx(cos(mid, b))
 
 

@@ -8,8 +8,20 @@ import pytest
 
 from spherelab.cli import COMMANDS, build_parser, main
 
-TINY = ["--model", "mlp_si", "--dataset", "synthetic:20:128", "--epochs", "2",
-        "--set", "model.width=8", "--set", "train.records=3", "--device", "cpu"]
+TINY = [
+    "--model",
+    "mlp_si",
+    "--dataset",
+    "synthetic:20:128",
+    "--epochs",
+    "2",
+    "--set",
+    "model.width=8",
+    "--set",
+    "train.records=3",
+    "--device",
+    "cpu",
+]
 
 
 def test_every_documented_command_has_a_parser():
@@ -25,15 +37,18 @@ def test_train_writes_a_run_and_prints_its_summary(tmp_path, capsys):
     assert "run written to" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--model", "vgg"], "mlp_si"),                       # lists the valid names
-    (["--dataset", "imagenet"], "fashion_mnist"),
-    (["--elr", "0"], "must be > 0"),
-    (["--elr", "-1"], "must be > 0"),
-    (["--set", "optim.elrr=1"], "valid keys"),
-    (["--set", "optim.elr"], "section.key=value"),
-    (["--dtype", "float64", "--set", "train.device=tpu"], "device"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--model", "vgg"], "mlp_si"),  # lists the valid names
+        (["--dataset", "imagenet"], "fashion_mnist"),
+        (["--elr", "0"], "must be > 0"),
+        (["--elr", "-1"], "must be > 0"),
+        (["--set", "optim.elrr=1"], "valid keys"),
+        (["--set", "optim.elr"], "section.key=value"),
+        (["--dtype", "float64", "--set", "train.device=tpu"], "device"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_naming_the_fix(tmp_path, capsys, args, needle):
     argv = ["train", *TINY, "--elr", "1e-2", "--out", str(tmp_path / "r"), *args]
     assert main(argv) == 2
@@ -44,8 +59,18 @@ def test_bad_input_exits_2_with_one_line_naming_the_fix(tmp_path, capsys, args, 
 def test_missing_data_files_say_how_to_get_them(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SPHERELAB_DATA", str(tmp_path / "empty"))
     monkeypatch.setenv("HOME", str(tmp_path))
-    argv = ["train", *TINY[:2], "--dataset", "cifar10", "--elr", "1e-2", "--epochs", "1",
-            "--out", str(tmp_path / "r")]
+    argv = [
+        "train",
+        *TINY[:2],
+        "--dataset",
+        "cifar10",
+        "--elr",
+        "1e-2",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "download" in err and len(err.strip().splitlines()) == 1
@@ -60,8 +85,10 @@ def test_broken_config_file_is_named(tmp_path, capsys):
 
 def test_config_file_values_are_used_and_flags_override_them(tmp_path):
     cfg = tmp_path / "run.toml"
-    cfg.write_text('[model]\nname = "mlp_si"\nwidth = 8\n[data]\nname = "synthetic:20:128"\n'
-                   '[optim]\nelr = 0.05\n[train]\nepochs = 1\nrecords = 2\ndevice = "cpu"\n')
+    cfg.write_text(
+        '[model]\nname = "mlp_si"\nwidth = 8\n[data]\nname = "synthetic:20:128"\n'
+        '[optim]\nelr = 0.05\n[train]\nepochs = 1\nrecords = 2\ndevice = "cpu"\n'
+    )
     assert main(["train", "--config", str(cfg), "--elr", "0.02", "--out", str(tmp_path / "r")]) == 0
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["optim"]["elr"] == 0.02 and saved["model"]["width"] == 8
@@ -75,6 +102,10 @@ def test_out_directory_with_a_different_run_is_refused(tmp_path, capsys):
 
 
 def test_console_script_entry_point_runs():
-    done = subprocess.run([sys.executable, "-m", "spherelab.cli", "--help"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "spherelab.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and "sweep" in done.stdout

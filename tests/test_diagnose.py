@@ -12,10 +12,18 @@ from spherelab.engine import train_run
 
 
 def _cfg(**over) -> Config:
-    base = {"model.name": "mlp_si", "model.width": 16, "model.depth": 2,
-            "data.name": "synthetic:20:128", "data.batch_size": 32, "train.epochs": 3,
-            "train.records": 3, "optim.elr": 1e-2, "train.device": "cpu",
-            "train.dtype": "float64"}
+    base = {
+        "model.name": "mlp_si",
+        "model.width": 16,
+        "model.depth": 2,
+        "data.name": "synthetic:20:128",
+        "data.batch_size": 32,
+        "train.epochs": 3,
+        "train.records": 3,
+        "optim.elr": 1e-2,
+        "train.device": "cpu",
+        "train.dtype": "float64",
+    }
     return apply_overrides(Config(), base | over)
 
 
@@ -29,8 +37,17 @@ def test_diagnose_writes_one_row_per_checkpoint_with_every_metric(tmp_path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) == len(list((run / "checkpoints").glob("step_*.pt")))
     last = rows[-1]
-    for key in ("grad_eff_grad_norm", "grad_snr", "angle_to_init", "step_angle_mean",
-                "layer_angles", "layer_elr", "trace", "effective_trace", "sharpness_eff"):
+    for key in (
+        "grad_eff_grad_norm",
+        "grad_snr",
+        "angle_to_init",
+        "step_angle_mean",
+        "layer_angles",
+        "layer_elr",
+        "trace",
+        "effective_trace",
+        "sharpness_eff",
+    ):
         assert key in last, key
     assert last["angle_to_init"] > 0
     assert len(last["top_eigenvalues"]) == 2
@@ -49,8 +66,14 @@ def test_step_angle_matches_elr_times_effective_gradient_on_the_sphere(tmp_path)
     # tan(dtheta) = ELR * ||g_eff|| (PAPER.md §2): the mean per-step angle is of that size.
     run = tmp_path / "run"
     train_run(_cfg(**{"data.batch_size": 128}), run)  # full batch: the step gradient is known
-    row = [json.loads(x) for x in diagnose_run(run, DiagnoseOptions(what=("grad", "angles"),
-           samples=128, batch_size=128)).read_text().splitlines()][-1]
+    row = [
+        json.loads(x)
+        for x in diagnose_run(
+            run, DiagnoseOptions(what=("grad", "angles"), samples=128, batch_size=128)
+        )
+        .read_text()
+        .splitlines()
+    ][-1]
     predicted = row["elr"] * row["grad_eff_grad_norm"]
     assert row["step_angle_mean"] == pytest.approx(predicted, rel=0.05)
 
@@ -77,11 +100,35 @@ def test_parse_what_accepts_the_documented_names():
 def test_diagnosing_a_sweep_adds_the_sharpness_figure_to_its_report(tmp_path):
     from spherelab.sweep import SweepSpec, run_sweep
 
-    spec = SweepSpec(elrs=(1e-3, 1e-1), model="mlp_si", dataset="synthetic:20:128", epochs=3,
-                     overrides={"model.width": 8, "train.records": 3, "train.device": "cpu"})
+    spec = SweepSpec(
+        elrs=(1e-3, 1e-1),
+        model="mlp_si",
+        dataset="synthetic:20:128",
+        epochs=3,
+        overrides={"model.width": 8, "train.records": 3, "train.device": "cpu"},
+    )
     run_sweep(spec, tmp_path / "s", progress=False)
-    assert main(["diagnose", str(tmp_path / "s"), "--what", "curvature", "--epochs", "last",
-                 "--samples", "64", "--iters", "5", "--probes", "2", "--top-k", "2"]) == 0
+    assert (
+        main(
+            [
+                "diagnose",
+                str(tmp_path / "s"),
+                "--what",
+                "curvature",
+                "--epochs",
+                "last",
+                "--samples",
+                "64",
+                "--iters",
+                "5",
+                "--probes",
+                "2",
+                "--top-k",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "s" / "figures" / "sharpness_vs_stability.png").exists()
     for run in (tmp_path / "s" / "runs").iterdir():
         assert len(read_records(run / "diagnostics.jsonl")) == 1

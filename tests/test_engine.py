@@ -9,14 +9,31 @@ from spherelab.checkpoint import read_records, record_steps
 from spherelab.config import Config, apply_overrides
 from spherelab.engine import train_run
 
-KEYS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "eff_grad_norm",
-        "si_norm", "angle")
+KEYS = (
+    "epoch",
+    "step",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "eff_grad_norm",
+    "si_norm",
+    "angle",
+)
 
 
 def _cfg(**over) -> Config:
-    base = {"model.name": "mlp_si", "model.width": 16, "model.depth": 2,
-            "data.name": "synthetic:40:256", "data.batch_size": 32, "train.epochs": 4,
-            "train.records": 4, "optim.elr": 1e-2, "train.device": "cpu"}
+    base = {
+        "model.name": "mlp_si",
+        "model.width": 16,
+        "model.depth": 2,
+        "data.name": "synthetic:40:256",
+        "data.batch_size": 32,
+        "train.epochs": 4,
+        "train.records": 4,
+        "optim.elr": 1e-2,
+        "train.device": "cpu",
+    }
     return apply_overrides(Config(), base | over)
 
 

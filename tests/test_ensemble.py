@@ -29,9 +29,16 @@ CONVERGENT = {"mlp_si": (2e-3, 5e-3), "convnet_si": (2e-3, 5e-3), "resnet18_si":
 
 
 def _cfg(family: str = "mlp_si", **over) -> Config:
-    base = {"model.name": family, "data.batch_size": 16, "train.steps": 12, "train.records": 4,
-            "optim.elr": 2e-3, "train.device": "cpu", "train.dtype": "float64",
-            "train.eval_batch_size": 32}
+    base = {
+        "model.name": family,
+        "data.batch_size": 16,
+        "train.steps": 12,
+        "train.records": 4,
+        "optim.elr": 2e-3,
+        "train.device": "cpu",
+        "train.dtype": "float64",
+        "train.eval_batch_size": 32,
+    }
     return apply_overrides(Config(), base | FAMILIES[family] | over)
 
 
@@ -55,11 +62,14 @@ def test_one_ensemble_step_equals_each_single_step(family):
     si_names = [names[id(p)] for p in si_parameters(singles[0])]
     packed = dict(ens.named_parameters())
     opts = [make_optimizer(c.optim, m, si_parameters(m)) for c, m in zip(cfgs, singles)]
-    opt = SphereSGD([packed[n] for n in si_names], elr=list(ELRS), members=len(cfgs),
-                    radius=[o.param_groups[0]["radius"] for o in opts])
+    opt = SphereSGD(
+        [packed[n] for n in si_names],
+        elr=list(ELRS),
+        members=len(cfgs),
+        radius=[o.param_groups[0]["radius"] for o in opts],
+    )
     index = torch.stack([torch.arange(16) + 16 * k for k in range(len(cfgs))])
-    eager_step(ens, opt, "cross_entropy")(member_inputs(data.x_train[index]),
-                                         data.y_train[index])
+    eager_step(ens, opt, "cross_entropy")(member_inputs(data.x_train[index]), data.y_train[index])
     for k, (model, o) in enumerate(zip(singles, opts)):
         train_step(model, cross_entropy, o, data.x_train[index[k]], data.y_train[index[k]])
         for name in si_names:
@@ -74,8 +84,10 @@ def _final_model(run_dir):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_members_follow_their_single_runs_for_200_steps(family, tmp_path):
     over = {"train.steps": 200, "train.records": 3, "train.checkpoints": "last"}
-    cfgs = [_cfg(family, **over | {"optim.elr": e, "train.seed": s})
-            for s, e in enumerate(CONVERGENT[family])]
+    cfgs = [
+        _cfg(family, **over | {"optim.elr": e, "train.seed": s})
+        for s, e in enumerate(CONVERGENT[family])
+    ]
     train_ensemble(cfgs, [tmp_path / f"e{k}" for k in range(2)])
     for k, cfg in enumerate(cfgs):
         train_run(cfg, tmp_path / f"s{k}")
@@ -89,8 +101,10 @@ def test_member_files_have_the_single_run_keys_and_record_steps(tmp_path):
     cfgs = [_cfg(**{"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS[:2])]
     summaries = train_ensemble(cfgs, [tmp_path / "e0", tmp_path / "e1"])
     single = train_run(cfgs[1], tmp_path / "s1")
-    mine, ref = read_records(tmp_path / "e1" / "metrics.jsonl"), read_records(
-        tmp_path / "s1" / "metrics.jsonl")
+    mine, ref = (
+        read_records(tmp_path / "e1" / "metrics.jsonl"),
+        read_records(tmp_path / "s1" / "metrics.jsonl"),
+    )
     assert [r["step"] for r in mine] == [r["step"] for r in ref]
     assert [set(r) for r in mine] == [set(r) for r in ref]
     assert set(summaries[1]) == set(single)
@@ -99,7 +113,8 @@ def test_member_files_have_the_single_run_keys_and_record_steps(tmp_path):
     saved = json.loads((tmp_path / "e1" / "config.json").read_text())
     assert saved["optim"]["elr"] == ELRS[1] and "environment" in saved
     assert sorted(p.name for p in (tmp_path / "e1" / "checkpoints").iterdir()) == sorted(
-        p.name for p in (tmp_path / "s1" / "checkpoints").iterdir())
+        p.name for p in (tmp_path / "s1" / "checkpoints").iterdir()
+    )
 
 
 def test_a_nonfinite_member_is_frozen_and_the_others_go_on(tmp_path):
@@ -114,8 +129,10 @@ def test_a_nonfinite_member_is_frozen_and_the_others_go_on(tmp_path):
 
 def test_a_divergent_member_gets_the_regime_of_its_single_run(tmp_path):
     over = {"train.steps": 48, "train.records": 6}
-    cfgs = [_cfg(**over | {"optim.elr": 3.0, "train.seed": 0}),
-            _cfg(**over | {"optim.elr": 1e-2, "train.seed": 1})]
+    cfgs = [
+        _cfg(**over | {"optim.elr": 3.0, "train.seed": 0}),
+        _cfg(**over | {"optim.elr": 1e-2, "train.seed": 1}),
+    ]
     summaries = train_ensemble(cfgs, [tmp_path / "e0", tmp_path / "e1"])
     for k, cfg in enumerate(cfgs):
         assert summaries[k]["regime"] == train_run(cfg, tmp_path / f"s{k}")["regime"]
@@ -135,7 +152,8 @@ def test_an_interrupted_ensemble_resumes_to_the_unbroken_result(tmp_path):
     for k in range(2):
         assert resumed[k]["train_loss"] == full[k]["train_loss"]
         assert read_records(cut[k] / "metrics.jsonl") == read_records(
-            tmp_path / f"f{k}" / "metrics.jsonl")
+            tmp_path / f"f{k}" / "metrics.jsonl"
+        )
 
 
 def test_a_member_checkpoint_resumes_as_a_single_run(tmp_path):
@@ -154,9 +172,11 @@ def test_shared_batches_keep_member_zero_on_its_single_run(tmp_path):
     cfgs = [_cfg(**{"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS[:2])]
     shared = train_ensemble(cfgs, [tmp_path / "e0", tmp_path / "e1"], shared_batches=True)
     assert shared[0]["train_loss"] == pytest.approx(
-        train_run(cfgs[0], tmp_path / "s0")["train_loss"], rel=1e-9)
+        train_run(cfgs[0], tmp_path / "s0")["train_loss"], rel=1e-9
+    )
     assert shared[1]["train_loss"] != pytest.approx(
-        train_run(cfgs[1], tmp_path / "s1")["train_loss"], rel=1e-9)
+        train_run(cfgs[1], tmp_path / "s1")["train_loss"], rel=1e-9
+    )
 
 
 def test_pack_key_ignores_only_elr_and_seed():
@@ -199,8 +219,9 @@ def test_a_compiled_ensemble_equals_the_eager_one(tmp_path):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_cuda_graph_ensemble_equals_eager_and_single_runs_on_cuda(family, tmp_path):
     over = {"train.device": "cuda", "train.steps": 40}
-    cfgs = [_cfg(family, **over | {"optim.elr": e, "train.seed": s})
-            for s, e in enumerate(ELRS[:2])]
+    cfgs = [
+        _cfg(family, **over | {"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS[:2])
+    ]
     eager = train_ensemble(cfgs, [tmp_path / "e0", tmp_path / "e1"])
     graph = train_ensemble(cfgs, [tmp_path / "g0", tmp_path / "g1"], cuda_graph=True)
     for k, cfg in enumerate(cfgs):
@@ -217,8 +238,13 @@ def test_training_steps_never_wait_for_the_device(cuda_graph, tmp_path):
     from spherelab.ensemble.build import build_ensemble
     from spherelab.ensemble.engine import _next_batch, _Stepper
 
-    cfgs = [_cfg("convnet_si", **{"train.device": "cuda", "optim.elr": e, "train.seed": s,
-                                  "data.batch_size": 8}) for s, e in enumerate(ELRS)]
+    cfgs = [
+        _cfg(
+            "convnet_si",
+            **{"train.device": "cuda", "optim.elr": e, "train.seed": s, "data.batch_size": 8},
+        )
+        for s, e in enumerate(ELRS)
+    ]
     ens = build_ensemble(cfgs, [tmp_path / str(k) for k in range(3)], False)
     stepper = _Stepper(ens, cuda_graph)
     data = ens.runs[0].data

@@ -33,21 +33,32 @@ def inline_rows(tmp_path_factory):
 
 
 def _sweep_with(executor: str, out: Path) -> list[dict[str, str]]:
-    return read_summary(run_sweep(SPEC, out, executor=executor, workers=2, report=False,
-                                  runner=failing_runner, executor_options=OPTIONS.get(executor)))
+    return read_summary(
+        run_sweep(
+            SPEC,
+            out,
+            executor=executor,
+            workers=2,
+            report=False,
+            runner=failing_runner,
+            executor_options=OPTIONS.get(executor),
+        )
+    )
 
 
 @pytest.mark.parametrize("executor", ["local", "submitit"])
-def test_every_executor_writes_the_same_summary_as_inline(executor, inline_rows, tmp_path,
-                                                          importable_tests):
+def test_every_executor_writes_the_same_summary_as_inline(
+    executor, inline_rows, tmp_path, importable_tests
+):
     rows = _sweep_with(executor, tmp_path)
     assert rows == inline_rows
     assert len(rows) == 2 and {r["status"] for r in rows} == {"finished", "failed"}
 
 
 @pytest.mark.slow
-def test_the_ray_executor_writes_the_same_summary_as_inline(inline_rows, tmp_path,
-                                                            importable_tests):
+def test_the_ray_executor_writes_the_same_summary_as_inline(
+    inline_rows, tmp_path, importable_tests
+):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -62,18 +73,22 @@ def test_a_missing_extra_names_the_pip_install(monkeypatch, tmp_path, executor, 
     monkeypatch.setitem(sys.modules, executor, None)  # makes `import <executor>` fail
     with pytest.raises(ValueError) as err:
         run_sweep(SPEC, tmp_path / "out", executor=executor, runner=failing_runner)
-    assert str(err.value) == (f"executor {executor!r} needs the {extra} extra: "
-                              f"pip install 'spherelab[{extra}]'")
+    assert str(err.value) == (
+        f"executor {executor!r} needs the {extra} extra: pip install 'spherelab[{extra}]'"
+    )
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("executor, kwargs, message", [
-    ("threads", {}, "unknown executor"),
-    ("local", {"options": {"array_parallelism": 4}}, "no option"),
-    ("ray", {"options": {"partition": "gpu"}}, "valid options: address"),
-    ("local", {"pack": 4}, "needs executor 'inline'"),
-    ("inline", {"workers": 0}, "workers=0"),
-])
+@pytest.mark.parametrize(
+    "executor, kwargs, message",
+    [
+        ("threads", {}, "unknown executor"),
+        ("local", {"options": {"array_parallelism": 4}}, "no option"),
+        ("ray", {"options": {"partition": "gpu"}}, "valid options: address"),
+        ("local", {"pack": 4}, "needs executor 'inline'"),
+        ("inline", {"workers": 0}, "workers=0"),
+    ],
+)
 def test_bad_executor_settings_are_rejected_naming_the_fix(executor, kwargs, message):
     settings = {"workers": 2, "pack": 1, "options": None, "work_dir": Path(".")} | kwargs
     with pytest.raises(ConfigError, match=message):
@@ -81,14 +96,18 @@ def test_bad_executor_settings_are_rejected_naming_the_fix(executor, kwargs, mes
 
 
 def _tasks(devices: list[str]) -> list[Task]:
-    return [Task(apply_overrides(Config(), {"train.device": d, "optim.elr": 1e-3 * (i + 1)}),
-                 f"/runs/{i}") for i, d in enumerate(devices)]
+    return [
+        Task(
+            apply_overrides(Config(), {"train.device": d, "optim.elr": 1e-3 * (i + 1)}),
+            f"/runs/{i}",
+        )
+        for i, d in enumerate(devices)
+    ]
 
 
 def test_local_runs_get_cuda_devices_round_robin_unless_they_chose_one():
     tasks = assign_devices(_tasks(["auto", "cuda", "cpu", "auto", "cuda:5"]), n_gpus=2)
-    assert [t.config.train.device for t in tasks] == ["cuda:0", "cuda:1", "cpu", "cuda:1",
-                                                      "cuda:5"]
+    assert [t.config.train.device for t in tasks] == ["cuda:0", "cuda:1", "cpu", "cuda:1", "cuda:5"]
     assert assign_devices(_tasks(["auto"]), n_gpus=0)[0].config.train.device == "auto"
 
 

@@ -38,8 +38,8 @@ def _run(root, elrs, losses, momentum=0.5):
     (root / "config.json").write_text(json.dumps({"optim": {"momentum": momentum}}))
     (root / "summary.json").write_text(json.dumps({"num_classes": 10}))
     rows = [
-        {"epoch": float(i), "step": 10 * i, "elr": e, "train_loss": l, "train_acc": 0.8}
-        for i, (e, l) in enumerate(zip(elrs, losses))
+        {"epoch": float(i), "step": 10 * i, "elr": e, "train_loss": loss, "train_acc": 0.8}
+        for i, (e, loss) in enumerate(zip(elrs, losses))
     ]
     (root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root

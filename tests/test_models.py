@@ -166,7 +166,8 @@ def test_convnet_refuses_images_too_small_for_its_depth():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"width": 0}, {"num_classes": -1}, {"depth": 1.5}, {"head_norm": 0.0}])
+    "kwargs", [{"width": 0}, {"num_classes": -1}, {"depth": 1.5}, {"head_norm": 0.0}]
+)
 def test_bad_sizes_are_rejected_by_name(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         build_model("convnet_si", **kwargs)

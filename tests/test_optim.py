@@ -12,8 +12,12 @@ from spherelab import SphereSGD
 def _si_net(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     net = nn.Sequential(
-        nn.Linear(6, 8, bias=False), nn.BatchNorm1d(8, affine=False), nn.ReLU(),
-        nn.Linear(8, 5, bias=False), nn.BatchNorm1d(5, affine=False), nn.ReLU(),
+        nn.Linear(6, 8, bias=False),
+        nn.BatchNorm1d(8, affine=False),
+        nn.ReLU(),
+        nn.Linear(8, 5, bias=False),
+        nn.BatchNorm1d(5, affine=False),
+        nn.ReLU(),
         nn.Linear(5, 3, bias=False),
     ).double()
     net[-1].weight.requires_grad_(False)
@@ -84,12 +88,14 @@ def test_given_radius_is_used_and_lr_is_elr_times_radius_squared():
 def test_finer_spheres_keep_each_unit_norm(sphere):
     net = _si_net()
     params = _si_params(net)
-    before = [p.detach().norm(dim=1) if sphere == "per_filter" else p.detach().norm()
-              for p in params]
+    before = [
+        p.detach().norm(dim=1) if sphere == "per_filter" else p.detach().norm() for p in params
+    ]
     opt = SphereSGD(params, elr=0.3, sphere=sphere, momentum=0.5)
     _train(net, opt, steps=10)
-    after = [p.detach().norm(dim=1) if sphere == "per_filter" else p.detach().norm()
-             for p in params]
+    after = [
+        p.detach().norm(dim=1) if sphere == "per_filter" else p.detach().norm() for p in params
+    ]
     for b, a in zip(before, after):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
     assert not torch.equal(params[0], _si_params(_si_net())[0])
@@ -144,8 +150,10 @@ def test_plain_group_uses_its_own_lr_and_weight_decay():
     head = net[-1].weight
     head.requires_grad_(True)
     si = [p for p in net.parameters() if p is not head]
-    opt = SphereSGD([{"params": si}, {"params": [head], "sphere": "none", "lr": 0.1,
-                                      "weight_decay": 0.01}], elr=0.05)
+    opt = SphereSGD(
+        [{"params": si}, {"params": [head], "sphere": "none", "lr": 0.1, "weight_decay": 0.01}],
+        elr=0.05,
+    )
     before = head.detach().clone()
     opt.zero_grad()
     _loss(net, 0).backward()
@@ -169,8 +177,9 @@ def test_state_dict_round_trip_keeps_radius_and_buffers():
         for pa, pb in zip(_si_params(net_a), _si_params(net_b)):
             pb.copy_(pa)
     for pa, pb in zip(_si_params(net_a), _si_params(net_b)):
-        torch.testing.assert_close(opt_b.state[pb]["momentum_buffer"],
-                                   opt_a.state[pa]["momentum_buffer"], rtol=0, atol=0)
+        torch.testing.assert_close(
+            opt_b.state[pb]["momentum_buffer"], opt_a.state[pa]["momentum_buffer"], rtol=0, atol=0
+        )
     _train(net_a, opt_a, steps=3)
     _train(net_b, opt_b, steps=3)
     for a, b in zip(_si_params(net_a), _si_params(net_b)):

@@ -44,16 +44,18 @@ def accuracy_from_loss(loss: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - 0.9 * (loss / INIT_LOSS) ** 0.3, 0.1, 1.0)
 
 
-def synthetic_run(regime: str, level: float, grad: float, rng: np.random.Generator
-                  ) -> list[dict[str, float]]:
+def synthetic_run(
+    regime: str, level: float, grad: float, rng: np.random.Generator
+) -> list[dict[str, float]]:
     """metrics.jsonl rows shaped like one row of the table, with multiplicative noise."""
     ep = log_epochs()
     if regime == "convergence":  # power-law decay reaching `level` at the last epoch
         tau = 20.0
         power = math.log(INIT_LOSS / level) / math.log(1 + ep[-1] / tau)
         loss = INIT_LOSS * (1 + ep / tau) ** -power * rng.lognormal(0, 0.1, ep.size)
-        g = INIT_GRAD * (loss / INIT_LOSS) ** (math.log(INIT_GRAD / grad)
-                                               / math.log(INIT_LOSS / level))
+        g = INIT_GRAD * (loss / INIT_LOSS) ** (
+            math.log(INIT_GRAD / grad) / math.log(INIT_LOSS / level)
+        )
     elif regime == "chaotic_equilibrium":  # short transient, then a noisy stationary level
         decay = np.exp(-ep / 3.0)
         loss = (level + (INIT_LOSS - level) * decay) * rng.lognormal(0, 0.25, ep.size)
@@ -63,10 +65,20 @@ def synthetic_run(regime: str, level: float, grad: float, rng: np.random.Generat
         g = grad * rng.lognormal(0, 0.3, ep.size)
     loss[0], g[0] = INIT_LOSS, INIT_GRAD
     acc = accuracy_from_loss(loss)
-    return [{"epoch": float(e), "step": float(e * 391), "train_loss": float(lo),
-             "train_acc": float(a), "test_loss": float(lo * 1.2), "test_acc": float(a * 0.8),
-             "eff_grad_norm": float(gg), "si_norm": 12.65, "angle": 0.01}
-            for e, lo, a, gg in zip(ep, loss, acc, g)]
+    return [
+        {
+            "epoch": float(e),
+            "step": float(e * 391),
+            "train_loss": float(lo),
+            "train_acc": float(a),
+            "test_loss": float(lo * 1.2),
+            "test_acc": float(a * 0.8),
+            "eff_grad_norm": float(gg),
+            "si_norm": 12.65,
+            "angle": 0.01,
+        }
+        for e, lo, a, gg in zip(ep, loss, acc, g)
+    ]
 
 
 @pytest.mark.parametrize("elr", sorted(TABLE))
@@ -118,8 +130,16 @@ def test_a_high_loss_with_learning_accuracy_and_calm_gradients_is_not_divergence
 def test_stats_hold_what_the_label_was_based_on_and_serialise() -> None:
     rows = synthetic_run("divergence", 10.0, 1.3e4, np.random.default_rng(0))
     result = classify_records(rows, num_classes=CLASSES)
-    for key in ("slope", "level_change", "cv", "final_to_init", "final_to_chance",
-                "acc_above_chance", "grad_jump", "divergence_votes"):
+    for key in (
+        "slope",
+        "level_change",
+        "cv",
+        "final_to_init",
+        "final_to_chance",
+        "acc_above_chance",
+        "grad_jump",
+        "divergence_votes",
+    ):
         assert math.isfinite(result.stats[key]), key
     assert result.stats["grad_jump"] > 10
     assert json.loads(json.dumps(result.to_dict()))["regime"] == "divergence"
@@ -152,8 +172,10 @@ def test_boundaries_of_a_labelled_grid_bracket_each_label_change() -> None:
     elrs, labels = table_sweep()
     order = np.random.default_rng(0).permutation(len(elrs))  # input order must not matter
     found = estimate_boundaries([elrs[i] for i in order], [labels[i] for i in order])
-    assert found == [Boundary(5e-4, 1e-3, "convergence", "chaotic_equilibrium"),
-                     Boundary(5e-3, 5e-2, "chaotic_equilibrium", "divergence")]
+    assert found == [
+        Boundary(5e-4, 1e-3, "convergence", "chaotic_equilibrium"),
+        Boundary(5e-3, 5e-2, "chaotic_equilibrium", "divergence"),
+    ]
 
 
 def test_boundaries_use_the_majority_label_across_seeds() -> None:
@@ -192,6 +214,8 @@ def test_toy_model_loss_trajectories_are_labelled_by_the_same_classifier() -> No
     eta1, _ = toy.lyapunov_threshold(steps=4000, chains=4)
     elrs = [0.5 * eta1, 1.15 * eta1, 1e3 * eta1]  # regime 2 is narrow: eta_1 to ~1.3 eta_1
     sim = toy.simulate(elrs, steps=4000, n_inits=4)
-    labels = [classify(sim.steps, losses.mean(0), init_loss=toy.uniform_loss()).regime
-              for losses in sim.losses]
+    labels = [
+        classify(sim.steps, losses.mean(0), init_loss=toy.uniform_loss()).regime
+        for losses in sim.losses
+    ]
     assert labels == list(REGIMES)

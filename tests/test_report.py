@@ -25,13 +25,31 @@ from spherelab.regimes import estimate_boundaries
 SRC = Path(__file__).resolve().parents[1] / "src"
 CHROMIUM = Path("/usr/bin/chromium")
 EPOCHS = [0, 1, 2, 4, 8, 16, 32]
-COLUMNS = ["elr", "seed", "regime", "status", "train_loss", "train_acc", "test_loss",
-           "test_acc", "eff_grad_norm", "si_norm", "epochs", "run_dir", "error"]
+COLUMNS = [
+    "elr",
+    "seed",
+    "regime",
+    "status",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "eff_grad_norm",
+    "si_norm",
+    "epochs",
+    "run_dir",
+    "error",
+]
 # (elr, regime, status): three regimes, one non-finite divergent run, one failed run.
-POINTS = [(1e-5, "convergence", "finished"), (1e-4, "convergence", "finished"),
-          (1e-3, "chaotic_equilibrium", "finished"), (5e-3, "chaotic_equilibrium", "finished"),
-          (5e-2, "divergence", "finished"), (1e-1, "divergence", "nonfinite"),
-          (2e-2, "", "failed")]
+POINTS = [
+    (1e-5, "convergence", "finished"),
+    (1e-4, "convergence", "finished"),
+    (1e-3, "chaotic_equilibrium", "finished"),
+    (5e-3, "chaotic_equilibrium", "finished"),
+    (5e-2, "divergence", "finished"),
+    (1e-1, "divergence", "nonfinite"),
+    (2e-2, "", "failed"),
+]
 FAILED_ERROR = "RuntimeError: CUDA out of memory (synthetic failure for the report test)"
 
 
@@ -46,23 +64,37 @@ def _record(elr: float, regime: str, epoch: int, rng: np.random.Generator) -> di
         loss = 9.5 if epoch == 0 else 10 + rng.random()
     grad = 600.0 if epoch == 0 else (60 * loss if regime != "divergence" else 2e4)
     acc = 0.1 if epoch == 0 else float(np.clip(0.9 - 0.05 * loss, 0.1, 1.0))
-    return {"epoch": epoch, "step": 100 * epoch, "train_loss": loss, "train_acc": acc,
-            "test_loss": loss * 1.2, "test_acc": acc * 0.95, "eff_grad_norm": grad,
-            "si_norm": 12.65, "angle": min(1.5, elr * grad)}
+    return {
+        "epoch": epoch,
+        "step": 100 * epoch,
+        "train_loss": loss,
+        "train_acc": acc,
+        "test_loss": loss * 1.2,
+        "test_acc": acc * 0.95,
+        "eff_grad_norm": grad,
+        "si_norm": 12.65,
+        "angle": min(1.5, elr * grad),
+    }
 
 
 def _write_run(run_dir: Path, elr: float, regime: str, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     run_dir.mkdir(parents=True)
     records = [_record(elr, regime, e, rng) for e in EPOCHS]
-    config = {"model": {"name": "convnet", "width": 4}, "data": {"name": "synthetic"},
-              "optim": {"elr": elr}, "train": {"epochs": EPOCHS[-1], "seed": seed},
-              "environment": {"python": "3.11.2", "torch": "2.13.0", "device": "cpu"}}
+    config = {
+        "model": {"name": "convnet", "width": 4},
+        "data": {"name": "synthetic"},
+        "optim": {"elr": elr},
+        "train": {"epochs": EPOCHS[-1], "seed": seed},
+        "environment": {"python": "3.11.2", "torch": "2.13.0", "device": "cpu"},
+    }
     (run_dir / "config.json").write_text(json.dumps(config))
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     if regime != "divergence":  # diagnostics for some runs only
-        diag = [{"epoch": e, "sharpness_eff": 1.5 / elr * (1 + 0.1 * rng.random()), "elr": elr}
-                for e in EPOCHS[1:]]
+        diag = [
+            {"epoch": e, "sharpness_eff": 1.5 / elr * (1 + 0.1 * rng.random()), "elr": elr}
+            for e in EPOCHS[1:]
+        ]
         (run_dir / "diagnostics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in diag))
     return records[-1]
 
@@ -92,8 +124,14 @@ def _make_sweep(parent: Path) -> Path:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    spec = {"model": "convnet", "dataset": "synthetic", "elrs": [p[0] for p in POINTS],
-            "seeds": [0], "epochs": EPOCHS[-1], "overrides": ["model.width=4"]}
+    spec = {
+        "model": "convnet",
+        "dataset": "synthetic",
+        "elrs": [p[0] for p in POINTS],
+        "seeds": [0],
+        "epochs": EPOCHS[-1],
+        "overrides": ["model.width=4"],
+    }
     (sweep / "sweep.json").write_text(json.dumps({"spec": spec, "refined": []}))
     return sweep
 
@@ -119,8 +157,12 @@ def test_report_embeds_every_figure_as_a_decodable_png(reported: tuple[Path, str
     sweep_dir, html = reported
     embedded = _embedded_pngs(html)
     on_disk = sorted((sweep_dir / "figures").glob("*.png"))
-    assert {p.stem for p in on_disk} == {"figure1", "grad_vs_loss", "regime_map",
-                                         "sharpness_vs_stability"}
+    assert {p.stem for p in on_disk} == {
+        "figure1",
+        "grad_vs_loss",
+        "regime_map",
+        "sharpness_vs_stability",
+    }
     assert sorted(embedded) == sorted(p.read_bytes() for p in on_disk)
     for data in embedded:
         pixels = mpimg.imread(io.BytesIO(data), format="png")
@@ -142,7 +184,8 @@ def test_table_has_one_row_per_run_coloured_by_regime(reported: tuple[Path, str]
 
 
 def test_failed_run_appears_with_its_error_and_figures_still_render(
-        reported: tuple[Path, str]) -> None:
+    reported: tuple[Path, str],
+) -> None:
     sweep_dir, html = reported
     failed_row = re.search(r'<tr class="failed">(.*?)</tr>', html).group(1)
     assert "failed" in failed_row and "CUDA out of memory" in failed_row
@@ -154,11 +197,12 @@ def test_boundaries_json_holds_the_estimated_boundaries(reported: tuple[Path, st
     sweep_dir, _ = reported
     written = json.loads((sweep_dir / "boundaries.json").read_text())
     classified = [p for p in POINTS if p[2] != "failed"]
-    expected = estimate_boundaries([p[0] for p in classified],
-                                                  [p[1] for p in classified])
+    expected = estimate_boundaries([p[0] for p in classified], [p[1] for p in classified])
     assert written == [json.loads(json.dumps({**b.to_dict(), "axes": {}})) for b in expected]
     assert [(b["below"], b["above"]) for b in written] == [
-        ("convergence", "chaotic_equilibrium"), ("chaotic_equilibrium", "divergence")]
+        ("convergence", "chaotic_equilibrium"),
+        ("chaotic_equilibrium", "divergence"),
+    ]
 
 
 def test_report_lists_spec_and_environment(reported: tuple[Path, str]) -> None:
@@ -171,7 +215,8 @@ def test_report_lists_spec_and_environment(reported: tuple[Path, str]) -> None:
 
 
 def test_load_sweep_skips_garbled_and_missing_run_files_with_a_warning(
-        sweep_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sweep_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     garbled = sweep_dir / "runs/run_000/metrics.jsonl"
     garbled.write_text(garbled.read_text() + '{"epoch": 64, "train_lo')  # writer was killed
     (sweep_dir / "runs/run_001/metrics.jsonl").unlink()
@@ -202,7 +247,8 @@ def test_figure1_draws_every_run_in_each_panel_coloured_by_elr(sweep_dir: Path) 
     assert [ax.get_yscale() for ax in panels] == ["log", "linear", "log"]
     assert all(len(ax.get_lines()) == len(runs) for ax in panels)
     assert len({tuple(line.get_color()) for line in panels[0].get_lines()}) == len(
-        {run.elr for run in runs})
+        {run.elr for run in runs}
+    )
     assert any(ax.get_ylabel() == "ELR" for ax in fig.axes if ax not in panels)
     assert panels[0].get_xlim()[0] <= 0  # epoch 0 (init) is shown
 
@@ -212,11 +258,11 @@ def test_regime_map_shades_each_regime_and_marks_failed_runs(sweep_dir: Path) ->
     fig = plots.regime_map(sweep.rows, report.estimate_sweep_boundaries(sweep.rows))
     shaded = {p.get_facecolor()[:3] for p in fig.axes[0].patches}
     import matplotlib.colors as mcolors
+
     for colour in REGIME_COLORS.values():
         assert mcolors.to_rgb(colour) in shaded
     crosses = [line for line in fig.axes[0].get_lines() if line.get_marker() == "x"]
-    assert sum(len(line.get_xdata()) for line in crosses) == sum(
-        p[2] == "failed" for p in POINTS)
+    assert sum(len(line.get_xdata()) for line in crosses) == sum(p[2] == "failed" for p in POINTS)
 
 
 def test_sharpness_vs_stability_requires_diagnostics() -> None:
@@ -242,21 +288,38 @@ print(sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
 
 
 def test_plots_and_report_work_without_importing_torch(sweep_dir: Path) -> None:
-    out = subprocess.run([sys.executable, "-c", _NO_TORCH, str(SRC), str(sweep_dir)],
-                         capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH, str(SRC), str(sweep_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs headless Chromium at /usr/bin/chromium")
-def test_report_renders_as_a_non_blank_page_in_chromium(reported: tuple[Path, str],
-                                                         tmp_path: Path) -> None:
+def test_report_renders_as_a_non_blank_page_in_chromium(
+    reported: tuple[Path, str], tmp_path: Path
+) -> None:
     page = reported[0] / "report.html"
     shot = tmp_path / "shot.png"
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-           f"--screenshot={shot}", "--window-size=1200,2000", page.resolve().as_uri()]
+    cmd = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,2000",
+        page.resolve().as_uri(),
+    ]
     subprocess.run(cmd, capture_output=True, timeout=90, check=False)
     assert shot.is_file(), "chromium wrote no screenshot"
     rgb = mpimg.imread(shot)[..., :3]
@@ -266,7 +329,8 @@ def test_report_renders_as_a_non_blank_page_in_chromium(reported: tuple[Path, st
 
 
 def test_each_extra_axis_value_gets_its_own_figures_and_boundaries(
-        sweep_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sweep_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     summary = sweep_dir / "summary.csv"
     rows = list(csv.DictReader(summary.open()))
     widths = ["4", "8"]
@@ -285,7 +349,8 @@ def test_each_extra_axis_value_gets_its_own_figures_and_boundaries(
     monkeypatch.setattr(plots, "save_figure", fake_save)
     html = report.write_report(sweep_dir).read_text()
     assert sorted(s for s in saved if s.startswith("regime_map")) == [
-        f"regime_map_{i}" for i in range(len(widths))]
+        f"regime_map_{i}" for i in range(len(widths))
+    ]
     assert "<title>ELR sweep: convnet on synthetic</title>" in html
     written = json.loads((sweep_dir / "boundaries.json").read_text())
     assert sorted({b["axes"]["model.width"] for b in written}) == widths
@@ -294,8 +359,14 @@ def test_each_extra_axis_value_gets_its_own_figures_and_boundaries(
 
 
 def test_regime_map_of_a_single_elr_lays_out_without_warnings() -> None:
-    row = {"elr": 1e-3, "regime": "convergence", "status": "finished", "train_loss": 0.1,
-           "test_acc": 0.9, "eff_grad_norm": 1.0}
+    row = {
+        "elr": 1e-3,
+        "regime": "convergence",
+        "status": "finished",
+        "train_loss": 0.1,
+        "test_acc": 0.9,
+        "eff_grad_norm": 1.0,
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plots.regime_map([row], []).savefig(io.BytesIO(), dpi=40)

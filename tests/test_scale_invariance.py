@@ -38,19 +38,26 @@ def mlp(*layers: nn.Module) -> nn.Sequential:
 
 
 def ln_mlp() -> nn.Sequential:
-    return mlp(nn.Linear(6, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 8), nn.LayerNorm(8),
-               nn.GELU(), nn.Linear(8, 3))
+    return mlp(
+        nn.Linear(6, 8),
+        nn.LayerNorm(8),
+        nn.ReLU(),
+        nn.Linear(8, 8),
+        nn.LayerNorm(8),
+        nn.GELU(),
+        nn.Linear(8, 3),
+    )
 
 
 def unnormalized_mlp() -> nn.Sequential:
     """The second hidden linear never reaches a norm: its output flows straight to the head."""
-    return mlp(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
-               nn.Linear(8, 3))
+    return mlp(
+        nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)
+    )
 
 
 def images(n: int = 4) -> torch.Tensor:
-    return torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(0),
-                       dtype=torch.float64)
+    return torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
 
 def vectors(n: int = 10) -> torch.Tensor:
@@ -117,12 +124,18 @@ def test_untraceable_model_gets_a_clear_error():
 def test_graph_analysis_keeps_conv_bias_before_batchnorm_and_drops_the_head():
     model = UserCNN()
     assert ids(graph_si_parameters(model)) == ids(
-        [model.conv1.weight, model.conv1.bias, model.conv2.weight, model.conv2.bias])
+        [model.conv1.weight, model.conv1.bias, model.conv2.weight, model.conv2.bias]
+    )
 
 
 def test_graph_analysis_accepts_stacked_linears_before_a_norm():
-    model = mlp(nn.Linear(6, 8, bias=False), nn.ReLU(), nn.Linear(8, 8, bias=False),
-                nn.BatchNorm1d(8), nn.Linear(8, 3))
+    model = mlp(
+        nn.Linear(6, 8, bias=False),
+        nn.ReLU(),
+        nn.Linear(8, 8, bias=False),
+        nn.BatchNorm1d(8),
+        nn.Linear(8, 3),
+    )
     assert ids(graph_si_parameters(model)) == {id(model[0].weight), id(model[2].weight)}
     assert check_scale_invariance(model, vectors()).ok
 
@@ -150,8 +163,9 @@ def test_si_parameters_prefers_the_models_own_declaration():
 def test_declaring_the_head_as_si_fails_and_names_it():
     torch.manual_seed(0)
     model = build_model("convnet_si", width=2, depth=2).double()
-    check = check_scale_invariance(model, images(), params=model.si_parameters() + [
-        model.head.weight])
+    check = check_scale_invariance(
+        model, images(), params=model.si_parameters() + [model.head.weight]
+    )
     assert not check.ok and "head.weight" in check.non_si and "head.weight" in str(check)
     assert "FAILED" in str(check)
 
@@ -179,8 +193,9 @@ def test_resnet_is_only_jointly_scale_invariant():
 def test_check_probes_single_tensors_only_on_failure_when_asked():
     model = unnormalized_mlp()
     good = check_scale_invariance(model, vectors(), params=[model[0].weight], probe_tensors=False)
-    bad = check_scale_invariance(model, vectors(), params=[model[0].weight, model[3].weight],
-                                 probe_tensors=False)
+    bad = check_scale_invariance(
+        model, vectors(), params=[model[0].weight, model[3].weight], probe_tensors=False
+    )
     assert good.ok and good.per_tensor == {}
     assert not bad.ok and bad.non_si == ["3.weight"]
 

@@ -20,33 +20,100 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 NORM_MODULES = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm,
-    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.RMSNorm,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.RMSNorm,
 )
 WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _KEEP_MODULES = (
-    nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Flatten, nn.Unflatten,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.Identity,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
 )
 _NORM_FUNCS = {F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm, F.rms_norm, F.normalize}
 # Positively homogeneous of degree 1 in their first argument; other args are shapes/options.
 _KEEP_FUNCS = {
-    F.relu, torch.relu, F.leaky_relu, F.dropout, torch.flatten, torch.reshape, torch.permute,
-    torch.transpose, torch.squeeze, torch.unsqueeze, torch.mean, torch.sum, operator.getitem,
-    operator.neg, torch.neg, F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d,
-    F.avg_pool2d, F.avg_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+    F.relu,
+    torch.relu,
+    F.leaky_relu,
+    F.dropout,
+    torch.flatten,
+    torch.reshape,
+    torch.permute,
+    torch.transpose,
+    torch.squeeze,
+    torch.unsqueeze,
+    torch.mean,
+    torch.sum,
+    operator.getitem,
+    operator.neg,
+    torch.neg,
+    F.max_pool1d,
+    F.max_pool2d,
+    F.max_pool3d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.avg_pool3d,
+    F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
 }
 _KEEP_METHODS = {
-    "relu", "view", "view_as", "reshape", "flatten", "permute", "transpose", "contiguous",
-    "squeeze", "unsqueeze", "mean", "sum", "expand", "neg", "clone", "float", "double", "to",
+    "relu",
+    "view",
+    "view_as",
+    "reshape",
+    "flatten",
+    "permute",
+    "transpose",
+    "contiguous",
+    "squeeze",
+    "unsqueeze",
+    "mean",
+    "sum",
+    "expand",
+    "neg",
+    "clone",
+    "float",
+    "double",
+    "to",
 }
 _SHAPE_METHODS = {"size", "dim", "numel"}
-_ADD_FUNCS = {operator.add, operator.sub, operator.iadd, torch.add, torch.sub, torch.cat,
-              torch.stack}
+_ADD_FUNCS = {
+    operator.add,
+    operator.sub,
+    operator.iadd,
+    torch.add,
+    torch.sub,
+    torch.cat,
+    torch.stack,
+}
 _ADD_METHODS = {"add", "sub", "add_"}
 _MUL_FUNCS = {operator.mul, torch.mul, operator.matmul, torch.matmul, torch.mm, torch.bmm}
 _MUL_METHODS = {"mul", "matmul"}
@@ -92,8 +159,9 @@ def _common(degrees: list[int | None]) -> int | None:
     return first if first is not None and all(d == first for d in degrees) else _BROKEN
 
 
-def _weight_module_degree(mod: nn.Module, d_in: int | None, si: set[int],
-                          bias_free: set[int]) -> int | None:
+def _weight_module_degree(
+    mod: nn.Module, d_in: int | None, si: set[int], bias_free: set[int]
+) -> int | None:
     if d_in is _BROKEN:
         return _BROKEN
     d_out = d_in + (1 if id(mod.weight) in si else 0)
@@ -103,8 +171,9 @@ def _weight_module_degree(mod: nn.Module, d_in: int | None, si: set[int],
     return d_out if d_out == (1 if id(bias) in si else 0) else _BROKEN
 
 
-def _module_degree(node: fx.Node, model: nn.Module, flow: _Flow, si: set[int],
-                   bias_free: set[int]) -> int | None:
+def _module_degree(
+    node: fx.Node, model: nn.Module, flow: _Flow, si: set[int], bias_free: set[int]
+) -> int | None:
     mod = model.get_submodule(node.target)
     ins = [flow.degree[a] for a in node.all_input_nodes]
     if isinstance(mod, NORM_MODULES):
@@ -155,7 +224,8 @@ def _propagate(graph: fx.Graph, model: nn.Module, si: set[int], bias_free: set[i
                 if d is not _BROKEN and d != 0:  # a broken value was blamed where it broke
                     for owner in flow.sources[a]:
                         flow.offenders.setdefault(
-                            owner, "its output reaches the model output without a normalization")
+                            owner, "its output reaches the model output without a normalization"
+                        )
             continue
         else:
             deg = _call_degree(node, flow)
@@ -165,14 +235,18 @@ def _propagate(graph: fx.Graph, model: nn.Module, si: set[int], bias_free: set[i
         if deg is _BROKEN and inputs_ok:
             for owner in in_src:
                 flow.offenders.setdefault(
-                    owner, f"homogeneity breaks at graph node '{node.name}' ({node.target})")
+                    owner, f"homogeneity breaks at graph node '{node.name}' ({node.target})"
+                )
         flow.degree[node], flow.sources[node] = deg, in_src
     return flow
 
 
-def find_si_parameters(model: nn.Module, candidates: dict[str, list[nn.Parameter]],
-                       bias_free: set[int] = frozenset(),
-                       graph: fx.Graph | None = None) -> tuple[list[str], dict[str, str]]:
+def find_si_parameters(
+    model: nn.Module,
+    candidates: dict[str, list[nn.Parameter]],
+    bias_free: set[int] = frozenset(),
+    graph: fx.Graph | None = None,
+) -> tuple[list[str], dict[str, str]]:
     """Largest consistent subset of ``candidates`` (owner module name -> its weights).
 
     Returns the SI owners (in the given order) and, for every dropped owner, why it is not SI.
@@ -193,8 +267,11 @@ def find_si_parameters(model: nn.Module, candidates: dict[str, list[nn.Parameter
 
 def weight_layers(graph: fx.Graph, model: nn.Module) -> list[str]:
     """Names of the conv/linear modules in the order the forward pass calls them (no repeats)."""
-    names = [n.target for n in graph.nodes if n.op == "call_module"
-             and isinstance(model.get_submodule(n.target), WEIGHT_MODULES)]
+    names = [
+        n.target
+        for n in graph.nodes
+        if n.op == "call_module" and isinstance(model.get_submodule(n.target), WEIGHT_MODULES)
+    ]
     return list(dict.fromkeys(names))
 
 

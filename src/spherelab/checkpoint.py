@@ -14,7 +14,9 @@ import torch
 CKPT_DIR = "checkpoints"
 
 
-def record_steps(total_steps: int, steps_per_epoch: int, n_records: int, mode: str = "log") -> list[int]:
+def record_steps(
+    total_steps: int, steps_per_epoch: int, n_records: int, mode: str = "log"
+) -> list[int]:
     """Steps at which a record is taken: 0, then log- (or linearly) spaced EPOCHS up to the end.
 
     Records fall on epoch boundaries when the run is long enough (so checkpoints there resume

@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -20,55 +21,55 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "mlp_si"          # a name from spherelab.models.available_models()
-    width: int | None = None      # channels (conv) or hidden units (mlp); None = family default
-    depth: int | None = None      # conv stages / hidden layers; None = family default
-    head_seed: int = 0            # seed of the frozen head: the same head in every run of a sweep
-    head_norm: float = 10.0       # Frobenius norm of the frozen head (the paper: 10)
+    name: str = "mlp_si"  # a name from spherelab.models.available_models()
+    width: int | None = None  # channels (conv) or hidden units (mlp); None = family default
+    depth: int | None = None  # conv stages / hidden layers; None = family default
+    head_seed: int = 0  # seed of the frozen head: the same head in every run of a sweep
+    head_norm: float = 10.0  # Frobenius norm of the frozen head (the paper: 10)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "mnist1d"         # mnist1d | fashion_mnist | cifar10 | cifar100 | synthetic | npz:PATH
-    batch_size: int = 128         # samples per step; 0 = full-batch gradient descent
+    name: str = "mnist1d"  # mnist1d | fashion_mnist | cifar10 | cifar100 | synthetic | npz:PATH
+    batch_size: int = 128  # samples per step; 0 = full-batch gradient descent
     train_subset: int | None = None  # use this many training samples (None = all)
-    test_subset: int | None = None   # evaluate on this many test samples (None = all)
-    label_noise: float = 0.0      # fraction of training labels replaced by another class
-    augment: bool = False         # random crop + flip on the device (off in the paper)
-    data_dir: str | None = None   # where to look for files first
-    download: bool = False        # fetch missing files (checksummed) when online
+    test_subset: int | None = None  # evaluate on this many test samples (None = all)
+    label_noise: float = 0.0  # fraction of training labels replaced by another class
+    augment: bool = False  # random crop + flip on the device (off in the paper)
+    data_dir: str | None = None  # where to look for files first
+    download: bool = False  # fetch missing files (checksummed) when online
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    mode: str = "sphere"          # sphere (fixed ELR, SphereSGD) | conventional (SGD + weight decay)
-    elr: float = 1e-3             # effective learning rate on the unit sphere (sphere mode)
-    sphere: str = "global"        # global | per_tensor | per_filter
-    momentum: float = 0.0         # heavy-ball momentum (tangent-projected in sphere mode)
-    lr: float = 0.1               # learning rate (conventional mode)
-    weight_decay: float = 0.0     # L2 weight decay (conventional mode)
-    schedule: str = "constant"    # constant | piecewise | cosine (multiplies elr or lr)
+    mode: str = "sphere"  # sphere (fixed ELR, SphereSGD) | conventional (SGD + weight decay)
+    elr: float = 1e-3  # effective learning rate on the unit sphere (sphere mode)
+    sphere: str = "global"  # global | per_tensor | per_filter
+    momentum: float = 0.0  # heavy-ball momentum (tangent-projected in sphere mode)
+    lr: float = 0.1  # learning rate (conventional mode)
+    weight_decay: float = 0.0  # L2 weight decay (conventional mode)
+    schedule: str = "constant"  # constant | piecewise | cosine (multiplies elr or lr)
     schedule_milestones: tuple[float, ...] = ()  # piecewise: epochs where the factor changes
-    schedule_factors: tuple[float, ...] = ()     # piecewise: factor after each milestone
+    schedule_factors: tuple[float, ...] = ()  # piecewise: factor after each milestone
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 100             # training length in epochs (ignored when steps is set)
-    steps: int | None = None      # training length in optimizer steps
-    seed: int = 0                 # init and batch order (the head has its own seed)
+    epochs: int = 100  # training length in epochs (ignored when steps is set)
+    steps: int | None = None  # training length in optimizer steps
+    seed: int = 0  # init and batch order (the head has its own seed)
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning a branch)
-    device: str = "auto"          # auto | cpu | cuda | cuda:N
-    dtype: str = "float32"        # float32 | float64
-    loss: str = "cross_entropy"   # cross_entropy | mse (squared loss on one-hot targets)
-    records: int = 25             # number of evaluation records (log-spaced epochs, plus 0 and last)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"  # float32 | float64
+    loss: str = "cross_entropy"  # cross_entropy | mse (squared loss on one-hot targets)
+    records: int = 25  # number of evaluation records (log-spaced epochs, plus 0 and last)
     record_schedule: str = "log"  # log | linear
-    checkpoints: str = "log"      # log (at log-spaced epochs) | last | none
-    eval_batch_size: int = 128    # fixed unshuffled batches for train/test metrics
-    channels_last: bool = False   # memory format for conv models
-    compile: bool = False         # torch.compile the model
-    diagnose: str = ""            # online diagnostics at records: comma list of grad,angles,curvature
-    diagnose_every: int = 1       # ... at every N-th (log-spaced) record
+    checkpoints: str = "log"  # log (at log-spaced epochs) | last | none
+    eval_batch_size: int = 128  # fixed unshuffled batches for train/test metrics
+    channels_last: bool = False  # memory format for conv models
+    compile: bool = False  # torch.compile the model
+    diagnose: str = ""  # online diagnostics at records: comma list of grad,angles,curvature
+    diagnose_every: int = 1  # ... at every N-th (log-spaced) record
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "Config":
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
         return apply_overrides(self, overrides)
 
 
@@ -100,8 +101,9 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     """`optim.elr=1e-3` -> ("optim.elr", 0.001)."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {text!r} is not of the form section.key=value "
-                          "(e.g. optim.elr=1e-3)")
+        raise ConfigError(
+            f"override {text!r} is not of the form section.key=value (e.g. optim.elr=1e-3)"
+        )
     return key.strip(), parse_value(value.strip())
 
 
@@ -129,12 +131,14 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     for dotted, value in overrides.items():
         section, _, key = dotted.partition(".")
         if section not in SECTIONS:
-            raise ConfigError(f"unknown config section {section!r} in {dotted!r}; "
-                              f"use one of {sorted(SECTIONS)}")
+            raise ConfigError(
+                f"unknown config section {section!r} in {dotted!r}; use one of {sorted(SECTIONS)}"
+            )
         fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
         if key not in fields:
-            raise ConfigError(f"unknown key {dotted!r}; valid keys of [{section}]: "
-                              f"{', '.join(sorted(fields))}")
+            raise ConfigError(
+                f"unknown key {dotted!r}; valid keys of [{section}]: {', '.join(sorted(fields))}"
+            )
         value = _coerce(dotted, value, str(fields[key].type))
         sections[section] = dataclasses.replace(sections[section], **{key: value})
     return Config(**sections)

@@ -97,8 +97,9 @@ def detect_spikes(
     return _report(rows, onsets, peaks)
 
 
-def _report(rows: Sequence[Mapping[str, Any]], onsets: list[int], peaks: list[float]
-            ) -> SpikeReport:
+def _report(
+    rows: Sequence[Mapping[str, Any]], onsets: list[int], peaks: list[float]
+) -> SpikeReport:
     epochs = [float(rows[i]["epoch"]) for i in onsets]
     steps = [int(rows[i]["step"]) for i in onsets]
     period_e = float(np.median(np.diff(epochs))) if len(onsets) >= 2 else math.nan
@@ -107,12 +108,14 @@ def _report(rows: Sequence[Mapping[str, Any]], onsets: list[int], peaks: list[fl
     if len(onsets) >= 3:
         gaps = np.diff(steps).astype(float)
         periodic = bool(gaps.std() / gaps.mean() < PERIODIC_CV)
-    return SpikeReport(len(onsets), period_e, period_s, epochs, steps, [float(p) for p in peaks],
-                       periodic)
+    return SpikeReport(
+        len(onsets), period_e, period_s, epochs, steps, [float(p) for p in peaks], periodic
+    )
 
 
-def angle_table(records: Sequence[Mapping[str, Any]], weight_decay: float,
-                momentum: float = 0.0) -> list[dict[str, float]]:
+def angle_table(
+    records: Sequence[Mapping[str, Any]], weight_decay: float, momentum: float = 0.0
+) -> list[dict[str, float]]:
     """Per record: ELR, effective ELR (ELR / (1 - mu)), predicted and measured per-step angles.
 
     The record's ``lr`` (the applied rate, schedule included) feeds the prediction.
@@ -124,31 +127,40 @@ def angle_table(records: Sequence[Mapping[str, Any]], weight_decay: float,
     for prev, row in zip([None, *rows[:-1]], rows):
         elr, grad = float(row["elr"]), float(row["eff_grad_norm"])
         steps = row["step"] - prev["step"] if prev is not None else 0
-        out.append({
-            "epoch": float(row["epoch"]), "step": int(row["step"]), "elr": elr,
-            "elr_effective": elr / (1.0 - momentum),
-            "angle_predicted": equilibrium_angle(float(row["lr"]), weight_decay, momentum),
-            "angle_step_grad": math.atan(elr * grad / math.sqrt(1.0 - momentum**2)),
-            "angle_step_chord": float(row["angle"]) / steps if steps > 0 else math.nan})
+        out.append(
+            {
+                "epoch": float(row["epoch"]),
+                "step": int(row["step"]),
+                "elr": elr,
+                "elr_effective": elr / (1.0 - momentum),
+                "angle_predicted": equilibrium_angle(float(row["lr"]), weight_decay, momentum),
+                "angle_step_grad": math.atan(elr * grad / math.sqrt(1.0 - momentum**2)),
+                "angle_step_chord": float(row["angle"]) / steps if steps > 0 else math.nan,
+            }
+        )
     return out
 
 
-def equilibrium_summary(table: Sequence[Mapping[str, float]], tail: float = 0.5
-                        ) -> dict[str, float]:
+def equilibrium_summary(
+    table: Sequence[Mapping[str, float]], tail: float = 0.5
+) -> dict[str, float]:
     """Medians over the last ``tail`` fraction of the records: predicted vs measured angle."""
     if not table or not 0 < tail <= 1:
         raise ValueError(f"need a non-empty angle table and 0 < tail <= 1 (got tail={tail})")
-    part = table[-max(round(len(table) * tail), 1):]
+    part = table[-max(round(len(table) * tail), 1) :]
 
     def med(key: str) -> float:
         values = [r[key] for r in part if math.isfinite(r[key])]
         return float(np.median(values)) if values else math.nan
 
     predicted, measured = med("angle_predicted"), med("angle_step_grad")
-    return {"angle_predicted": predicted, "angle_step_grad": measured,
-            "angle_step_chord": med("angle_step_chord"),
-            "measured_over_predicted": measured / predicted if predicted > 0 else math.nan,
-            "elr_effective": med("elr_effective")}
+    return {
+        "angle_predicted": predicted,
+        "angle_step_grad": measured,
+        "angle_step_chord": med("angle_step_chord"),
+        "measured_over_predicted": measured / predicted if predicted > 0 else math.nan,
+        "elr_effective": med("elr_effective"),
+    }
 
 
 def relaxation_steps(lr: float, weight_decay: float, momentum: float = 0.0) -> float:
@@ -160,23 +172,43 @@ def relaxation_steps(lr: float, weight_decay: float, momentum: float = 0.0) -> f
     return 1 / rate if rate > 0 else math.inf
 
 
-def run_diagnostics(records: Sequence[Mapping[str, Any]], optim: Mapping[str, Any]
-                    ) -> dict[str, Any]:
+def run_diagnostics(
+    records: Sequence[Mapping[str, Any]], optim: Mapping[str, Any]
+) -> dict[str, Any]:
     """Angles and spikes of one conventional run from its records and config["optim"]."""
     lr, wd = float(optim["lr"]), float(optim.get("weight_decay", 0.0))
     momentum = float(optim.get("momentum", 0.0))
     table = angle_table(records, wd, momentum)
-    return {"lr": lr, "weight_decay": wd, "momentum": momentum,
-            "equilibration_steps": relaxation_steps(lr, wd, momentum),
-            "equilibrium": equilibrium_summary(table),
-            "spikes": detect_spikes(records).to_dict(), "angles": table}
+    return {
+        "lr": lr,
+        "weight_decay": wd,
+        "momentum": momentum,
+        "equilibration_steps": relaxation_steps(lr, wd, momentum),
+        "equilibrium": equilibrium_summary(table),
+        "spikes": detect_spikes(records).to_dict(),
+        "angles": table,
+    }
 
 
 ANGLE_KEYS = ("angle_predicted", "angle_step_grad", "measured_over_predicted")
-GRID_COLUMNS = ("lr", "weight_decay", "momentum", "regime", "train_loss", "test_acc",
-                "elr_effective_final", "steps", "equilibration_steps", "angle_predicted",
-                "angle_step_grad", "measured_over_predicted", "spike_count",
-                "spike_period_epochs", "lens_agreement", "run_dir")
+GRID_COLUMNS = (
+    "lr",
+    "weight_decay",
+    "momentum",
+    "regime",
+    "train_loss",
+    "test_acc",
+    "elr_effective_final",
+    "steps",
+    "equilibration_steps",
+    "angle_predicted",
+    "angle_step_grad",
+    "measured_over_predicted",
+    "spike_count",
+    "spike_period_epochs",
+    "lens_agreement",
+    "run_dir",
+)
 
 
 def summarize_grid(grid_dir: str | Path, map_dir: str | Path | None, out: str | Path) -> Path:
@@ -203,16 +235,23 @@ def summarize_grid(grid_dir: str | Path, map_dir: str | Path | None, out: str | 
             agreement = lenses[-1]["agreement"]
         spikes = SpikeReport(**diag["spikes"])
         if spikes.count:
-            save_figure(spike_figure(records, spikes, diag["momentum"]),
-                        out / "figures" / f"spikes_{name}")
-        rows.append({**{k: diag[k] for k in ("lr", "weight_decay", "momentum")},
-                     **{k: row.get(k) for k in ("regime", "train_loss", "test_acc")},
-                     "elr_effective_final": diag["angles"][-1]["elr_effective"],
-                     "steps": diag["angles"][-1]["step"],
-                     "equilibration_steps": diag["equilibration_steps"],
-                     **{k: diag["equilibrium"][k] for k in ANGLE_KEYS},
-                     "spike_count": spikes.count, "spike_period_epochs": spikes.period_epochs,
-                     "lens_agreement": agreement, "run_dir": row["run_dir"]})
+            save_figure(
+                spike_figure(records, spikes, diag["momentum"]), out / "figures" / f"spikes_{name}"
+            )
+        rows.append(
+            {
+                **{k: diag[k] for k in ("lr", "weight_decay", "momentum")},
+                **{k: row.get(k) for k in ("regime", "train_loss", "test_acc")},
+                "elr_effective_final": diag["angles"][-1]["elr_effective"],
+                "steps": diag["angles"][-1]["step"],
+                "equilibration_steps": diag["equilibration_steps"],
+                **{k: diag["equilibrium"][k] for k in ANGLE_KEYS},
+                "spike_count": spikes.count,
+                "spike_period_epochs": spikes.period_epochs,
+                "lens_agreement": agreement,
+                "run_dir": row["run_dir"],
+            }
+        )
     out.mkdir(parents=True, exist_ok=True)
     with (out / "summary.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(GRID_COLUMNS))
@@ -222,14 +261,17 @@ def summarize_grid(grid_dir: str | Path, map_dir: str | Path | None, out: str | 
     return out / "summary.csv"
 
 
-def _grid_page(out: Path, rows: Sequence[Mapping[str, Any]],
-               lenses: Sequence[Mapping[str, Any]]) -> None:
+def _grid_page(
+    out: Path, rows: Sequence[Mapping[str, Any]], lenses: Sequence[Mapping[str, Any]]
+) -> None:
     from spherelab.checkpoint import write_json
     from spherelab.htmlpage import Page
 
     judged = [r["lens_agreement"] for r in rows if math.isfinite(r["lens_agreement"])]
-    write_json(out / "conventional.json", {
-        "runs": list(rows), "mean_lens_agreement": float(np.mean(judged)) if judged else math.nan})
+    write_json(
+        out / "conventional.json",
+        {"runs": list(rows), "mean_lens_agreement": float(np.mean(judged)) if judged else math.nan},
+    )
     page = Page("Conventional training (lr x weight decay) on the sphere's terms")
     if lenses:
         png = _trajectories(out, rows, lenses)
@@ -240,8 +282,9 @@ def _grid_page(out: Path, rows: Sequence[Mapping[str, Any]],
     page.write(out / "report.html")
 
 
-def _trajectories(out: Path, rows: Sequence[Mapping[str, Any]],
-                  lenses: Sequence[Mapping[str, Any]]) -> Path:
+def _trajectories(
+    out: Path, rows: Sequence[Mapping[str, Any]], lenses: Sequence[Mapping[str, Any]]
+) -> Path:
     from spherelab.plots import REGIME_COLORS, _new_figure, save_figure
 
     fig = _new_figure(7.5, 4.5)
@@ -251,16 +294,25 @@ def _trajectories(out: Path, rows: Sequence[Mapping[str, Any]],
     for b_lo, b_hi, regime in lenses[0]["bands"]:
         ax.axhspan(max(b_lo, lo), min(b_hi, hi), color=REGIME_COLORS[regime], alpha=0.2, lw=0)
     for row, x in zip(rows, lenses):
-        ax.plot(x["epochs"], x["elr_effective"], ".-",
-                label=f"lr {row['lr']:g}, wd {row['weight_decay']:g}")
-    ax.set(yscale="log", ylim=(lo, hi), xlabel="epoch",
-           ylabel="effective ELR = lr / ((1 - mu) ||w||^2)")
+        ax.plot(
+            x["epochs"],
+            x["elr_effective"],
+            ".-",
+            label=f"lr {row['lr']:g}, wd {row['weight_decay']:g}",
+        )
+    ax.set(
+        yscale="log",
+        ylim=(lo, hi),
+        xlabel="epoch",
+        ylabel="effective ELR = lr / ((1 - mu) ||w||^2)",
+    )
     ax.legend(fontsize=7)
     return save_figure(fig, out / "figures" / "trajectories")[0]
 
 
-def spike_figure(records: Sequence[Mapping[str, Any]], report: SpikeReport,
-                 momentum: float = 0.0) -> Any:
+def spike_figure(
+    records: Sequence[Mapping[str, Any]], report: SpikeReport, momentum: float = 0.0
+) -> Any:
     """Train loss, SI norm and effective ELR against epoch; spike onsets as vertical lines."""
     from spherelab.plots import _new_figure
 
@@ -268,9 +320,11 @@ def spike_figure(records: Sequence[Mapping[str, Any]], report: SpikeReport,
     epochs = [float(r["epoch"]) for r in rows]
     fig = _new_figure(7, 6.5)
     axes = fig.subplots(3, 1, sharex=True)
-    series = (("train loss", [r["train_loss"] for r in rows]),
-              ("SI norm ||w||", [r["si_norm"] for r in rows]),
-              ("ELR / (1 - momentum)", [r["elr"] / (1 - momentum) for r in rows]))
+    series = (
+        ("train loss", [r["train_loss"] for r in rows]),
+        ("SI norm ||w||", [r["si_norm"] for r in rows]),
+        ("ELR / (1 - momentum)", [r["elr"] / (1 - momentum) for r in rows]),
+    )
     for ax, (label, values) in zip(axes, series):
         ax.plot(epochs, values, "k.-", ms=3)
         ax.set(yscale="log", ylabel=label)
@@ -278,6 +332,7 @@ def spike_figure(records: Sequence[Mapping[str, Any]], report: SpikeReport,
             ax.axvline(onset, color="tab:red", ls="--", lw=1)
         ax.grid(True, alpha=0.3)
     axes[-1].set_xlabel("epoch")
-    axes[0].set_title(f"{report.count} spikes (red), period {report.period_epochs:.3g} epochs",
-                      fontsize=10)
+    axes[0].set_title(
+        f"{report.count} spikes (red), period {report.period_epochs:.3g} epochs", fontsize=10
+    )
     return fig

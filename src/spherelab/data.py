@@ -141,8 +141,9 @@ def load_dataset(
     y_train = noisy_labels(y_train, label_noise, raw.num_classes, generator)
     x_test, y_test = raw.x_test, torch.from_numpy(raw.y_test.astype(np.int64))
     if test_subset is not None:  # a fixed (seed-independent) evaluation subset, for speed
-        keep = subset_indices(x_test.shape[0], test_subset, torch.Generator().manual_seed(0),
-                              "test_subset")
+        keep = subset_indices(
+            x_test.shape[0], test_subset, torch.Generator().manual_seed(0), "test_subset"
+        )
         x_test, y_test = x_test[keep.numpy()], y_test[keep]
     xs = [_to_device(x, device, dtype) for x in (x_train, x_test)]
     if normalize:

@@ -11,9 +11,10 @@ import copy
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -37,12 +38,12 @@ WHAT = ("grad", "angles", "curvature")
 @dataclass(frozen=True)
 class DiagnoseOptions:
     what: tuple[str, ...] = WHAT
-    samples: int = 1024       # training samples (fixed, first ones) used for the landscape
-    batch_size: int = 128     # fixed batches of this size (BN in train mode)
-    probes: int = 8           # Hutchinson probes
-    top_k: int = 5            # Lanczos eigenvalues
-    iters: int = 20           # Lanczos iterations
-    seed: int = 0             # probes and Lanczos start vector
+    samples: int = 1024  # training samples (fixed, first ones) used for the landscape
+    batch_size: int = 128  # fixed batches of this size (BN in train mode)
+    probes: int = 8  # Hutchinson probes
+    top_k: int = 5  # Lanczos eigenvalues
+    iters: int = 20  # Lanczos iterations
+    seed: int = 0  # probes and Lanczos start vector
 
 
 def parse_what(text: str) -> tuple[str, ...]:
@@ -53,18 +54,24 @@ def parse_what(text: str) -> tuple[str, ...]:
     return items
 
 
-def diagnose_point(run: Any, opts: DiagnoseOptions, step: int,
-                   prev: Sequence[torch.Tensor] | None = None) -> dict[str, Any]:
+def diagnose_point(
+    run: Any, opts: DiagnoseOptions, step: int, prev: Sequence[torch.Tensor] | None = None
+) -> dict[str, Any]:
     """All requested diagnostics of `run` (an engine Run) at its current weights."""
     model, si = run.model, run.recorder.si_params
     from spherelab.losses import get_loss
 
     loss_fn = get_loss(run.cfg.train.loss)
     batches = _landscape_batches(run, opts)
-    out: dict[str, Any] = {"step": step, "epoch": step / run.sampler.steps_per_epoch,
-                           "elr": _elr_now(run)}
+    out: dict[str, Any] = {
+        "step": step,
+        "epoch": step / run.sampler.steps_per_epoch,
+        "elr": _elr_now(run),
+    }
     if "grad" in opts.what:
-        out |= {f"grad_{k}": v for k, v in gradient_stats(model, loss_fn, batches, si).as_dict().items()}
+        out |= {
+            f"grad_{k}": v for k, v in gradient_stats(model, loss_fn, batches, si).as_dict().items()
+        }
     if "angles" in opts.what:
         out |= _angles(run, prev)
     if "curvature" in opts.what:
@@ -82,13 +89,19 @@ def _elr_now(run: Any) -> float:
 def _landscape_batches(run: Any, opts: DiagnoseOptions) -> list[tuple[torch.Tensor, torch.Tensor]]:
     n = min(opts.samples, run.data.n_train)
     x, y = run.data.x_train[:n], run.data.y_train[:n]
-    return [(x[i:i + opts.batch_size], y[i:i + opts.batch_size]) for i in range(0, n, opts.batch_size)]
+    return [
+        (x[i : i + opts.batch_size], y[i : i + opts.batch_size])
+        for i in range(0, n, opts.batch_size)
+    ]
 
 
 def _angles(run: Any, prev: Sequence[torch.Tensor] | None) -> dict[str, Any]:
     si, names, init = run.recorder.si_params, run.recorder.si_names, run.recorder.init
-    out: dict[str, Any] = {"angle_to_init": angle(si, init), "cos_to_init": cosine(si, init),
-                           "si_norm": float(joint_norm(si))}
+    out: dict[str, Any] = {
+        "angle_to_init": angle(si, init),
+        "cos_to_init": cosine(si, init),
+        "si_norm": float(joint_norm(si)),
+    }
     if prev is not None:
         out["layer_angles"] = per_layer_angles(prev, si, names)
     lr = run.optimizer.param_groups[0].get("lr", math.nan)
@@ -108,13 +121,22 @@ def _epoch_of_updates(run: Any) -> dict[str, float]:
     from spherelab.losses import get_loss
     from spherelab.training import train_step
 
-    saved = (copy.deepcopy(run.model.state_dict()), copy.deepcopy(run.optimizer.state_dict()),
-             run.sampler.state_dict())
-    tracker, loss_fn, si = AngularUpdateTracker(), get_loss(run.cfg.train.loss), run.recorder.si_params
+    saved = (
+        copy.deepcopy(run.model.state_dict()),
+        copy.deepcopy(run.optimizer.state_dict()),
+        run.sampler.state_dict(),
+    )
+    tracker, loss_fn, si = (
+        AngularUpdateTracker(),
+        get_loss(run.cfg.train.loss),
+        run.recorder.si_params,
+    )
     try:
         for idx in run.sampler.epoch_indices():
             before = [p.detach().clone() for p in si]
-            train_step(run.model, loss_fn, run.optimizer, run.data.x_train[idx], run.data.y_train[idx])
+            train_step(
+                run.model, loss_fn, run.optimizer, run.data.x_train[idx], run.data.y_train[idx]
+            )
             tracker.update(before, si)
     finally:
         run.model.load_state_dict(saved[0])
@@ -124,26 +146,38 @@ def _epoch_of_updates(run: Any) -> dict[str, float]:
     return {"step_angle_mean": s["mean"], "step_angle_max": s["max"]}
 
 
-def _curvature(model: Any, loss_fn: Any, batches: list, si: list, opts: DiagnoseOptions) -> dict[str, Any]:
+def _curvature(
+    model: Any, loss_fn: Any, batches: list, si: list, opts: DiagnoseOptions
+) -> dict[str, Any]:
     gen = torch.Generator(device=si[0].device).manual_seed(opts.seed)
     trace = hutchinson_trace(model, loss_fn, batches, si, n_probes=opts.probes, generator=gen)
     top = lanczos_topk(model, loss_fn, batches, si, k=opts.top_k, iters=opts.iters, generator=gen)
     riem = riemannian_topk(model, loss_fn, batches, si, k=1, iters=opts.iters, generator=gen)
-    return {"trace": trace["trace"], "trace_per_param": trace["trace_per_param"],
-            "effective_trace": trace["effective_trace"], "trace_stderr": trace["stderr"],
-            "top_eigenvalues": top.eigenvalues, "effective_top_eigenvalues": top.effective_eigenvalues,
-            "sharpness_eff": riem.effective_eigenvalues[0]}
+    return {
+        "trace": trace["trace"],
+        "trace_per_param": trace["trace_per_param"],
+        "effective_trace": trace["effective_trace"],
+        "trace_stderr": trace["stderr"],
+        "top_eigenvalues": top.eigenvalues,
+        "effective_top_eigenvalues": top.effective_eigenvalues,
+        "sharpness_eff": riem.effective_eigenvalues[0],
+    }
 
 
-def diagnose_run(run_dir: str | Path, opts: DiagnoseOptions = DiagnoseOptions(),
-                 epochs: Sequence[float] | None = None) -> Path:
+def diagnose_run(
+    run_dir: str | Path,
+    opts: DiagnoseOptions = DiagnoseOptions(),
+    epochs: Sequence[float] | None = None,
+) -> Path:
     """Diagnostics at each checkpoint of a run (or those nearest the given epochs)."""
     from spherelab.engine import build_run
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
-        raise ValueError(f"{run_dir} is not a run directory (no config.json); pass the --out "
-                         "of a `spherelab train` run")
+        raise ValueError(
+            f"{run_dir} is not a run directory (no config.json); pass the --out "
+            "of a `spherelab train` run"
+        )
     paths = ckpt.list_checkpoints(run_dir)
     if not paths:
         raise ValueError(f"{run_dir} has no checkpoints; train with train.checkpoints=log")
@@ -163,8 +197,11 @@ def diagnose_run(run_dir: str | Path, opts: DiagnoseOptions = DiagnoseOptions(),
     return out_path
 
 
-def diagnose_sweep(sweep_dir: str | Path, opts: DiagnoseOptions = DiagnoseOptions(),
-                   epochs: Sequence[float] | None = None) -> list[Path]:
+def diagnose_sweep(
+    sweep_dir: str | Path,
+    opts: DiagnoseOptions = DiagnoseOptions(),
+    epochs: Sequence[float] | None = None,
+) -> list[Path]:
     """Diagnose every finished run of a sweep (rows of summary.csv), then redraw its report,
     which gains the effective-sharpness vs 2/ELR figure."""
     import csv

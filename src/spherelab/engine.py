@@ -11,9 +11,10 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,9 +54,14 @@ def build_model_for(cfg: Config, data: Dataset) -> nn.Module:
     from spherelab.models import build_model
 
     shape = data.input_shape
-    kwargs: dict[str, Any] = dict(num_classes=data.num_classes, width=cfg.model.width,
-                                  depth=cfg.model.depth, head_seed=cfg.model.head_seed,
-                                  head_norm=cfg.model.head_norm, in_features=math.prod(shape))
+    kwargs: dict[str, Any] = dict(
+        num_classes=data.num_classes,
+        width=cfg.model.width,
+        depth=cfg.model.depth,
+        head_seed=cfg.model.head_seed,
+        head_norm=cfg.model.head_norm,
+        in_features=math.prod(shape),
+    )
     if len(shape) == 3:  # conv families read these; the MLP flattens images
         kwargs.update(in_channels=shape[0], image_size=shape[1])
     return build_model(cfg.model.name, **kwargs)
@@ -66,11 +72,17 @@ def build_run(cfg: Config) -> Run:
     from spherelab.scale_invariance import si_parameters
 
     device, dtype = resolve_device(cfg.train.device), resolve_dtype(cfg.train.dtype)
-    data = load_dataset(cfg.data.name, device=device, dtype=dtype,
-                        train_subset=cfg.data.train_subset, test_subset=cfg.data.test_subset,
-                        label_noise=cfg.data.label_noise,
-                        seed=cfg.train.seed, data_dir=cfg.data.data_dir,
-                        download=cfg.data.download)
+    data = load_dataset(
+        cfg.data.name,
+        device=device,
+        dtype=dtype,
+        train_subset=cfg.data.train_subset,
+        test_subset=cfg.data.test_subset,
+        label_noise=cfg.data.label_noise,
+        seed=cfg.train.seed,
+        data_dir=cfg.data.data_dir,
+        download=cfg.data.download,
+    )
     torch.manual_seed(cfg.train.seed)
     model = build_model_for(cfg, data).to(device=device, dtype=dtype)
     if cfg.train.init_from:
@@ -79,21 +91,44 @@ def build_run(cfg: Config) -> Run:
         model = model.to(memory_format=torch.channels_last)
     si = si_parameters(model)
     names = {id(p): n for n, p in model.named_parameters()}
-    sampler = BatchSampler(data.n_train, cfg.data.batch_size,
-                           torch.Generator().manual_seed(cfg.train.seed + 1), device=device)
+    sampler = BatchSampler(
+        data.n_train,
+        cfg.data.batch_size,
+        torch.Generator().manual_seed(cfg.train.seed + 1),
+        device=device,
+    )
     if cfg.train.steps is not None:
         total = int(cfg.train.steps)
     else:
         total = int(cfg.train.epochs) * sampler.steps_per_epoch
     if total < 1:
-        raise ValueError(f"train.epochs={cfg.train.epochs} / train.steps={cfg.train.steps} give "
-                         "no steps; set --epochs >= 1")
+        raise ValueError(
+            f"train.epochs={cfg.train.epochs} / train.steps={cfg.train.steps} give "
+            "no steps; set --epochs >= 1"
+        )
     loss_fn = get_loss(cfg.train.loss)
-    recorder = Recorder(model, loss_fn, _batches(data.x_train, data.y_train, cfg),
-                        _batches(data.x_test, data.y_test, cfg), [names[id(p)] for p in si], si)
-    aug = torch.Generator(device=device).manual_seed(cfg.train.seed + 2) if cfg.data.augment else None
-    return Run(cfg, device, model, data, make_optimizer(cfg.optim, model, si), sampler, recorder,
-               total, aug)
+    recorder = Recorder(
+        model,
+        loss_fn,
+        _batches(data.x_train, data.y_train, cfg),
+        _batches(data.x_test, data.y_test, cfg),
+        [names[id(p)] for p in si],
+        si,
+    )
+    aug = (
+        torch.Generator(device=device).manual_seed(cfg.train.seed + 2) if cfg.data.augment else None
+    )
+    return Run(
+        cfg,
+        device,
+        model,
+        data,
+        make_optimizer(cfg.optim, model, si),
+        sampler,
+        recorder,
+        total,
+        aug,
+    )
 
 
 def _load_weights(model: nn.Module, path: str, device: torch.device) -> None:
@@ -101,19 +136,24 @@ def _load_weights(model: nn.Module, path: str, device: torch.device) -> None:
     try:
         state = ckpt.load_checkpoint(Path(path), device)
     except FileNotFoundError:
-        raise ValueError(f"train.init_from={path!r} does not exist; pass a checkpoint .pt "
-                         "from a run's checkpoints/ directory") from None
+        raise ValueError(
+            f"train.init_from={path!r} does not exist; pass a checkpoint .pt "
+            "from a run's checkpoints/ directory"
+        ) from None
     model.load_state_dict(state["model"] if "model" in state else state)
 
 
-def _batches(x: torch.Tensor, y: torch.Tensor, cfg: Config) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    x: torch.Tensor, y: torch.Tensor, cfg: Config
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if cfg.train.channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return [(x[s], y[s]) for s in fixed_batches(len(y), cfg.train.eval_batch_size)]
 
 
-def train_run(cfg: Config, out_dir: str | Path, *, resume: bool = True,
-              progress: bool | ProgressFn = False) -> dict[str, Any]:
+def train_run(
+    cfg: Config, out_dir: str | Path, *, resume: bool = True, progress: bool | ProgressFn = False
+) -> dict[str, Any]:
     """Train (or resume, or return the finished result of) one run in out_dir."""
     out = Path(out_dir)
     finished = _prepare_dir(cfg, out, resume)
@@ -141,19 +181,24 @@ def _prepare_dir(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
     except (ValueError, json.JSONDecodeError):
         raise ValueError(f"{out} holds an unreadable config.json; choose another --out") from None
     if _comparable(saved) != _comparable(cfg):
-        raise ValueError(f"{out} already holds a different run (its config.json differs); "
-                         "choose another --out or delete that directory")
+        raise ValueError(
+            f"{out} already holds a different run (its config.json differs); "
+            "choose another --out or delete that directory"
+        )
     summary_path = out / "summary.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         if summary.get("status") in FINAL_STATUSES:
             if resume:
                 return summary
-            raise ValueError(f"{out} already holds this finished run; use another --out, or "
-                             "--resume to reuse its result")
+            raise ValueError(
+                f"{out} already holds this finished run; use another --out, or "
+                "--resume to reuse its result"
+            )
     if not resume and (out / "metrics.jsonl").exists():
-        raise ValueError(f"{out} holds an unfinished run; pass --resume to continue it or "
-                         "choose another --out")
+        raise ValueError(
+            f"{out} holds an unfinished run; pass --resume to continue it or choose another --out"
+        )
     return None
 
 
@@ -191,19 +236,30 @@ def _save(run: Run, out: Path, step: int, remaining: deque) -> None:
         return
     if run.cfg.train.checkpoints == "last" and step != run.total_steps:
         return
-    payload = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-               "sampler": run.sampler.state_dict(), "torch_rng": torch.get_rng_state(),
-               "aug_rng": run.aug_gen.get_state() if run.aug_gen is not None else None,
-               "prev": run.recorder.prev, "remaining": [t.cpu() for t in remaining],
-               "step": step}
+    payload = {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "sampler": run.sampler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "aug_rng": run.aug_gen.get_state() if run.aug_gen is not None else None,
+        "prev": run.recorder.prev,
+        "remaining": [t.cpu() for t in remaining],
+        "step": step,
+    }
     ckpt.save_checkpoint(out, step, payload)
 
 
 def _loop(run: Run, out: Path, records: list, start: int, progress: ProgressFn | None):
     cfg, spe = run.cfg, run.sampler.steps_per_epoch
-    marks = set(ckpt.record_steps(run.total_steps, spe, cfg.train.records, cfg.train.record_schedule))
-    schedule = make_schedule(cfg.optim.schedule, run.total_steps / spe,
-                             cfg.optim.schedule_milestones, cfg.optim.schedule_factors)
+    marks = set(
+        ckpt.record_steps(run.total_steps, spe, cfg.train.records, cfg.train.record_schedule)
+    )
+    schedule = make_schedule(
+        cfg.optim.schedule,
+        run.total_steps / spe,
+        cfg.optim.schedule_milestones,
+        cfg.optim.schedule_factors,
+    )
     remaining = run.remaining
     x_all, y_all = run.data.x_train, run.data.y_train
     if cfg.train.channels_last and x_all.dim() == 4:
@@ -232,8 +288,15 @@ def _loop(run: Run, out: Path, records: list, start: int, progress: ProgressFn |
         if step in marks:
             records.append(_record(run, out, step, schedule, remaining))
         if progress and (step % spe == 0 or step in marks):
-            progress({"step": step, "total": run.total_steps, "epoch": step / spe,
-                      "record": records[-1], "elapsed": time.perf_counter() - t0})
+            progress(
+                {
+                    "step": step,
+                    "total": run.total_steps,
+                    "epoch": step / spe,
+                    "record": records[-1],
+                    "elapsed": time.perf_counter() - t0,
+                }
+            )
     return "finished", records
 
 
@@ -272,10 +335,15 @@ def _finish(run: Run, out: Path, records: list[dict[str, Any]], status: str) -> 
         regime, stats = "unclassified", {"reason": str(err)}
         if status == "nonfinite":  # a non-finite loss is divergence however short the run
             regime = "divergence"
-    summary = dict(records[-1]) | {"status": status, "regime": regime,
-                                   "regime_stats": stats, "elr_config": run.cfg.optim.elr,
-                                   "seed": run.cfg.train.seed, "num_classes": run.data.num_classes,
-                                   "init_train_loss": records[0]["train_loss"]}
+    summary = dict(records[-1]) | {
+        "status": status,
+        "regime": regime,
+        "regime_stats": stats,
+        "elr_config": run.cfg.optim.elr,
+        "seed": run.cfg.train.seed,
+        "num_classes": run.data.num_classes,
+        "init_train_loss": records[0]["train_loss"],
+    }
     ckpt.write_json(out / "summary.json", summary)
     return summary
 
@@ -303,7 +371,13 @@ def _progress_fn(progress: bool | ProgressFn) -> ProgressFn | None:
 
     def to_log(info: dict[str, Any]) -> None:
         rec = info["record"]
-        log.info("step %d/%d epoch %.1f train_loss %.4g test_acc %.3f", info["step"],
-                 info["total"], info["epoch"], rec["train_loss"], rec["test_acc"])
+        log.info(
+            "step %d/%d epoch %.1f train_loss %.4g test_acc %.3f",
+            info["step"],
+            info["total"],
+            info["epoch"],
+            rec["train_loss"],
+            rec["test_acc"],
+        )
 
     return to_log

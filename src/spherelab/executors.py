@@ -79,8 +79,9 @@ def execute(runner: Runner, task: Task) -> Outcome:
     return Outcome(task.run_dir, summary, None, time.perf_counter() - start)
 
 
-def _gather(pairs: Iterable[tuple[int, Callable[[], Outcome]]], tasks: Sequence[Task],
-            on_done: OnDone) -> list[Outcome]:
+def _gather(
+    pairs: Iterable[tuple[int, Callable[[], Outcome]]], tasks: Sequence[Task], on_done: OnDone
+) -> list[Outcome]:
     """Collect results as they complete; infrastructure errors (a killed worker) fail the task."""
     outcomes: list[Outcome | None] = [None] * len(tasks)
     for index, get in pairs:
@@ -100,7 +101,7 @@ def pack_groups(tasks: Sequence[Task], pack: int) -> list[list[Task]]:
         key = task.config.to_dict()
         del key["optim"]["elr"], key["train"]["seed"]
         groups.setdefault(json.dumps(key, sort_keys=True), []).append(task)
-    return [group[i:i + pack] for group in groups.values() for i in range(0, len(group), pack)]
+    return [group[i : i + pack] for group in groups.values() for i in range(0, len(group), pack)]
 
 
 def run_pack(group: Sequence[Task], runner: Runner) -> Iterator[Outcome]:
@@ -115,8 +116,11 @@ def run_pack(group: Sequence[Task], runner: Runner) -> Iterator[Outcome]:
             try:
                 summaries = train_ensemble([t.config for t in group], [t.run_dir for t in group])
             except Exception as err:  # noqa: BLE001 - fall back, and say why
-                log.warning("ensemble of %d runs failed (%s); running them one by one",
-                            len(group), one_line_error(err))
+                log.warning(
+                    "ensemble of %d runs failed (%s); running them one by one",
+                    len(group),
+                    one_line_error(err),
+                )
             else:
                 seconds = (time.perf_counter() - start) / len(group)
                 for task, summary in zip(group, summaries):
@@ -126,8 +130,9 @@ def run_pack(group: Sequence[Task], runner: Runner) -> Iterator[Outcome]:
         yield execute(runner, task)
 
 
-def run_inline(tasks: Sequence[Task], runner: Runner, on_done: OnDone,
-               settings: Settings) -> list[Outcome]:
+def run_inline(
+    tasks: Sequence[Task], runner: Runner, on_done: OnDone, settings: Settings
+) -> list[Outcome]:
     """Sequential, in this process (packs of compatible runs go through run_pack)."""
     by_dir: dict[str, Outcome] = {}
     for group in pack_groups(tasks, settings.pack):
@@ -162,30 +167,38 @@ def _set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def run_local(tasks: Sequence[Task], runner: Runner, on_done: OnDone,
-              settings: Settings) -> list[Outcome]:
+def run_local(
+    tasks: Sequence[Task], runner: Runner, on_done: OnDone, settings: Settings
+) -> list[Outcome]:
     """`workers` spawned processes on this machine, GPUs assigned round-robin."""
     tasks = assign_devices(tasks, _cuda_count())
     context = multiprocessing.get_context("spawn")
     # Share the cores: N workers with all cores each oversubscribe and run many times slower.
     threads = max(1, (os.cpu_count() or 1) // settings.workers)
-    with ProcessPoolExecutor(max_workers=settings.workers, mp_context=context,
-                             initializer=_set_threads, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=settings.workers,
+        mp_context=context,
+        initializer=_set_threads,
+        initargs=(threads,),
+    ) as pool:
         futures = {pool.submit(execute, runner, task): i for i, task in enumerate(tasks)}
         pairs = ((futures[f], f.result) for f in as_completed(futures))
         return _gather(pairs, tasks, on_done)
 
 
-def run_submitit(tasks: Sequence[Task], runner: Runner, on_done: OnDone,
-                 settings: Settings) -> list[Outcome]:
+def run_submitit(
+    tasks: Sequence[Task], runner: Runner, on_done: OnDone, settings: Settings
+) -> list[Outcome]:
     """One Slurm job array (submitit.AutoExecutor); cluster='local' runs it on this machine."""
     submitit = require_extra("submitit")
     opts = settings.options
     folder = Path(opts["folder"] or settings.work_dir / "submitit")
     executor = submitit.AutoExecutor(folder=folder, cluster=opts["cluster"])
     params: dict[str, Any] = {
-        "timeout_min": opts["timeout_min"], "cpus_per_task": opts["cpus_per_task"],
-        "slurm_array_parallelism": opts["array_parallelism"] or settings.workers}
+        "timeout_min": opts["timeout_min"],
+        "cpus_per_task": opts["cpus_per_task"],
+        "slurm_array_parallelism": opts["array_parallelism"] or settings.workers,
+    }
     if opts["partition"]:
         params["slurm_partition"] = opts["partition"]
     if opts["gpus_per_run"]:
@@ -209,8 +222,9 @@ def _ray_completed(ray: Any, refs: list[Any]) -> Iterator[tuple[int, Callable[[]
             yield index[ref], functools.partial(ray.get, ref)
 
 
-def run_ray(tasks: Sequence[Task], runner: Runner, on_done: OnDone,
-            settings: Settings) -> list[Outcome]:
+def run_ray(
+    tasks: Sequence[Task], runner: Runner, on_done: OnDone, settings: Settings
+) -> list[Outcome]:
     """Ray tasks; joins a running Ray (ray.init by the caller) or starts and stops one."""
     ray = require_extra("ray")
     opts = settings.options
@@ -227,14 +241,26 @@ def run_ray(tasks: Sequence[Task], runner: Runner, on_done: OnDone,
 
 
 EXECUTORS: dict[str, Callable[..., list[Outcome]]] = {
-    "inline": run_inline, "local": run_local, "submitit": run_submitit, "ray": run_ray}
+    "inline": run_inline,
+    "local": run_local,
+    "submitit": run_submitit,
+    "ray": run_ray,
+}
 # Options per executor and their defaults (units in the names).
 OPTIONS: dict[str, dict[str, Any]] = {
     "inline": {},
     "local": {},
-    "submitit": {"cluster": None, "folder": None, "partition": None, "timeout_min": 720,
-                 "gpus_per_run": 0, "cpus_per_task": 1, "mem_gb": None,
-                 "array_parallelism": None, "poll_s": 10.0},
+    "submitit": {
+        "cluster": None,
+        "folder": None,
+        "partition": None,
+        "timeout_min": 720,
+        "gpus_per_run": 0,
+        "cpus_per_task": 1,
+        "mem_gb": None,
+        "array_parallelism": None,
+        "poll_s": 10.0,
+    },
     "ray": {"address": None, "gpus_per_run": 0.0, "cpus_per_run": 1.0},
 }
 _EXTRAS = {"submitit": ("submitit", "slurm"), "ray": ("ray", "ray")}
@@ -246,12 +272,14 @@ def require_extra(executor: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingExtraError(f"executor {executor!r} needs the {extra} extra: "
-                                f"pip install 'spherelab[{extra}]'") from None
+        raise MissingExtraError(
+            f"executor {executor!r} needs the {extra} extra: pip install 'spherelab[{extra}]'"
+        ) from None
 
 
-def make_settings(executor: str, *, workers: int, pack: int,
-                  options: Mapping[str, Any] | None, work_dir: Path) -> Settings:
+def make_settings(
+    executor: str, *, workers: int, pack: int, options: Mapping[str, Any] | None, work_dir: Path
+) -> Settings:
     """Validate an executor choice and its options before anything runs."""
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
@@ -265,15 +293,17 @@ def make_settings(executor: str, *, workers: int, pack: int,
     unknown = sorted(set(options or {}) - set(allowed))
     if unknown:
         valid = ", ".join(allowed) or "none"
-        raise ConfigError(f"executor {executor!r} has no option(s) {', '.join(unknown)}; "
-                          f"valid options: {valid}")
+        raise ConfigError(
+            f"executor {executor!r} has no option(s) {', '.join(unknown)}; valid options: {valid}"
+        )
     if executor in _EXTRAS:
         require_extra(executor)
     return Settings(workers, pack, allowed | dict(options or {}), work_dir)
 
 
-def run_tasks(executor: str, tasks: Sequence[Task], runner: Runner, on_done: OnDone,
-              settings: Settings) -> list[Outcome]:
+def run_tasks(
+    executor: str, tasks: Sequence[Task], runner: Runner, on_done: OnDone, settings: Settings
+) -> list[Outcome]:
     """Run tasks with the named executor (settings from make_settings)."""
     if not tasks:
         return []

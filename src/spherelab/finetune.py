@@ -45,10 +45,24 @@ COLUMNS = (
 )
 
 
-def _spec(model: str, dataset: str, elrs: Sequence[float], epochs: int,
-          overrides: Mapping[str, Any], seeds: Sequence[int], name: str) -> SweepSpec:
-    return SweepSpec(elrs=tuple(elrs), model=model, dataset=dataset, seeds=tuple(seeds),
-                     epochs=epochs, overrides=dict(overrides), name=name)
+def _spec(
+    model: str,
+    dataset: str,
+    elrs: Sequence[float],
+    epochs: int,
+    overrides: Mapping[str, Any],
+    seeds: Sequence[int],
+    name: str,
+) -> SweepSpec:
+    return SweepSpec(
+        elrs=tuple(elrs),
+        model=model,
+        dataset=dataset,
+        seeds=tuple(seeds),
+        epochs=epochs,
+        overrides=dict(overrides),
+        name=name,
+    )
 
 
 def _check(pre_epochs: int, ft_epochs: int, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,10 +82,17 @@ def _check(pre_epochs: int, ft_epochs: int, overrides: Mapping[str, Any]) -> dic
     return {"train.checkpoints": "last", **overrides}
 
 
-def run_finetune(model: str, dataset: str, pretrain_elrs: Sequence[float],
-                 finetune_elrs: Sequence[float], pre_epochs: int, ft_epochs: int,
-                 out: str | Path, overrides: Mapping[str, Any] | None = None,
-                 seeds: Sequence[int] = (0,)) -> Path:
+def run_finetune(
+    model: str,
+    dataset: str,
+    pretrain_elrs: Sequence[float],
+    finetune_elrs: Sequence[float],
+    pre_epochs: int,
+    ft_epochs: int,
+    out: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    seeds: Sequence[int] = (0,),
+) -> Path:
     """Run (or resume) the p x f grid and its scratch baseline; returns OUT/summary.csv."""
     sets = _check(pre_epochs, ft_epochs, dict(overrides or {}))
     root = Path(out).absolute()
@@ -90,8 +111,14 @@ def run_finetune(model: str, dataset: str, pretrain_elrs: Sequence[float],
     scratch = _scratch_rows(scratch_spec, root / "runs" / "scratch")
     path = _write_csv(root / "summary.csv", rows)
     result = analyse(rows, scratch)
-    settings = {"model": model, "dataset": dataset, "pre_epochs": pre_epochs,
-                "ft_epochs": ft_epochs, "seeds": list(seeds), "overrides": dict(sets)}
+    settings = {
+        "model": model,
+        "dataset": dataset,
+        "pre_epochs": pre_epochs,
+        "ft_epochs": ft_epochs,
+        "seeds": list(seeds),
+        "overrides": dict(sets),
+    }
     ckpt.write_json(root / "finetune.json", result | settings)
     write_finetune_report(root, result)
     return path
@@ -114,12 +141,17 @@ def _branch(
     run_dir = root / "runs" / "finetune" / name
     summary = train_run(cfg, run_dir, resume=True)
     log.info("fine-tune %s: test_acc %.4f", name, summary.get("test_acc", math.nan))
-    return {"pretrain_elr": pre_cfg.optim.elr, "finetune_elr": elr, "seed": pre_cfg.train.seed,
-            "pretrain_regime": pre.get("regime", ""), "pretrain_test_acc": pre.get("test_acc"),
-            "finetune_regime": summary.get("regime", ""),
-            "finetune_test_acc": summary.get("test_acc"),
-            "finetune_train_loss": summary.get("train_loss"),
-            "run_dir": str(run_dir.relative_to(root))}
+    return {
+        "pretrain_elr": pre_cfg.optim.elr,
+        "finetune_elr": elr,
+        "seed": pre_cfg.train.seed,
+        "pretrain_regime": pre.get("regime", ""),
+        "pretrain_test_acc": pre.get("test_acc"),
+        "finetune_regime": summary.get("regime", ""),
+        "finetune_test_acc": summary.get("test_acc"),
+        "finetune_train_loss": summary.get("train_loss"),
+        "run_dir": str(run_dir.relative_to(root)),
+    }
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -133,8 +165,15 @@ def _scratch_rows(spec: SweepSpec, sweep_dir: Path) -> list[dict[str, Any]]:
     out = []
     for point in expand(spec):
         s = _read_json(sweep_dir / point.run_dir / "summary.json")
-        out.append({"elr": point.elr, "seed": point.seed, "regime": s.get("regime", ""),
-                    "test_acc": s.get("test_acc"), "train_loss": s.get("train_loss")})
+        out.append(
+            {
+                "elr": point.elr,
+                "seed": point.seed,
+                "regime": s.get("regime", ""),
+                "test_acc": s.get("test_acc"),
+                "train_loss": s.get("train_loss"),
+            }
+        )
     return out
 
 
@@ -187,16 +226,29 @@ def analyse(
     pre_acc = _mean_by(rows, ("pretrain_elr",), "pretrain_test_acc")
     baseline = _baseline(scratch)
     best_acc = best_p[p_star][1]
-    per_p = [{"elr": p, "regime": regimes[p], "pretrain_test_acc": pre_acc[(p,)],
-              "best_finetune_elr": best_p[p][0], "best_finetune_test_acc": best_p[p][1]}
-             for p in sorted(best_p)]
-    return {"best_pretrain_elr": p_star, "best_pretrain_regime": regimes[p_star],
-            "best_finetune_elr": best_p[p_star][0], "best_finetune_test_acc": best_acc,
-            "pretrain": per_p,
-            "grid": [{"pretrain_elr": p, "finetune_elr": f, "test_acc": a}
-                     for (p, f), a in sorted(grid.items())],
-            "scratch_baseline": baseline,
-            "gain_over_scratch": best_acc - baseline["test_acc"] if baseline else math.nan}
+    per_p = [
+        {
+            "elr": p,
+            "regime": regimes[p],
+            "pretrain_test_acc": pre_acc[(p,)],
+            "best_finetune_elr": best_p[p][0],
+            "best_finetune_test_acc": best_p[p][1],
+        }
+        for p in sorted(best_p)
+    ]
+    return {
+        "best_pretrain_elr": p_star,
+        "best_pretrain_regime": regimes[p_star],
+        "best_finetune_elr": best_p[p_star][0],
+        "best_finetune_test_acc": best_acc,
+        "pretrain": per_p,
+        "grid": [
+            {"pretrain_elr": p, "finetune_elr": f, "test_acc": a}
+            for (p, f), a in sorted(grid.items())
+        ],
+        "scratch_baseline": baseline,
+        "gain_over_scratch": best_acc - baseline["test_acc"] if baseline else math.nan,
+    }
 
 
 def _baseline(scratch: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -207,8 +259,12 @@ def _baseline(scratch: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     regime1 = [e for (e,) in accs if labels[e] == "convergence"]
     pool = regime1 or [e for (e,) in accs]
     best = max(pool, key=lambda e: accs[(e,)])
-    return {"elr": best, "regime": labels[best], "test_acc": accs[(best,)],
-            "regime1_found": bool(regime1)}
+    return {
+        "elr": best,
+        "regime": labels[best],
+        "test_acc": accs[(best,)],
+        "regime1_found": bool(regime1),
+    }
 
 
 def heatmap(result: Mapping[str, Any]) -> Any:
@@ -244,17 +300,34 @@ def comparison(result: Mapping[str, Any]) -> Any:
     ax = fig.subplots()
     rows = result["pretrain"]
     elrs = [r["elr"] for r in rows]
-    ax.plot(elrs, [r["pretrain_test_acc"] for r in rows], "o--", color="0.4",
-            label="after pre-training")
-    ax.plot(elrs, [r["best_finetune_test_acc"] for r in rows], "-", color="k", lw=1,
-            label="best fine-tune")
+    ax.plot(
+        elrs, [r["pretrain_test_acc"] for r in rows], "o--", color="0.4", label="after pre-training"
+    )
+    ax.plot(
+        elrs,
+        [r["best_finetune_test_acc"] for r in rows],
+        "-",
+        color="k",
+        lw=1,
+        label="best fine-tune",
+    )
     for r in rows:
-        ax.plot(r["elr"], r["best_finetune_test_acc"], "s", mec="k", ms=8,
-                color=REGIME_COLORS.get(r["regime"], "0.5"))
+        ax.plot(
+            r["elr"],
+            r["best_finetune_test_acc"],
+            "s",
+            mec="k",
+            ms=8,
+            color=REGIME_COLORS.get(r["regime"], "0.5"),
+        )
     base = result.get("scratch_baseline")
     if base:
-        ax.axhline(base["test_acc"], color="tab:blue", ls=":",
-                   label=f"scratch, ELR {base['elr']:.3g} ({base['regime']})")
+        ax.axhline(
+            base["test_acc"],
+            color="tab:blue",
+            ls=":",
+            label=f"scratch, ELR {base['elr']:.3g} ({base['regime']})",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("pre-train ELR (squares coloured by its regime)")
     ax.set_ylabel("final test accuracy")
@@ -282,7 +355,9 @@ def write_finetune_report(root: Path, result: Mapping[str, Any]) -> Path:
         page.figure(paths[0], name)
     page.heading("Pre-training runs")
     keys = ("elr", "regime", "pretrain_test_acc", "best_finetune_elr", "best_finetune_test_acc")
-    page.table(["pre-train ELR", "regime", "test acc", "best fine-tune ELR", "fine-tuned acc"],
-               [[r[k] for k in keys] for r in result["pretrain"]],
-               row_class=[r["regime"] for r in result["pretrain"]])
+    page.table(
+        ["pre-train ELR", "regime", "test acc", "best fine-tune ELR", "fine-tuned acc"],
+        [[r[k] for k in keys] for r in result["pretrain"]],
+        row_class=[r["regime"] for r in result["pretrain"]],
+    )
     return page.write(root / "report.html")

@@ -44,8 +44,12 @@ class Page:
             f'src="data:image/png;base64,{data}">{cap}</figure>'
         )
 
-    def table(self, header: Sequence[str], rows: Iterable[Sequence[object]],
-              row_class: Sequence[str] | None = None) -> None:
+    def table(
+        self,
+        header: Sequence[str],
+        rows: Iterable[Sequence[object]],
+        row_class: Sequence[str] | None = None,
+    ) -> None:
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
         body = []
         for i, row in enumerate(rows):

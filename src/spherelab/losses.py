@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -37,6 +37,3 @@ def batch_sums(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> tuple
     """(sum of per-sample losses, number correct) for a batch, kept on the device."""
     loss, logits = loss_fn(model, x, y)
     return loss.detach() * len(y), (logits.argmax(-1) == y).sum()
-
-
-

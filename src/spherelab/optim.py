@@ -31,7 +31,8 @@ per-filter radii live in the optimizer state (``filter_radius``); both survive s
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -56,8 +57,16 @@ class SphereSGD(Optimizer):
         _check_elr(elr)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum={momentum} is outside [0, 1); use e.g. momentum=0.9")
-        defaults = dict(elr=elr, momentum=momentum, sphere=sphere, radius=radius,
-                        members=members, lr=0.0, weight_decay=0.0, foreach=foreach)
+        defaults = dict(
+            elr=elr,
+            momentum=momentum,
+            sphere=sphere,
+            radius=radius,
+            members=members,
+            lr=0.0,
+            weight_decay=0.0,
+            foreach=foreach,
+        )
         super().__init__(params, defaults)
         for group in self.param_groups:
             self._init_group(group)
@@ -143,7 +152,9 @@ def _as_member_tensor(value: float | Sequence[float], like: Tensor) -> Tensor:
     return torch.as_tensor(value, dtype=like.dtype, device=like.device).reshape(-1)
 
 
-def _momentum_directions(opt: SphereSGD, group: dict[str, Any], params: list[Tensor]) -> list[Tensor]:
+def _momentum_directions(
+    opt: SphereSGD, group: dict[str, Any], params: list[Tensor]
+) -> list[Tensor]:
     grads = [p.grad for p in params]
     mu = group["momentum"]
     if mu == 0:
@@ -162,14 +173,20 @@ def _momentum_directions(opt: SphereSGD, group: dict[str, Any], params: list[Ten
 def _lr_of(group: dict[str, Any], radius: Any, like: Tensor) -> Tensor | float:
     """lr = elr * R**2 for one sphere unit (a float for K=1 scalar radii, else a tensor)."""
     elr, k = group["elr"], int(group["members"])
-    if k == 1 and not isinstance(radius, (list, tuple, Tensor)) and not isinstance(elr, (list, tuple)):
+    if (
+        k == 1
+        and not isinstance(radius, (list, tuple, Tensor))
+        and not isinstance(elr, (list, tuple))
+    ):
         return float(elr) * float(radius) ** 2
     r = radius if isinstance(radius, Tensor) else _as_member_tensor(radius, like)
     e = _as_member_tensor(elr, like)
     return e.reshape(-1, *([1] * (r.dim() - 1))) * r.square() if r.dim() > 1 else e * r.square()
 
 
-def _descend(opt: SphereSGD, group: dict[str, Any], params: list[Tensor], dirs: list[Tensor]) -> None:
+def _descend(
+    opt: SphereSGD, group: dict[str, Any], params: list[Tensor], dirs: list[Tensor]
+) -> None:
     sphere, k = group["sphere"], int(group["members"])
     if sphere == "global":
         lr = _lr_of(group, group["radius"], params[0])
@@ -226,8 +243,10 @@ def _project_buffers(group: dict[str, Any], params: list[Tensor], bufs: list[Ten
     """b <- b - <b, w>/||w||^2 w, over the same units as the sphere (tangent space)."""
     sphere, k = group["sphere"], int(group["members"])
     if sphere == "global":
-        dot = sum((_unit_view(b, k, sphere) * _unit_view(p, k, sphere)).sum(-1)
-                  for p, b in zip(params, bufs))
+        dot = sum(
+            (_unit_view(b, k, sphere) * _unit_view(p, k, sphere)).sum(-1)
+            for p, b in zip(params, bufs)
+        )
         sq = sum(_unit_view(p, k, sphere).square().sum(-1) for p in params)
         coef = (dot / sq).unsqueeze(-1)
         for p, b in zip(params, bufs):

@@ -21,8 +21,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-REGIME_COLORS = {"convergence": "#4caf50", "chaotic_equilibrium": "#ffa000",
-                 "divergence": "#e53935"}
+REGIME_COLORS = {
+    "convergence": "#4caf50",
+    "chaotic_equilibrium": "#ffa000",
+    "divergence": "#e53935",
+}
 REGIME_NUMBERS = {"convergence": "1", "chaotic_equilibrium": "2", "divergence": "3"}
 ELR_CMAP = "viridis"
 FINAL_STATUSES = ("finished", "nonfinite")  # runs that ran to the end and carry a regime
@@ -73,8 +76,10 @@ def _elr_colours(elrs: Sequence[float]) -> ScalarMappable:
 
 def _require_runs(runs: Sequence[RunData], what: str) -> None:
     if not any(run.records for run in runs):
-        raise ValueError(f"{what} needs at least one run with metrics records, got {len(runs)} "
-                         "runs and none has any; check the runs' metrics.jsonl files")
+        raise ValueError(
+            f"{what} needs at least one run with metrics records, got {len(runs)} "
+            "runs and none has any; check the runs' metrics.jsonl files"
+        )
 
 
 def figure1(runs: Sequence[RunData]) -> Figure:
@@ -164,8 +169,15 @@ def _mark_boundaries(ax: Axes, boundaries: Sequence[Any], label: bool) -> None:
         ax.axvline(math.sqrt(b.lo * b.hi), color="0.2", ls="--", lw=1)
         if label:
             text = f"{REGIME_NUMBERS.get(b.below, b.below)}|{REGIME_NUMBERS.get(b.above, b.above)}"
-            ax.text(math.sqrt(b.lo * b.hi), 1.01, text, transform=ax.get_xaxis_transform(),
-                    ha="center", va="bottom", fontsize=9)
+            ax.text(
+                math.sqrt(b.lo * b.hi),
+                1.01,
+                text,
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=9,
+            )
 
 
 def _plot_final_metric(ax: Axes, rows: Sequence[Mapping[str, Any]], key: str) -> None:
@@ -185,36 +197,54 @@ def _plot_final_metric(ax: Axes, rows: Sequence[Mapping[str, Any]], key: str) ->
 def regime_map(rows: Sequence[Mapping[str, Any]], boundaries: Sequence[Any]) -> Figure:
     """Final train loss, test accuracy and eff. grad norm against ELR, shaded by regime."""
     if not rows:
-        raise ValueError("regime_map needs at least one summary row, got none; "
-                         "check the sweep's summary.csv")
+        raise ValueError(
+            "regime_map needs at least one summary row, got none; check the sweep's summary.csv"
+        )
     fig = _new_figure(7.5, 8)
     axes = fig.subplots(3, 1, sharex=True)
     regimes = _majority_regimes(rows)
     failed = [_num(r.get("elr")) for r in rows if r.get("status") == "failed"]
-    specs = (("train_loss", "final train loss", "log"), ("test_acc", "final test accuracy",
-             "linear"), ("eff_grad_norm", "final eff. gradient norm", "log"))
+    specs = (
+        ("train_loss", "final train loss", "log"),
+        ("test_acc", "final test accuracy", "linear"),
+        ("eff_grad_norm", "final eff. gradient norm", "log"),
+    )
     for i, (ax, (key, label, scale)) in enumerate(zip(axes, specs)):
         _shade_regimes(ax, regimes)
         _mark_boundaries(ax, boundaries, label=i == 0)
         _plot_final_metric(ax, rows, key)
         if failed:  # (an empty unclipped line breaks constrained layout)
-            ax.plot(failed, [0.04] * len(failed), "kx", ms=9, mew=2,
-                    transform=ax.get_xaxis_transform(), clip_on=False)
+            ax.plot(
+                failed,
+                [0.04] * len(failed),
+                "kx",
+                ms=9,
+                mew=2,
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+            )
         ax.set_yscale(scale, **({"nonpositive": "mask"} if scale == "log" else {}))
         ax.set_ylabel(label)
         ax.grid(True, which="major", alpha=0.3)
     axes[1].set_ylim(-0.02, 1.02)
     axes[-1].set_xscale("log")
     axes[-1].set_xlabel("ELR")
-    axes[0].legend(handles=_regime_legend(regimes, bool(failed), bool(boundaries)),
-                   loc="upper left", fontsize=8, framealpha=0.9)
+    axes[0].legend(
+        handles=_regime_legend(regimes, bool(failed), bool(boundaries)),
+        loc="upper left",
+        fontsize=8,
+        framealpha=0.9,
+    )
     return fig
 
 
 def _regime_legend(regimes: list[tuple[float, str]], failed: bool, bounds: bool) -> list[Any]:
     present = {regime for _, regime in regimes}
-    handles: list[Any] = [Patch(color=c, alpha=0.5, label=f"{REGIME_NUMBERS[r]}: {r}")
-                          for r, c in REGIME_COLORS.items() if r in present]
+    handles: list[Any] = [
+        Patch(color=c, alpha=0.5, label=f"{REGIME_NUMBERS[r]}: {r}")
+        for r, c in REGIME_COLORS.items()
+        if r in present
+    ]
     if bounds:
         handles.append(Patch(facecolor="none", edgecolor="0.3", hatch="//", label="boundary"))
     handles.append(Line2D([], [], ls="", marker="^", color="0.5", mec="k", label="non-finite"))
@@ -227,8 +257,10 @@ def sharpness_vs_stability(runs: Sequence[RunData]) -> Figure:
     """Effective sharpness (top Hessian eigenvalue x rho^2) against ELR, with the line 2/ELR."""
     with_diag = [run for run in runs if run.diagnostics]
     if not with_diag:
-        raise ValueError(f"sharpness_vs_stability needs runs with diagnostics (sharpness_eff); "
-                         f"none of the {len(runs)} runs has any: compute diagnostics first")
+        raise ValueError(
+            f"sharpness_vs_stability needs runs with diagnostics (sharpness_eff); "
+            f"none of the {len(runs)} runs has any: compute diagnostics first"
+        )
     fig = _new_figure(7, 5)
     ax = fig.subplots()
     for run in with_diag:
@@ -246,9 +278,17 @@ def sharpness_vs_stability(runs: Sequence[RunData]) -> Figure:
     ax.set_xlabel("ELR")
     ax.set_ylabel("effective sharpness (top eigenvalue x rho^2)")
     present = {run.regime for run in with_diag}
-    ax.legend(handles=[*ax.get_legend_handles_labels()[0], *(
-        Line2D([], [], ls="", marker="o", color=c, mec="k", label=r)
-        for r, c in REGIME_COLORS.items() if r in present)], fontsize=8)
+    ax.legend(
+        handles=[
+            *ax.get_legend_handles_labels()[0],
+            *(
+                Line2D([], [], ls="", marker="o", color=c, mec="k", label=r)
+                for r, c in REGIME_COLORS.items()
+                if r in present
+            ),
+        ],
+        fontsize=8,
+    )
     ax.grid(True, which="major", alpha=0.3)
     return fig
 

@@ -7,8 +7,9 @@ metrics use BN in eval mode.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -43,18 +44,30 @@ class Recorder:
         test_loss, test_acc = self._test_metrics()
         norms = torch.stack(torch._foreach_norm([p.detach() for p in self.si_params]))
         si_norm = joint_norm(self.si_params)
-        geo = torch.stack([si_norm, angle_tensor(self.si_params, self.prev),
-                           angle_tensor(self.si_params, self.init)]).tolist()
+        geo = torch.stack(
+            [
+                si_norm,
+                angle_tensor(self.si_params, self.prev),
+                angle_tensor(self.si_params, self.init),
+            ]
+        ).tolist()
         layer_norms = norms.tolist()
         self.prev = [p.detach().clone() for p in self.si_params]
         return {
-            "epoch": epoch, "step": step,
-            "train_loss": stats.loss, "train_acc": stats.accuracy,
-            "test_loss": test_loss, "test_acc": test_acc,
-            "eff_grad_norm": stats.eff_grad_norm, "eff_full_grad_norm": stats.eff_full_grad_norm,
+            "epoch": epoch,
+            "step": step,
+            "train_loss": stats.loss,
+            "train_acc": stats.accuracy,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "eff_grad_norm": stats.eff_grad_norm,
+            "eff_full_grad_norm": stats.eff_full_grad_norm,
             "grad_snr": stats.snr,
-            "si_norm": geo[0], "angle": geo[1], "angle_to_init": geo[2],
-            "lr": lr, "elr": elr,
+            "si_norm": geo[0],
+            "angle": geo[1],
+            "angle_to_init": geo[2],
+            "lr": lr,
+            "elr": elr,
             "layer_norms": dict(zip(self.si_names, layer_norms)),
             "layer_elr": {n: lr / max(v, 1e-30) ** 2 for n, v in zip(self.si_names, layer_norms)},
         }

@@ -85,10 +85,16 @@ class Boundary:
         return {**asdict(self), "mid": self.mid}
 
 
-def classify(epochs: Sequence[float], train_loss: Sequence[float],
-             eff_grad_norm: Sequence[float] | None = None, *, init_loss: float | None = None,
-             chance_loss: float | None = None, train_acc: Sequence[float] | None = None,
-             num_classes: int | None = None) -> Classification:
+def classify(
+    epochs: Sequence[float],
+    train_loss: Sequence[float],
+    eff_grad_norm: Sequence[float] | None = None,
+    *,
+    init_loss: float | None = None,
+    chance_loss: float | None = None,
+    train_acc: Sequence[float] | None = None,
+    num_classes: int | None = None,
+) -> Classification:
     """Label one trajectory (first point = epoch 0 = init) as one of REGIMES.
 
     ``init_loss`` defaults to the first loss, ``chance_loss`` to log(num_classes); accuracy
@@ -102,8 +108,10 @@ def classify(epochs: Sequence[float], train_loss: Sequence[float],
         return Classification("divergence", {"nonfinite": 1.0})
     init = float(init_loss if init_loss is not None else loss[0])
     if not (math.isfinite(init) and init > 0):
-        raise ValueError(f"init_loss={init}: the init loss must be positive and finite; pass "
-                         "init_loss explicitly (e.g. the loss of a random direction)")
+        raise ValueError(
+            f"init_loss={init}: the init loss must be positive and finite; pass "
+            "init_loss explicitly (e.g. the loss of a random direction)"
+        )
     stats: dict[str, float] = {"init_loss": init, "nonfinite": 0.0}
     if chance_loss is None and num_classes is not None:
         chance_loss = math.log(num_classes)
@@ -129,7 +137,8 @@ def _decide(stats: Mapping[str, float], votes: Sequence[bool]) -> str:
         return "convergence"
     dropped = stats["level_change"] <= -CONVERGENCE_LEVEL_DROP
     if stats["slope"] <= CONVERGENCE_SLOPE and (
-            dropped or stats["envelope_slope"] <= ENVELOPE_SLOPE):
+        dropped or stats["envelope_slope"] <= ENVELOPE_SLOPE
+    ):
         return "convergence"
     if dropped and stats["falling_pairs"] >= STEADY_FALLING_PAIRS:
         return "convergence"
@@ -140,11 +149,15 @@ def _validated(epochs: Sequence[float], losses: Sequence[float]) -> tuple[np.nda
     ep = np.asarray(epochs, dtype=np.float64)
     loss = np.asarray(losses, dtype=np.float64)
     if ep.ndim != 1 or ep.shape != loss.shape or ep.size < 3:
-        raise ValueError(f"got {ep.size} epochs and {loss.size} losses: pass two equally long "
-                         "1-d sequences with the init point and at least two more records")
+        raise ValueError(
+            f"got {ep.size} epochs and {loss.size} losses: pass two equally long "
+            "1-d sequences with the init point and at least two more records"
+        )
     if np.any(np.diff(ep) <= 0) or ep[0] < 0:
-        raise ValueError(f"epochs {ep.tolist()[:6]}...: they must be >= 0 and strictly "
-                         "increasing (sort the records by epoch)")
+        raise ValueError(
+            f"epochs {ep.tolist()[:6]}...: they must be >= 0 and strictly "
+            "increasing (sort the records by epoch)"
+        )
     return ep, loss
 
 
@@ -153,8 +166,10 @@ def _optional_series(name: str, values: Sequence[float] | None, size: int) -> np
         return None
     array = np.asarray(values, dtype=np.float64)
     if array.shape != (size,):
-        raise ValueError(f"{name} has shape {array.shape} but there are {size} epochs: pass one "
-                         "value per record (or None)")
+        raise ValueError(
+            f"{name} has shape {array.shape} but there are {size} epochs: pass one "
+            "value per record (or None)"
+        )
     return array
 
 
@@ -188,7 +203,9 @@ def _trend_stats(ep: np.ndarray, loss: np.ndarray) -> dict[str, float]:
     return {
         "slope": _theil_sen(log_ep, log_loss),
         "envelope_slope": _theil_sen(log_ep, np.minimum.accumulate(log_loss)),
-        "falling_pairs": float(np.mean(_pair_slopes(log_ep, log_loss) < 0)) if loss.size > 1 else 0.0,
+        "falling_pairs": float(np.mean(_pair_slopes(log_ep, log_loss) < 0))
+        if loss.size > 1
+        else 0.0,
         "level_change": float(np.expm1(second - first)),
         "cv": float(loss.std() / mean) if mean > 0 else 0.0,
         "final_loss": float(np.exp(second)),
@@ -208,25 +225,33 @@ def _loss_vote(stats: dict[str, float], chance_loss: float | None) -> bool:
 
 def _accuracy_vote(stats: dict[str, float], acc: np.ndarray, num_classes: int) -> bool:
     chance = 1.0 / num_classes
-    stats["final_acc"] = float(acc[acc.size // 2:].mean())
+    stats["final_acc"] = float(acc[acc.size // 2 :].mean())
     stats["acc_above_chance"] = (stats["final_acc"] - chance) / (1.0 - chance)
     return stats["acc_above_chance"] <= CHANCE_ACC_MARGIN
 
 
-def classify_records(records: Sequence[Mapping[str, float]],
-                     num_classes: int | None = None) -> Classification:
+def classify_records(
+    records: Sequence[Mapping[str, float]], num_classes: int | None = None
+) -> Classification:
     """Classify the rows of a run's metrics.jsonl (sorted by epoch here; epoch 0 = init)."""
     rows = sorted(records, key=lambda r: r["epoch"])
     if not rows or any("epoch" not in r or "train_loss" not in r for r in rows):
-        raise ValueError("records need at least the keys 'epoch' and 'train_loss' in every row; "
-                         "pass the rows of metrics.jsonl")
+        raise ValueError(
+            "records need at least the keys 'epoch' and 'train_loss' in every row; "
+            "pass the rows of metrics.jsonl"
+        )
 
     def series(key: str) -> list[float] | None:
         values = [r.get(key) for r in rows]
         return None if any(v is None for v in values) else [float(v) for v in values]
 
-    return classify([r["epoch"] for r in rows], series("train_loss"), series("eff_grad_norm"),
-                    train_acc=series("train_acc"), num_classes=num_classes)
+    return classify(
+        [r["epoch"] for r in rows],
+        series("train_loss"),
+        series("eff_grad_norm"),
+        train_acc=series("train_acc"),
+        num_classes=num_classes,
+    )
 
 
 def majority_labels(elrs: Sequence[float], regimes: Sequence[str]) -> dict[float, str]:
@@ -241,15 +266,20 @@ def majority_labels(elrs: Sequence[float], regimes: Sequence[str]) -> dict[float
         if not elr > 0:
             raise ValueError(f"elr={elr}: ELRs must be positive")
         votes.setdefault(float(elr), Counter())[regime] += 1
-    return {elr: max(REGIMES, key=lambda r: (c[r], -REGIMES.index(r)))
-            for elr, c in sorted(votes.items())}
+    return {
+        elr: max(REGIMES, key=lambda r: (c[r], -REGIMES.index(r)))
+        for elr, c in sorted(votes.items())
+    }
 
 
 def estimate_boundaries(elrs: Sequence[float], regimes: Sequence[str]) -> list[Boundary]:
     """Boundaries between adjacent distinct ELRs (sorted) whose majority labels differ."""
     labels = list(majority_labels(elrs, regimes).items())
-    return [Boundary(lo, hi, below, above)
-            for (lo, below), (hi, above) in pairwise(labels) if below != above]
+    return [
+        Boundary(lo, hi, below, above)
+        for (lo, below), (hi, above) in pairwise(labels)
+        if below != above
+    ]
 
 
 def refine_points(boundaries: Sequence[Boundary]) -> list[float]:

@@ -25,21 +25,46 @@ from spherelab.plots import FINAL_STATUSES, RunData
 
 log = logging.getLogger("spherelab")
 
-FLOAT_COLUMNS = ("elr", "train_loss", "train_acc", "test_loss", "test_acc", "eff_grad_norm",
-                 "si_norm", "final_elr")
+FLOAT_COLUMNS = (
+    "elr",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "eff_grad_norm",
+    "si_norm",
+    "final_elr",
+)
 INT_COLUMNS = ("seed", "epochs")
-TABLE_COLUMNS = ("elr", "seed", "regime", "status", "train_loss", "train_acc", "test_loss",
-                 "test_acc", "eff_grad_norm", "si_norm", "epochs", "error")
+TABLE_COLUMNS = (
+    "elr",
+    "seed",
+    "regime",
+    "status",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "eff_grad_norm",
+    "si_norm",
+    "epochs",
+    "error",
+)
 # Columns that are results, not sweep axes (a sweep's axes are its other columns).
 CONTRACT_COLUMNS = {*TABLE_COLUMNS, "run_dir", "final_elr"}
 PACKAGES = ("torch", "numpy", "matplotlib", "spherelab")
 CAPTIONS = {
-    "figure1": ("Figure 1 replica: train loss, test error and mean effective gradient norm "
-                "against epoch, one colour per ELR."),
-    "grad_vs_loss": ("Effective gradient norm against train loss; stars mark the common start "
-                     "(init)."),
-    "regime_map": ("Final metrics against ELR, shaded by regime; hatched bands are the estimated "
-                   "boundaries, crosses failed runs."),
+    "figure1": (
+        "Figure 1 replica: train loss, test error and mean effective gradient norm "
+        "against epoch, one colour per ELR."
+    ),
+    "grad_vs_loss": (
+        "Effective gradient norm against train loss; stars mark the common start (init)."
+    ),
+    "regime_map": (
+        "Final metrics against ELR, shaded by regime; hatched bands are the estimated "
+        "boundaries, crosses failed runs."
+    ),
     "sharpness_vs_stability": "Effective sharpness against ELR with the stability limit 2/ELR.",
 }
 
@@ -63,8 +88,9 @@ class Sweep:
         out = []
         for key, rows in keyed.items():
             dirs = {r.get("run_dir") for r in rows}
-            out.append((dict(zip(self.axes, key)), rows,
-                        [run for run in self.runs if run.run_dir in dirs]))
+            out.append(
+                (dict(zip(self.axes, key)), rows, [run for run in self.runs if run.run_dir in dirs])
+            )
         return out
 
 
@@ -116,8 +142,9 @@ def _load_run(root: Path, row: dict[str, Any]) -> tuple[RunData | None, dict[str
     failed = row.get("status") == "failed"
     if not row.get("run_dir"):
         if not failed:
-            log.warning("summary row elr=%s seed=%s has no run_dir; skipping it",
-                        row["elr"], row["seed"])
+            log.warning(
+                "summary row elr=%s seed=%s has no run_dir; skipping it", row["elr"], row["seed"]
+            )
         return None, None
     run_dir = root / row["run_dir"]
     config = _read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else None
@@ -128,9 +155,15 @@ def _load_run(root: Path, row: dict[str, Any]) -> tuple[RunData | None, dict[str
         return None, config
     diag = run_dir / "diagnostics.jsonl"
     diagnostics = _read_jsonl(diag) if diag.is_file() else []
-    run = RunData(elr=row["elr"], seed=row["seed"] or 0, regime=row.get("regime", ""),
-                  records=records, diagnostics=diagnostics, status=row.get("status", ""),
-                  run_dir=row["run_dir"])
+    run = RunData(
+        elr=row["elr"],
+        seed=row["seed"] or 0,
+        regime=row.get("regime", ""),
+        records=records,
+        diagnostics=diagnostics,
+        status=row.get("status", ""),
+        run_dir=row["run_dir"],
+    )
     return (run if records else None), config
 
 
@@ -139,14 +172,20 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     root = Path(sweep_dir)
     summary = root / "summary.csv"
     if not summary.is_file():
-        raise ValueError(f"no summary.csv in sweep directory {str(root)!r}; pass the "
-                                "directory a sweep wrote (it holds summary.csv and run dirs)")
+        raise ValueError(
+            f"no summary.csv in sweep directory {str(root)!r}; pass the "
+            "directory a sweep wrote (it holds summary.csv and run dirs)"
+        )
     with summary.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         rows = [_parse_row(raw) for raw in reader]
         axes = [c for c in reader.fieldnames or () if c not in CONTRACT_COLUMNS]
-    rows.sort(key=lambda r: (r["elr"] if not math.isnan(r["elr"]) else math.inf,
-                             r["seed"] if r["seed"] is not None else -1))
+    rows.sort(
+        key=lambda r: (
+            r["elr"] if not math.isnan(r["elr"]) else math.inf,
+            r["seed"] if r["seed"] is not None else -1,
+        )
+    )
     sweep = Sweep(root=root, rows=rows, runs=[], axes=axes)
     if (root / "sweep.json").exists():
         sweep.spec = _read_json(root / "sweep.json")
@@ -162,18 +201,23 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
 
 def estimate_sweep_boundaries(rows: list[dict[str, Any]]) -> list[Any]:
     """Regime boundaries from the rows of one group that ran to the end with a regime."""
-    classified = [r for r in rows if r.get("status") in FINAL_STATUSES and r.get("regime")
-                  and not math.isnan(r["elr"])]
+    classified = [
+        r
+        for r in rows
+        if r.get("status") in FINAL_STATUSES and r.get("regime") and not math.isnan(r["elr"])
+    ]
     if not classified:
         return []
     from spherelab.regimes import estimate_boundaries  # lazy: written independently
 
-    return list(estimate_boundaries([r["elr"] for r in classified],
-                                    [r["regime"] for r in classified]))
+    return list(
+        estimate_boundaries([r["elr"] for r in classified], [r["regime"] for r in classified])
+    )
 
 
-def _figures(rows: list[dict[str, Any]], runs: list[RunData], boundaries: list[Any]
-             ) -> list[tuple[str, str, Callable[[], Any]]]:
+def _figures(
+    rows: list[dict[str, Any]], runs: list[RunData], boundaries: list[Any]
+) -> list[tuple[str, str, Callable[[], Any]]]:
     """(file stem, caption, builder) of every figure one group's data allows."""
     builders: dict[str, Callable[[], Any]] = {}
     if runs:
@@ -186,8 +230,7 @@ def _figures(rows: list[dict[str, Any]], runs: list[RunData], boundaries: list[A
     return [(stem, CAPTIONS[stem], build) for stem, build in builders.items()]
 
 
-def _add_figures(page: Page, sweep: Sweep, bounds: list[tuple[dict[str, str], list[Any]]]
-                 ) -> None:
+def _add_figures(page: Page, sweep: Sweep, bounds: list[tuple[dict[str, str], list[Any]]]) -> None:
     """Save every group's figures under figures/ (PNG + SVG) and embed the PNGs."""
     groups = sweep.groups()
     for index, ((axes, rows, runs), (_, boundaries)) in enumerate(zip(groups, bounds)):
@@ -205,7 +248,7 @@ def _environment_rows(configs: list[dict[str, Any]]) -> list[list[str]]:
     recorded: dict[str, set[str]] = {}
     for config in configs:
         env = config.get("environment")
-        for key, value in (env.items() if isinstance(env, dict) else ()):
+        for key, value in env.items() if isinstance(env, dict) else ():
             recorded.setdefault(str(key), set()).add(str(value))
     here = {"python": platform.python_version(), "platform": platform.platform()}
     for package in PACKAGES:
@@ -215,8 +258,9 @@ def _environment_rows(configs: list[dict[str, Any]]) -> list[list[str]]:
             module = sys.modules.get(package)
             here[package] = str(getattr(module, "__version__", "not installed"))
     keys = list(here) + sorted(k for k in recorded if k not in here)
-    return [[key, here.get(key, ""), ", ".join(sorted(recorded.get(key, ()))) or "-"]
-            for key in keys]
+    return [
+        [key, here.get(key, ""), ", ".join(sorted(recorded.get(key, ()))) or "-"] for key in keys
+    ]
 
 
 def _default_title(sweep: Sweep) -> str:
@@ -231,30 +275,41 @@ def _overview(sweep: Sweep) -> str:
     status = Counter(r.get("status") or "?" for r in sweep.rows)
     regimes = Counter(r["regime"] for r in sweep.rows if r.get("regime"))
     span = f" from {elrs[0]:.3g} to {elrs[-1]:.3g}" if elrs else ""
-    return (f"{len(sweep.rows)} runs over {len(elrs)} ELRs{span}. Status: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(status.items())) + ". Regimes: "
-            + (", ".join(f"{k} {v}" for k, v in sorted(regimes.items())) or "none") + ".")
+    return (
+        f"{len(sweep.rows)} runs over {len(elrs)} ELRs{span}. Status: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(status.items()))
+        + ". Regimes: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(regimes.items())) or "none")
+        + "."
+    )
 
 
-def _add_tables(page: Page, sweep: Sweep, bounds: list[tuple[dict[str, str], list[Any]]]
-                ) -> None:
+def _add_tables(page: Page, sweep: Sweep, bounds: list[tuple[dict[str, str], list[Any]]]) -> None:
     page.heading("Regime boundaries")
     rows = [[*axes.values(), b.below, b.above, b.lo, b.hi] for axes, bs in bounds for b in bs]
     if rows:
-        page.table([*sweep.axes, "below", "above", "lo (last ELR below)",
-                    "hi (first ELR above)"], rows)
+        page.table(
+            [*sweep.axes, "below", "above", "lo (last ELR below)", "hi (first ELR above)"], rows
+        )
     else:
         page.paragraph("No boundary: the classified runs lie in a single regime (or none).")
     page.heading("Runs")
     columns = [*TABLE_COLUMNS[:2], *sweep.axes, *TABLE_COLUMNS[2:]]
-    page.table(columns, [[_cell(r, c) for c in columns] for r in sweep.rows],
-               row_class=[r.get("regime") or r.get("status") or "" for r in sweep.rows])
+    page.table(
+        columns,
+        [[_cell(r, c) for c in columns] for r in sweep.rows],
+        row_class=[r.get("regime") or r.get("status") or "" for r in sweep.rows],
+    )
     failed = [r for r in sweep.rows if r.get("status") == "failed"]
     if failed:
         page.heading("Failed runs")
-        page.preformatted("\n\n".join(f"elr={r['elr']:.4g} seed={r['seed']} "
-                                      f"({r.get('run_dir') or 'no run dir'}):\n{r.get('error')}"
-                                      for r in failed))
+        page.preformatted(
+            "\n\n".join(
+                f"elr={r['elr']:.4g} seed={r['seed']} "
+                f"({r.get('run_dir') or 'no run dir'}):\n{r.get('error')}"
+                for r in failed
+            )
+        )
 
 
 def _cell(row: dict[str, Any], column: str) -> Any:
@@ -270,17 +325,22 @@ def write_report(sweep_dir: str | Path, title: str | None = None) -> Path:
     """Write figures (PNG+SVG in figures/), boundaries.json and report.html; returns the page."""
     sweep = load_sweep(sweep_dir)
     bounds = [(axes, estimate_sweep_boundaries(rows)) for axes, rows, _ in sweep.groups()]
-    (sweep.root / "boundaries.json").write_text(json.dumps(
-        [{**b.to_dict(), "axes": axes} for axes, bs in bounds for b in bs], indent=2) + "\n",
-        encoding="utf-8")
+    (sweep.root / "boundaries.json").write_text(
+        json.dumps([{**b.to_dict(), "axes": axes} for axes, bs in bounds for b in bs], indent=2)
+        + "\n",
+        encoding="utf-8",
+    )
     page = Page(title or _default_title(sweep))
     page.paragraph(_overview(sweep))
     page.heading("Figures")
     _add_figures(page, sweep, bounds)
     _add_tables(page, sweep, bounds)
     page.heading("Sweep specification")
-    page.preformatted(json.dumps(sweep.spec, indent=2, sort_keys=True) if sweep.spec
-                      else "no sweep.json in the sweep directory")
+    page.preformatted(
+        json.dumps(sweep.spec, indent=2, sort_keys=True)
+        if sweep.spec
+        else "no sweep.json in the sweep directory"
+    )
     if sweep.configs:
         page.heading("Run configuration (first run; environment listed below)")
         config = {k: v for k, v in sweep.configs[0].items() if k != "environment"}

@@ -17,7 +17,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise ValueError(
+            f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but CUDA is not available here; use --device cpu")
     return device
@@ -31,8 +33,12 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 def environment(device: torch.device) -> dict[str, str]:
     """Versions and hardware, written into config.json and the report."""
-    info = {"python": platform.python_version(), "platform": platform.platform(),
-            "device": str(device), "threads": str(torch.get_num_threads())}
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "threads": str(torch.get_num_threads()),
+    }
     for pkg in ("spherelab", "torch", "numpy"):
         try:
             info[pkg] = metadata.version(pkg)

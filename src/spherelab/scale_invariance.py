@@ -31,8 +31,13 @@ from spherelab._si_graph import (
 )
 
 __all__ = [
-    "NotTraceableError", "SICheck", "check_scale_invariance", "freeze_head",
-    "graph_si_parameters", "make_scale_invariant", "si_parameters",
+    "NotTraceableError",
+    "SICheck",
+    "check_scale_invariance",
+    "freeze_head",
+    "graph_si_parameters",
+    "make_scale_invariant",
+    "si_parameters",
 ]
 
 logger = logging.getLogger("spherelab")
@@ -102,8 +107,10 @@ def _head_name(model: nn.Module, layers: list[str], head: nn.Linear | None) -> s
     if head is None:
         linears = [n for n in layers if isinstance(model.get_submodule(n), nn.Linear)]
         if not linears:
-            raise ValueError(f"{type(model).__name__} calls no nn.Linear to freeze as the head; "
-                             "pass head=<the nn.Linear that produces the logits>")
+            raise ValueError(
+                f"{type(model).__name__} calls no nn.Linear to freeze as the head; "
+                "pass head=<the nn.Linear that produces the logits>"
+            )
         return linears[-1]
     if not isinstance(head, nn.Linear):
         raise ValueError(f"head={type(head).__name__} must be an nn.Linear (the logit layer)")
@@ -113,8 +120,9 @@ def _head_name(model: nn.Module, layers: list[str], head: nn.Linear | None) -> s
     raise ValueError("head is not a submodule of the model; pass one of the model's own layers")
 
 
-def _refuse_leftovers(model: nn.Module, kept: list[str], head: str,
-                      dropped: dict[str, str]) -> None:
+def _refuse_leftovers(
+    model: nn.Module, kept: list[str], head: str, dropped: dict[str, str]
+) -> None:
     """Raise if a trainable non-SI parameter would remain once the recipe is applied."""
     norms = {id(m) for m in norm_layers(model)}
     bad = []
@@ -128,8 +136,10 @@ def _refuse_leftovers(model: nn.Module, kept: list[str], head: str,
     if bad:
         raise ValueError(
             "cannot make the model fully scale-invariant; trainable non-SI parameters: "
-            + "; ".join(bad) + ". Fix: put a normalization (BatchNorm/LayerNorm/GroupNorm) after "
-            "that layer, freeze it with requires_grad_(False), or pass it as head=")
+            + "; ".join(bad)
+            + ". Fix: put a normalization (BatchNorm/LayerNorm/GroupNorm) after "
+            "that layer, freeze it with requires_grad_(False), or pass it as head="
+        )
 
 
 def _drop_affine(norm: nn.Module) -> None:
@@ -141,8 +151,9 @@ def _drop_affine(norm: nn.Module) -> None:
         norm.register_parameter("bias", None)
 
 
-def make_scale_invariant(model: nn.Module, *, head: nn.Linear | None = None,
-                         head_norm: float = 10.0, head_seed: int = 0) -> list[nn.Parameter]:
+def make_scale_invariant(
+    model: nn.Module, *, head: nn.Linear | None = None, head_norm: float = 10.0, head_seed: int = 0
+) -> list[nn.Parameter]:
     """Turn ``model`` into a fully SI network in place (PAPER.md §1) and return its SI weights.
 
     Every normalization loses its affine parameters, the convs/linears that feed a norm lose
@@ -163,10 +174,14 @@ def make_scale_invariant(model: nn.Module, *, head: nn.Linear | None = None,
     for name in kept:
         model.get_submodule(name).register_parameter("bias", None)
     freeze_head(model.get_submodule(head_name), norm=head_norm, seed=head_seed)
-    logger.info("made %s scale-invariant: %d SI tensors, head '%s' frozen at norm %g",
-                type(model).__name__, len(kept), head_name, head_norm)
+    logger.info(
+        "made %s scale-invariant: %d SI tensors, head '%s' frozen at norm %g",
+        type(model).__name__,
+        len(kept),
+        head_name,
+        head_norm,
+    )
     return [model.get_submodule(n).weight for n in kept]
-
 
 
 @dataclass(frozen=True)
@@ -200,15 +215,21 @@ class SICheck:
         verdict = "OK" if self.ok else "FAILED"
         scales = ", ".join(f"x{a:g}" for a in self.scales)
         lines = [
-            (f"scale invariance {verdict}: joint scaling ({scales}) "
-             f"changes the output by {self.max_rel_change:.3g} (relative, norm eps ~ 0, "
-             f"tol {self.tol:g})"),
-            (f"  with the model's norm eps: {self.rel_change_with_eps:.3g} "
-             f"(eps error {self.eps_error:.3g})"),
+            (
+                f"scale invariance {verdict}: joint scaling ({scales}) "
+                f"changes the output by {self.max_rel_change:.3g} (relative, norm eps ~ 0, "
+                f"tol {self.tol:g})"
+            ),
+            (
+                f"  with the model's norm eps: {self.rel_change_with_eps:.3g} "
+                f"(eps error {self.eps_error:.3g})"
+            ),
         ]
         if self.non_si:
-            lines.append("  not SI on their own: " + ", ".join(
-                f"{n} ({self.per_tensor[n]:.3g})" for n in self.non_si))
+            lines.append(
+                "  not SI on their own: "
+                + ", ".join(f"{n} ({self.per_tensor[n]:.3g})" for n in self.non_si)
+            )
         return "\n".join(lines)
 
 
@@ -240,8 +261,13 @@ def _output(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out[0]
 
 
-def _rel_change(model: nn.Module, inputs: torch.Tensor, params: Sequence[nn.Parameter],
-                scales: Sequence[float], ref: torch.Tensor) -> float:
+def _rel_change(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    params: Sequence[nn.Parameter],
+    scales: Sequence[float],
+    ref: torch.Tensor,
+) -> float:
     """max over scales of the relative output change when ``params`` are scaled jointly."""
     saved = [p.detach().clone() for p in params]
     worst = 0.0
@@ -260,10 +286,15 @@ def _names(model: nn.Module, params: Sequence[nn.Parameter]) -> list[str]:
     return [by_id.get(id(p), f"<param {i} not in model>") for i, p in enumerate(params)]
 
 
-def check_scale_invariance(model: nn.Module, batch: torch.Tensor | Sequence[torch.Tensor],
-                           params: Iterable[nn.Parameter] | None = None,
-                           scales: Sequence[float] = (0.5, 2.0), tol: float = 1e-4, *,
-                           probe_tensors: bool = True) -> SICheck:
+def check_scale_invariance(
+    model: nn.Module,
+    batch: torch.Tensor | Sequence[torch.Tensor],
+    params: Iterable[nn.Parameter] | None = None,
+    scales: Sequence[float] = (0.5, 2.0),
+    tol: float = 1e-4,
+    *,
+    probe_tensors: bool = True,
+) -> SICheck:
     """Numerically check that the model output is invariant to scaling ``params`` jointly.
 
     Runs in train mode (batch statistics) on ``batch`` (an input tensor, or a tuple whose first
@@ -277,8 +308,9 @@ def check_scale_invariance(model: nn.Module, batch: torch.Tensor | Sequence[torc
     if not params:
         raise ValueError("no parameters to check; pass params= or declare si_parameters()")
     if not scales or any(not a > 0 or a == 1 for a in scales):
-        raise ValueError(f"scales={tuple(scales)} must be positive factors other than 1, "
-                         "e.g. (0.5, 2.0)")
+        raise ValueError(
+            f"scales={tuple(scales)} must be positive factors other than 1, e.g. (0.5, 2.0)"
+        )
     inputs = batch if isinstance(batch, torch.Tensor) else batch[0]
     with _restored(model, params), torch.no_grad():
         model.train()
@@ -291,9 +323,18 @@ def check_scale_invariance(model: nn.Module, batch: torch.Tensor | Sequence[torc
         ok = joint <= tol
         per_tensor = {}
         if probe_tensors or not ok:
-            per_tensor = {name: _rel_change(model, inputs, [p], scales, ref)
-                          for name, p in zip(_names(model, params), params)}
+            per_tensor = {
+                name: _rel_change(model, inputs, [p], scales, ref)
+                for name, p in zip(_names(model, params), params)
+            }
     non_si = [] if ok else [n for n, v in per_tensor.items() if not v <= tol]
     logger.debug("check_scale_invariance: %s", "OK" if ok else "FAILED")
-    return SICheck(ok=ok, max_rel_change=joint, rel_change_with_eps=with_eps,
-                   per_tensor=per_tensor, non_si=non_si, scales=tuple(scales), tol=tol)
+    return SICheck(
+        ok=ok,
+        max_rel_change=joint,
+        rel_change_with_eps=with_eps,
+        per_tensor=per_tensor,
+        non_si=non_si,
+        scales=tuple(scales),
+        tol=tol,
+    )

@@ -6,7 +6,7 @@ A factor is a pure function of the fractional epoch, so resuming from a checkpoi
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 Schedule = Callable[[float], float]
 SCHEDULES = ("constant", "piecewise", "cosine")
@@ -19,8 +19,10 @@ def constant() -> Schedule:
 def piecewise(milestones: Sequence[float], factors: Sequence[float]) -> Schedule:
     """Factor 1 before milestones[0], factors[i] from milestones[i] on (epochs, ascending)."""
     if len(milestones) != len(factors):
-        raise ValueError(f"piecewise schedule needs as many factors as milestones, got "
-                         f"{len(factors)} factors for {len(milestones)} milestones")
+        raise ValueError(
+            f"piecewise schedule needs as many factors as milestones, got "
+            f"{len(factors)} factors for {len(milestones)} milestones"
+        )
     if list(milestones) != sorted(milestones):
         raise ValueError(f"schedule milestones {list(milestones)} must be ascending")
     if any(f <= 0 for f in factors):
@@ -38,6 +40,7 @@ def piecewise(milestones: Sequence[float], factors: Sequence[float]) -> Schedule
 
 def cosine(total_epochs: float, final_factor: float = 0.0) -> Schedule:
     """Half-cosine from 1 at epoch 0 to final_factor at total_epochs."""
+
     def factor(epoch: float) -> float:
         t = min(max(epoch / total_epochs, 0.0), 1.0)
         return final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * t))
@@ -45,8 +48,9 @@ def cosine(total_epochs: float, final_factor: float = 0.0) -> Schedule:
     return factor
 
 
-def make_schedule(name: str, total_epochs: float, milestones: Sequence[float] = (),
-                  factors: Sequence[float] = ()) -> Schedule:
+def make_schedule(
+    name: str, total_epochs: float, milestones: Sequence[float] = (), factors: Sequence[float] = ()
+) -> Schedule:
     if name == "constant":
         return constant()
     if name == "piecewise":

@@ -31,7 +31,6 @@ from spherelab.executors import (
     one_line_error,
     run_tasks,
 )
-
 from spherelab.sweep_spec import (  # noqa: F401 - the public sweep API lives here too
     SAME_ELR,
     Point,
@@ -71,17 +70,23 @@ def _open_sweep_dir(spec: SweepSpec, out: Path) -> list[list[dict[str, Any]]]:
     old = spec_from_dict(stored["spec"], source=str(out / "sweep.json"))
     for key in ("model", "dataset", "epochs", "overrides"):
         if getattr(old, key) != getattr(spec, key):
-            raise ConfigError(f"{out} holds a sweep with {key}={getattr(old, key)!r}, not "
-                              f"{getattr(spec, key)!r}; use a new --out directory")
+            raise ConfigError(
+                f"{out} holds a sweep with {key}={getattr(old, key)!r}, not "
+                f"{getattr(spec, key)!r}; use a new --out directory"
+            )
     if list(old.axes) != list(spec.axes):
-        raise ConfigError(f"{out} holds a sweep with axes {list(old.axes)}, not "
-                          f"{list(spec.axes)}; use a new --out directory")
+        raise ConfigError(
+            f"{out} holds a sweep with axes {list(old.axes)}, not "
+            f"{list(spec.axes)}; use a new --out directory"
+        )
     pairs = [("elrs", old.elrs, spec.elrs), ("seeds", old.seeds, spec.seeds)]
     for label, before, now in pairs + [(k, old.axes[k], spec.axes[k]) for k in old.axes]:
         dropped = [v for v in before if v not in now]
         if dropped:
-            raise ConfigError(f"{out} already holds {label} {dropped} that this spec drops; a "
-                              "rerun may only add points: keep them or use a new --out directory")
+            raise ConfigError(
+                f"{out} already holds {label} {dropped} that this spec drops; a "
+                "rerun may only add points: keep them or use a new --out directory"
+            )
     return [list(round_) for round_ in stored.get("refined", [])]
 
 
@@ -116,16 +121,24 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
 
 
-def summary_row(point: Point, summary: Mapping[str, Any] | None,
-                error: str | None) -> dict[str, str]:
+def summary_row(
+    point: Point, summary: Mapping[str, Any] | None, error: str | None
+) -> dict[str, str]:
     """One summary.csv row (all cells as text, exactly as written)."""
     s = summary or {}
-    row = {"elr": point.elr, "seed": point.seed, **point.axes, "regime": s.get("regime"),
-           "status": s.get("status", "failed" if error else "unfinished"),
-           **{m: s.get(m) for m in METRICS}, "epochs": s.get("epoch"),
-           # the ELR at the end: the setting on the sphere, measured lr/||w||^2 in conventional mode
-           "final_elr": s.get("elr"),
-           "run_dir": point.run_dir, "error": error}
+    row = {
+        "elr": point.elr,
+        "seed": point.seed,
+        **point.axes,
+        "regime": s.get("regime"),
+        "status": s.get("status", "failed" if error else "unfinished"),
+        **{m: s.get(m) for m in METRICS},
+        "epochs": s.get("epoch"),
+        # the ELR at the end: the setting on the sphere, measured lr/||w||^2 in conventional mode
+        "final_elr": s.get("elr"),
+        "run_dir": point.run_dir,
+        "error": error,
+    }
     return {key: _cell(value) for key, value in row.items()}
 
 
@@ -157,8 +170,9 @@ def relabel_sweep(sweep_dir: str | Path) -> Path:
     return _write_summary(out, rows)
 
 
-def boundaries_by_group(rows: Sequence[Mapping[str, str]],
-                        axis_keys: Sequence[str]) -> dict[tuple[str, ...], list[Any]]:
+def boundaries_by_group(
+    rows: Sequence[Mapping[str, str]], axis_keys: Sequence[str]
+) -> dict[tuple[str, ...], list[Any]]:
     """Regime boundaries (spherelab.regimes.Boundary) per combination of the other axes."""
     from spherelab.regimes import estimate_boundaries  # lazy: written independently
 
@@ -168,13 +182,15 @@ def boundaries_by_group(rows: Sequence[Mapping[str, str]],
     out = {}
     for key, group in groups.items():  # several seeds per ELR: regimes takes the majority
         done = [r for r in group if r["status"] in FINAL_STATUSES and r["regime"]]
-        out[key] = list(estimate_boundaries([float(r["elr"]) for r in done],
-                                            [r["regime"] for r in done]))
+        out[key] = list(
+            estimate_boundaries([float(r["elr"]) for r in done], [r["regime"] for r in done])
+        )
     return out
 
 
-def _refine_points(spec: SweepSpec, points: Sequence[Point],
-                   rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+def _refine_points(
+    spec: SweepSpec, points: Sequence[Point], rows: Sequence[Mapping[str, str]]
+) -> list[dict[str, Any]]:
     """New {"axes", "elr"} entries: geometric midpoints of every boundary interval."""
     from spherelab.regimes import refine_points  # lazy: written independently
 
@@ -192,8 +208,9 @@ def _refine_points(spec: SweepSpec, points: Sequence[Point],
 class _Session:
     """One call of run_sweep: runs pending points, remembers outcomes, writes summary.csv."""
 
-    def __init__(self, out: Path, runner: Runner, executor: str, settings: Settings,
-                 progress: bool) -> None:
+    def __init__(
+        self, out: Path, runner: Runner, executor: str, settings: Settings, progress: bool
+    ) -> None:
         self.out, self.runner, self.executor = out, runner, executor
         self.settings, self.progress = settings, progress
         self.outcomes: dict[str, Outcome] = {}
@@ -209,13 +226,23 @@ class _Session:
         def on_done(outcome: Outcome) -> None:
             self.outcomes[outcome.run_dir] = outcome
             point, s = by_dir[outcome.run_dir], outcome.summary or {}
-            what = (f"{s.get('regime')} train_loss={_short(s.get('train_loss'))}"
-                    if outcome.error is None else f"FAILED {outcome.error}")
+            what = (
+                f"{s.get('regime')} train_loss={_short(s.get('train_loss'))}"
+                if outcome.error is None
+                else f"FAILED {outcome.error}"
+            )
             level = logging.INFO if self.progress else logging.DEBUG
-            log.log(logging.WARNING if outcome.error else level,
-                    "[%d/%d] elr=%.4g seed=%d %s-> %s (%.1f s)", next(done), len(tasks),
-                    point.elr, point.seed, "".join(f"{k}={v} " for k, v in point.axes.items()),
-                    what, outcome.seconds)
+            log.log(
+                logging.WARNING if outcome.error else level,
+                "[%d/%d] elr=%.4g seed=%d %s-> %s (%.1f s)",
+                next(done),
+                len(tasks),
+                point.elr,
+                point.seed,
+                "".join(f"{k}={v} " for k, v in point.axes.items()),
+                what,
+                outcome.seconds,
+            )
 
         run_tasks(self.executor, tasks, self.runner, on_done, self.settings)
 
@@ -236,14 +263,26 @@ def _write_report(out: Path) -> None:
 
         log.info("report: %s", write_report(out))
     except Exception as err:  # a broken report must not lose a finished sweep
-        log.warning("the report failed (%s); the sweep is complete, retry with "
-                    "`spherelab report %s`", one_line_error(err), out)
+        log.warning(
+            "the report failed (%s); the sweep is complete, retry with `spherelab report %s`",
+            one_line_error(err),
+            out,
+        )
 
 
-def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "inline",
-              workers: int = 2, refine: int = 0, runner: Runner | None = None,
-              progress: bool = True, executor_options: Mapping[str, Any] | None = None,
-              pack: int = 1, report: bool = True) -> Path:
+def run_sweep(
+    spec: SweepSpec,
+    out_dir: str | Path,
+    *,
+    executor: str = "inline",
+    workers: int = 2,
+    refine: int = 0,
+    runner: Runner | None = None,
+    progress: bool = True,
+    executor_options: Mapping[str, Any] | None = None,
+    pack: int = 1,
+    report: bool = True,
+) -> Path:
     """Run (or resume, or extend) a sweep in out_dir; returns the path of summary.csv.
 
     executor: inline | local | submitit | ray (executor_options: see executors.OPTIONS);
@@ -259,14 +298,16 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "inline",
     out = Path(out_dir).absolute()  # workers may run in another working directory
     if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
         raise ConfigError(f"refine={refine!r} must be an integer >= 0 (rounds of refinement)")
-    settings = make_settings(executor, workers=workers, pack=pack, options=executor_options,
-                             work_dir=out)
+    settings = make_settings(
+        executor, workers=workers, pack=pack, options=executor_options, work_dir=out
+    )
     if refine:  # fail now, not after the grid has run
         try:
             import spherelab.regimes  # noqa: F401
         except ImportError as err:
-            raise ConfigError(f"refine={refine} needs spherelab.regimes ({err}); "
-                              "run without --refine") from None
+            raise ConfigError(
+                f"refine={refine} needs spherelab.regimes ({err}); run without --refine"
+            ) from None
     rounds = _open_sweep_dir(spec, out)
     points = expand(spec, [entry for round_ in rounds for entry in round_])  # validates all
     out.mkdir(parents=True, exist_ok=True)

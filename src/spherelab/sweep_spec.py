@@ -28,8 +28,13 @@ from spherelab.config import (
 from spherelab.validation import validate_config
 
 # Keys a sweep sets from its own fields; [set] and [axes] may not set them.
-RESERVED = {"optim.elr": "elrs", "train.seed": "seeds", "model.name": "model",
-            "data.name": "dataset", "train.epochs": "epochs"}
+RESERVED = {
+    "optim.elr": "elrs",
+    "train.seed": "seeds",
+    "model.name": "model",
+    "data.name": "dataset",
+    "train.epochs": "epochs",
+}
 SPEC_KEYS = ("name", "model", "dataset", "elrs", "seeds", "epochs", "set", "axes")
 SAME_ELR = 1e-6  # relative tolerance under which a refined ELR counts as already sampled
 
@@ -59,17 +64,21 @@ def parse_elrs(text: str) -> tuple[float, ...]:
             if len(parts) != 4 or lo <= 0 or hi <= lo or n < 2:
                 raise ValueError
         except (ValueError, IndexError):
-            raise ConfigError(f"ELRs {text!r}: write logspace:LO:HI:N with 0 < LO < HI and "
-                              "N >= 2, e.g. logspace:1e-4:1:8") from None
+            raise ConfigError(
+                f"ELRs {text!r}: write logspace:LO:HI:N with 0 < LO < HI and "
+                "N >= 2, e.g. logspace:1e-4:1:8"
+            ) from None
         step = (math.log10(hi) - math.log10(lo)) / (n - 1)
         # 12 digits drop float noise (1.0000000000000002e-3) so names and columns stay clean
-        return _check_elrs([float(f"{10 ** (math.log10(lo) + i * step):.12g}")
-                            for i in range(n)], text)
+        return _check_elrs(
+            [float(f"{10 ** (math.log10(lo) + i * step):.12g}") for i in range(n)], text
+        )
     try:
         values = [float(part) for part in text.split(",")]
     except ValueError:
-        raise ConfigError(f"ELRs {text!r}: give a comma list of numbers (1e-4,1e-3) or "
-                          "logspace:LO:HI:N") from None
+        raise ConfigError(
+            f"ELRs {text!r}: give a comma list of numbers (1e-4,1e-3) or logspace:LO:HI:N"
+        ) from None
     return _check_elrs(values, text)
 
 
@@ -103,8 +112,9 @@ class SweepSpec:
         if len(set(seeds)) < len(seeds):
             raise ConfigError(f"seeds {seeds!r} repeat a value; list each once")
         set_(self, "seeds", tuple(seeds))
-        if self.epochs is not None and (isinstance(self.epochs, bool)
-                                        or not isinstance(self.epochs, int) or self.epochs < 1):
+        if self.epochs is not None and (
+            isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1
+        ):
             raise ConfigError(f"epochs={self.epochs!r} must be a positive integer")
         set_(self, "overrides", {k: _freeze(v) for k, v in self.overrides.items()})
         set_(self, "axes", {k: _freeze(v) for k, v in self.axes.items()})
@@ -113,8 +123,10 @@ class SweepSpec:
     def _check_keys(self) -> None:
         for key in itertools.chain(self.overrides, self.axes):
             if key in RESERVED:
-                raise ConfigError(f"{key} is set by the sweep's {RESERVED[key]!r} field; "
-                                  f"remove it from [set]/[axes] and use {RESERVED[key]}")
+                raise ConfigError(
+                    f"{key} is set by the sweep's {RESERVED[key]!r} field; "
+                    f"remove it from [set]/[axes] and use {RESERVED[key]}"
+                )
         for key, values in self.axes.items():
             if not isinstance(values, tuple) or not values:
                 raise ConfigError(f"axis {key} = {values!r} must be a non-empty list of values")
@@ -128,19 +140,27 @@ class SweepSpec:
         return {"model.name": self.model, "data.name": self.dataset, **epochs, **self.overrides}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.model, "dataset": self.dataset,
-                "elrs": list(self.elrs), "seeds": list(self.seeds), "epochs": self.epochs,
-                "set": dict(self.overrides), "axes": {k: list(v) for k, v in self.axes.items()}}
+        return {
+            "name": self.name,
+            "model": self.model,
+            "dataset": self.dataset,
+            "elrs": list(self.elrs),
+            "seeds": list(self.seeds),
+            "epochs": self.epochs,
+            "set": dict(self.overrides),
+            "axes": {k: list(v) for k, v in self.axes.items()},
+        }
 
 
 def spec_from_dict(data: Mapping[str, Any], source: str = "sweep spec") -> SweepSpec:
     """A SweepSpec from a dict shaped like sweep.json or a spec TOML file."""
     unknown = sorted(set(data) - set(SPEC_KEYS))
     if unknown:
-        raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; "
-                          f"valid fields: {', '.join(SPEC_KEYS)}")
+        raise ConfigError(
+            f"{source}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(SPEC_KEYS)}"
+        )
     if "elrs" not in data:
-        raise ConfigError(f"{source}: no elrs; add elrs = [1e-4, 1e-3] or \"logspace:1e-4:1:8\"")
+        raise ConfigError(f'{source}: no elrs; add elrs = [1e-4, 1e-3] or "logspace:1e-4:1:8"')
     elrs = data["elrs"]
     seeds = data.get("seeds", (0,))
     fields = {k: data[k] for k in ("name", "model", "dataset", "epochs") if data.get(k) is not None}
@@ -150,7 +170,10 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "sweep spec") -> Sweep
     return SweepSpec(
         elrs=parse_elrs(elrs) if isinstance(elrs, str) else _check_elrs(list(elrs), source),
         seeds=parse_seeds(seeds) if isinstance(seeds, (str, int)) else _freeze(seeds),
-        overrides=flatten(data.get("set", {})), axes=flatten(data.get("axes", {})), **fields)
+        overrides=flatten(data.get("set", {})),
+        axes=flatten(data.get("axes", {})),
+        **fields,
+    )
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -199,14 +222,15 @@ def expand(spec: SweepSpec, refined: Sequence[Mapping[str, Any]] = ()) -> list[P
         extra = [r["elr"] for r in refined if _axes_key(r["axes"]) == _axes_key(combo)]
         for elr in sorted(set(spec.elrs) | set(extra)):
             for seed in spec.seeds:
-                cfg = validate_config(apply_overrides(base, {**combo, "optim.elr": elr,
-                                                             "train.seed": seed}))
+                cfg = validate_config(
+                    apply_overrides(base, {**combo, "optim.elr": elr, "train.seed": seed})
+                )
                 points.append(Point(cfg, run_name(elr, seed, combo), elr, seed, combo))
     names = Counter(p.name for p in points)
     clashes = [name for name, count in names.items() if count > 1]
     if clashes:
-        raise ConfigError(f"ELRs too close to tell apart (run {clashes[0]}); make them differ "
-                          "in the first 6 significant digits")
+        raise ConfigError(
+            f"ELRs too close to tell apart (run {clashes[0]}); make them differ "
+            "in the first 6 significant digits"
+        )
     return points
-
-

@@ -75,8 +75,10 @@ class QuadraticSphereToy:
 
     def __init__(self, d: int, n: int, seed: int = 0, batch_size: int = 1) -> None:
         if not 1 <= n < d:
-            raise ValueError(f"d={d}, n={n}: the toy needs 1 <= n < d so that zero loss is "
-                             "reachable on the sphere; pick n smaller than d")
+            raise ValueError(
+                f"d={d}, n={n}: the toy needs 1 <= n < d so that zero loss is "
+                "reachable on the sphere; pick n smaller than d"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: use a positive batch size")
         self.d, self.n, self.seed, self.batch_size = d, n, seed, batch_size
@@ -89,12 +91,19 @@ class QuadraticSphereToy:
     def riemannian_grad(self, u: np.ndarray, idx: int | np.ndarray) -> np.ndarray:
         """Sphere gradient of the mini-batch loss over rows ``idx`` (int, or (..., B) indices)."""
         idx = np.asarray(idx)
-        return toy_theory.sphere_grad(self.A, np.asarray(u, dtype=np.float64),
-                                      idx[..., None] if idx.ndim == 0 else idx)
+        return toy_theory.sphere_grad(
+            self.A, np.asarray(u, dtype=np.float64), idx[..., None] if idx.ndim == 0 else idx
+        )
 
-    def simulate(self, elrs: Sequence[float], steps: int, n_inits: int = DEFAULT_INITS,
-                 seed: int = 0, schedule: Sequence[int] | None = None, keep_positions: bool = False
-                 ) -> ToySimulation:
+    def simulate(
+        self,
+        elrs: Sequence[float],
+        steps: int,
+        n_inits: int = DEFAULT_INITS,
+        seed: int = 0,
+        schedule: Sequence[int] | None = None,
+        keep_positions: bool = False,
+    ) -> ToySimulation:
         """SGD on the sphere, u <- normalize(u - eta g_B(u)), for all ELRs and inits at once.
 
         One (E, K, d) array is stepped; there is no loop over ELRs. Every ELR starts from the
@@ -105,16 +114,20 @@ class QuadraticSphereToy:
         """
         etas = np.asarray(elrs, dtype=np.float64)
         if etas.ndim != 1 or etas.size == 0 or not np.all(etas > 0):
-            raise ValueError(f"elrs={list(np.atleast_1d(etas))}: pass a non-empty list of "
-                             "positive effective learning rates")
+            raise ValueError(
+                f"elrs={list(np.atleast_1d(etas))}: pass a non-empty list of "
+                "positive effective learning rates"
+            )
         record = log_schedule(steps) if schedule is None else np.asarray(schedule, np.int64)
         if record.min() < 0 or record.max() > steps:
-            raise ValueError(f"schedule spans {record.min()}..{record.max()}: keep it in "
-                             f"0..steps={steps}")
+            raise ValueError(
+                f"schedule spans {record.min()}..{record.max()}: keep it in 0..steps={steps}"
+            )
         rng = toy_theory.stream("simulate", self.seed, seed)
         u0 = rng.standard_normal((n_inits, self.d))
-        u = np.broadcast_to(u0 / np.linalg.norm(u0, axis=-1, keepdims=True),
-                            (etas.size, n_inits, self.d)).copy()
+        u = np.broadcast_to(
+            u0 / np.linalg.norm(u0, axis=-1, keepdims=True), (etas.size, n_inits, self.d)
+        ).copy()
         losses = np.empty((etas.size, n_inits, record.size))
         kept = np.empty((etas.size, n_inits, record.size, self.d)) if keep_positions else None
         r = _record(u, 0, record, 0, self.A, losses, kept)
@@ -125,14 +138,21 @@ class QuadraticSphereToy:
             r = _record(u, step, record, r, self.A, losses, kept)
         return ToySimulation(etas, record, losses, kept)
 
-    def lyapunov_exponent(self, etas: Sequence[float], steps: int | None = None,
-                          chains: int | None = None, seed: int = 0) -> np.ndarray:
+    def lyapunov_exponent(
+        self,
+        etas: Sequence[float],
+        steps: int | None = None,
+        chains: int | None = None,
+        seed: int = 0,
+    ) -> np.ndarray:
         """Top Lyapunov exponent per step of the linearised SGD at each eta (mean over chains)."""
-        return toy_theory.lyapunov_exponents(self.A, np.asarray(etas, np.float64),
-                                             self.batch_size, steps, chains, seed).mean(0)
+        return toy_theory.lyapunov_exponents(
+            self.A, np.asarray(etas, np.float64), self.batch_size, steps, chains, seed
+        ).mean(0)
 
-    def lyapunov_threshold(self, steps: int | None = None, chains: int | None = None,
-                           seed: int = 0) -> tuple[float, float]:
+    def lyapunov_threshold(
+        self, steps: int | None = None, chains: int | None = None, seed: int = 0
+    ) -> tuple[float, float]:
         """Predicted convergence boundary eta_1 and its error (see toy_theory)."""
         return toy_theory.lyapunov_threshold(self.A, self.batch_size, steps, chains, seed)
 
@@ -157,8 +177,15 @@ class QuadraticSphereToy:
         return toy_theory.gd_threshold(self.A)
 
 
-def _record(u: np.ndarray, step: int, schedule: np.ndarray, r: int, A: np.ndarray,
-            losses: np.ndarray, kept: np.ndarray | None) -> int:
+def _record(
+    u: np.ndarray,
+    step: int,
+    schedule: np.ndarray,
+    r: int,
+    A: np.ndarray,
+    losses: np.ndarray,
+    kept: np.ndarray | None,
+) -> int:
     """Store L(u) (and u) at slot r if the schedule asks for this step; returns the next slot."""
     while r < schedule.size and schedule[r] == step:
         losses[:, :, r] = toy_theory.full_loss(A, u)
@@ -180,15 +207,25 @@ def label_simulation(sim: ToySimulation, init_loss: float) -> list[dict[str, obj
     for elr, losses in zip(sim.elrs, sim.losses):
         mean = losses.mean(axis=0)
         label = classify(sim.steps, mean, init_loss=init_loss)
-        out.append({"elr": float(elr), "final_loss": float(mean[-1]),
-                    "mean_loss": float(mean[window].mean()), "regime": label.regime,
-                    "stats": label.stats})
+        out.append(
+            {
+                "elr": float(elr),
+                "final_loss": float(mean[-1]),
+                "mean_loss": float(mean[window].mean()),
+                "regime": label.regime,
+                "stats": label.stats,
+            }
+        )
     return out
 
 
-def sweep(toy: QuadraticSphereToy, elrs: Sequence[float], steps: int,
-          n_inits: int = DEFAULT_INITS, rounds: int = REFINE_ROUNDS
-          ) -> tuple[list[dict[str, object]], list[Boundary]]:
+def sweep(
+    toy: QuadraticSphereToy,
+    elrs: Sequence[float],
+    steps: int,
+    n_inits: int = DEFAULT_INITS,
+    rounds: int = REFINE_ROUNDS,
+) -> tuple[list[dict[str, object]], list[Boundary]]:
     """Simulate and label ``elrs``, then ``rounds`` bisection rounds at every boundary.
 
     Returns the per-ELR results (sorted by ELR) and the final boundary brackets.
@@ -208,8 +245,14 @@ def _boundaries(results: Sequence[dict[str, object]]) -> list[Boundary]:
     return estimate_boundaries([r["elr"] for r in results], [r["regime"] for r in results])
 
 
-def run_toy(d: int = 20, n: int = 10, seed: int = 0, out: str | Path = "toy_out",
-            elrs: Sequence[float] | None = None, steps: int | None = None) -> dict:
+def run_toy(
+    d: int = 20,
+    n: int = 10,
+    seed: int = 0,
+    out: str | Path = "toy_out",
+    elrs: Sequence[float] | None = None,
+    steps: int | None = None,
+) -> dict:
     """Theory + measured regimes of one toy instance; writes toy.json, toy.png/svg, toy.html.
 
     Default ELRs: DEFAULT_GRID times ``reflection_elr()``; default steps: DEFAULT_STEPS.
@@ -223,22 +266,40 @@ def run_toy(d: int = 20, n: int = 10, seed: int = 0, out: str | Path = "toy_out"
         elrs = DEFAULT_GRID * toy.reflection_elr()
     eta1, eta1_err = toy.lyapunov_threshold()
     summary: dict[str, object] = {
-        "d": d, "n": n, "seed": seed, "batch_size": toy.batch_size, "steps": steps,
-        "n_inits": DEFAULT_INITS, "lyapunov_threshold": eta1, "lyapunov_threshold_err": eta1_err,
-        "large_elr_loss": toy.large_elr_limit_loss(), "uniform_loss": toy.uniform_loss(),
+        "d": d,
+        "n": n,
+        "seed": seed,
+        "batch_size": toy.batch_size,
+        "steps": steps,
+        "n_inits": DEFAULT_INITS,
+        "lyapunov_threshold": eta1,
+        "lyapunov_threshold_err": eta1_err,
+        "large_elr_loss": toy.large_elr_limit_loss(),
+        "uniform_loss": toy.uniform_loss(),
         "gd_threshold": toy.gd_threshold(),
     }
     results, boundaries = sweep(toy, elrs, steps)
     curve = eta1 * np.geomspace(0.25, 4.0, CURVE_POINTS)
-    summary["lyapunov_curve"] = {"eta": curve.tolist(), "exponent": toy.lyapunov_exponent(
-        curve, steps=toy_theory.LYAPUNOV_STEPS // 5, chains=4).tolist()}
+    summary["lyapunov_curve"] = {
+        "eta": curve.tolist(),
+        "exponent": toy.lyapunov_exponent(
+            curve, steps=toy_theory.LYAPUNOV_STEPS // 5, chains=4
+        ).tolist(),
+    }
     conv = next((b for b in boundaries if b.below == "convergence"), None)
     summary["results"] = results
     summary["boundaries"] = [b.to_dict() for b in boundaries]
     summary["convergence_boundary"] = conv.mid if conv else None
     summary["convergence_boundary_bracket"] = conv.to_dict() if conv else None
-    log.info("toy d=%d n=%d seed=%d: eta_1 = %.4g +- %.2g, measured boundary %s",
-             d, n, seed, eta1, eta1_err, summary["convergence_boundary"])
+    log.info(
+        "toy d=%d n=%d seed=%d: eta_1 = %.4g +- %.2g, measured boundary %s",
+        d,
+        n,
+        seed,
+        eta1,
+        eta1_err,
+        summary["convergence_boundary"],
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary["files"] = toy_plots.write_outputs(summary, sphere_paths(seed), out)
@@ -262,6 +323,9 @@ def sphere_paths(seed: int = 0, steps: int | None = None, n_inits: int = 4) -> d
     sim = toy.simulate(elrs, steps, n_inits, schedule=schedule, keep_positions=True)
     labels = label_simulation(sim, toy.uniform_loss())
     far = int(np.argmax(sim.losses[0, :, 0]))  # the start farthest from the zero-loss poles
-    return {"elrs": elrs, "regimes": [r["regime"] for r in labels],
-            "positions": sim.positions[:, far, :PATH_DENSE_STEPS],
-            "pole": np.linalg.svd(toy.A)[2][-1]}
+    return {
+        "elrs": elrs,
+        "regimes": [r["regime"] for r in labels],
+        "positions": sim.positions[:, far, :PATH_DENSE_STEPS],
+        "pole": np.linalg.svd(toy.A)[2][-1],
+    }

@@ -47,14 +47,16 @@ def span_coordinates(A: np.ndarray) -> np.ndarray:
     return r.T
 
 
-def batch_indices(rng: np.random.Generator, n: int, shape: tuple[int, ...], batch_size: int
-                  ) -> np.ndarray:
+def batch_indices(
+    rng: np.random.Generator, n: int, shape: tuple[int, ...], batch_size: int
+) -> np.ndarray:
     """Sample indices (shape + (B,)) with replacement: iid mini-batches of the finite sum."""
     return rng.integers(0, n, size=(*shape, batch_size))
 
 
-def sampled_rows(rng: np.random.Generator, rows: np.ndarray, steps: int, shape: tuple[int, ...],
-                 batch_size: int) -> Iterator[np.ndarray]:
+def sampled_rows(
+    rng: np.random.Generator, rows: np.ndarray, steps: int, shape: tuple[int, ...], batch_size: int
+) -> Iterator[np.ndarray]:
     """Yield, for each of ``steps`` steps, the sampled rows (shape + (B, row length)).
 
     Indices are drawn CHUNK_STEPS steps at a time: one generator call and one gather per chunk
@@ -65,9 +67,14 @@ def sampled_rows(rng: np.random.Generator, rows: np.ndarray, steps: int, shape: 
         yield from rows[batch_indices(rng, rows.shape[0], (count, *shape), batch_size)]
 
 
-def lyapunov_exponents(A: np.ndarray, etas: np.ndarray, batch_size: int = 1,
-                       steps: int | None = None, chains: int | None = None,
-                       seed: int = 0) -> np.ndarray:
+def lyapunov_exponents(
+    A: np.ndarray,
+    etas: np.ndarray,
+    batch_size: int = 1,
+    steps: int | None = None,
+    chains: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
     """Top Lyapunov exponent (per step) of v <- (I - eta H_B) v on S, one per (chain, eta).
 
     Estimated as (1/T) sum_t log |M_t v_{t-1}| with v renormalised every step (products of
@@ -97,8 +104,13 @@ def lyapunov_exponents(A: np.ndarray, etas: np.ndarray, batch_size: int = 1,
     return total / (steps - burn)
 
 
-def lyapunov_threshold(A: np.ndarray, batch_size: int = 1, steps: int | None = None,
-                       chains: int | None = None, seed: int = 0) -> tuple[float, float]:
+def lyapunov_threshold(
+    A: np.ndarray,
+    batch_size: int = 1,
+    steps: int | None = None,
+    chains: int | None = None,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Zero crossing eta_1 > 0 of the top Lyapunov exponent, with its standard error.
 
     lambda(0) = 0, and lambda < 0 while every factor contracts (|1 - eta mu| <= 1 for every
@@ -127,8 +139,9 @@ def lyapunov_threshold(A: np.ndarray, batch_size: int = 1, steps: int | None = N
     return float(crossings.mean()), float(np.hypot(err, half_cell))
 
 
-def _mean_top_batch_curvature(A: np.ndarray, batch_size: int, seed: int,
-                              samples: int = 256) -> float:
+def _mean_top_batch_curvature(
+    A: np.ndarray, batch_size: int, seed: int, samples: int = 256
+) -> float:
     """E[lambda_max(H_B)] over random batches: the curvature one SGD step sees."""
     rng = stream("curv", seed)
     batches = A[batch_indices(rng, A.shape[0], (samples,), batch_size)]  # (S, B, d)
@@ -158,8 +171,9 @@ def _crossing(values: np.ndarray, grid: np.ndarray) -> float:
     return float(grid[k] + frac * (grid[k + 1] - grid[k]))
 
 
-def large_elr_limit_loss(A: np.ndarray, batch_size: int = 1, steps: int = 4_000,
-                         chains: int = 64, seed: int = 0) -> float:
+def large_elr_limit_loss(
+    A: np.ndarray, batch_size: int = 1, steps: int = 4_000, chains: int = 64, seed: int = 0
+) -> float:
     """Stationary full loss of the eta -> infinity map u <- normalize(-g_B(u)).
 
     As eta -> infinity, u - eta g_B is dominated by -eta g_B, so the step jumps to the unit

@@ -14,7 +14,9 @@ from spherelab.optim import SphereSGD
 MODES = ("sphere", "conventional")
 
 
-def make_optimizer(cfg: OptimConfig, model: nn.Module, si: list[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(
+    cfg: OptimConfig, model: nn.Module, si: list[nn.Parameter]
+) -> torch.optim.Optimizer:
     """Sphere mode: SphereSGD on the SI tensors, plain SGD (lr, weight decay) for any other
     trainable tensor (e.g. the affine norms and head of an *_af model). Conventional mode: SGD
     with lr, momentum and weight decay over every trainable tensor, no sphere."""
@@ -24,17 +26,21 @@ def make_optimizer(cfg: OptimConfig, model: nn.Module, si: list[nn.Parameter]) -
     if cfg.mode == "conventional":
         if cfg.lr <= 0:
             raise ValueError(f"optim.lr={cfg.lr} must be > 0 in conventional mode")
-        return torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            trainable, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
     if not si:
-        raise ValueError("the model has no scale-invariant parameters to put on the sphere; "
-                         "use a *_si model or optim.mode=conventional")
+        raise ValueError(
+            "the model has no scale-invariant parameters to put on the sphere; "
+            "use a *_si model or optim.mode=conventional"
+        )
     si_ids = {id(p) for p in si}
     groups: list[dict] = [{"params": si}]
     others = [p for p in trainable if id(p) not in si_ids]
     if others:
-        groups.append({"params": others, "sphere": "none", "lr": cfg.lr,
-                       "weight_decay": cfg.weight_decay})
+        groups.append(
+            {"params": others, "sphere": "none", "lr": cfg.lr, "weight_decay": cfg.weight_decay}
+        )
     return SphereSGD(groups, elr=cfg.elr, momentum=cfg.momentum, sphere=cfg.sphere)
 
 
@@ -60,8 +66,9 @@ def set_rate(opt: torch.optim.Optimizer, cfg: OptimConfig, factor: float) -> tup
     return lr, elr
 
 
-def train_step(model: nn.Module, loss_fn: LossFn, opt: torch.optim.Optimizer,
-               x: Tensor, y: Tensor) -> Tensor:
+def train_step(
+    model: nn.Module, loss_fn: LossFn, opt: torch.optim.Optimizer, x: Tensor, y: Tensor
+) -> Tensor:
     """One SGD step on a batch; returns the detached batch loss (no host sync)."""
     loss, _ = loss_fn(model, x, y)
     opt.zero_grad(set_to_none=True)

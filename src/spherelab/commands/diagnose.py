@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import argparse
-
 from pathlib import Path
 
 from spherelab.diagnose import LAST, DiagnoseOptions, diagnose_run, diagnose_sweep, parse_what
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("diagnose", help="gradients, angles and curvature at a run's checkpoints",
-                       description="Write RUN_DIR/diagnostics.jsonl: gradient statistics, "
-                       "angular updates and curvature (trace, top eigenvalues, sharpness). Given "
-                       "a sweep directory, diagnose each run and redraw the report (it gains the "
-                       "effective sharpness vs 2/ELR figure).")
+    p = sub.add_parser(
+        "diagnose",
+        help="gradients, angles and curvature at a run's checkpoints",
+        description="Write RUN_DIR/diagnostics.jsonl: gradient statistics, "
+        "angular updates and curvature (trace, top eigenvalues, sharpness). Given "
+        "a sweep directory, diagnose each run and redraw the report (it gains the "
+        "effective sharpness vs 2/ELR figure).",
+    )
     p.add_argument("run_dir", help="a run directory, or a sweep directory")
-    p.add_argument("--what", default="grad,angles,curvature", help="comma list of grad,angles,curvature")
-    p.add_argument("--epochs", default="", help="comma list of epochs (nearest checkpoints), "
-                   "or 'last'; default all")
+    p.add_argument(
+        "--what", default="grad,angles,curvature", help="comma list of grad,angles,curvature"
+    )
+    p.add_argument(
+        "--epochs",
+        default="",
+        help="comma list of epochs (nearest checkpoints), or 'last'; default all",
+    )
     p.add_argument("--samples", type=int, default=1024, help="training samples for the landscape")
     p.add_argument("--probes", type=int, default=8, help="Hutchinson probes")
     p.add_argument("--top-k", type=int, default=5, help="Lanczos eigenvalues")
@@ -28,16 +35,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     try:
-        epochs = list(LAST) if args.epochs.strip() == "last" else \
-            [float(e) for e in args.epochs.split(",") if e.strip()]
+        epochs = (
+            list(LAST)
+            if args.epochs.strip() == "last"
+            else [float(e) for e in args.epochs.split(",") if e.strip()]
+        )
     except ValueError:
-        raise ValueError(f"--epochs {args.epochs!r} is not a comma list of numbers or 'last'") \
-            from None
-    opts = DiagnoseOptions(what=parse_what(args.what), samples=args.samples, probes=args.probes,
-                           top_k=args.top_k, iters=args.iters)
+        raise ValueError(
+            f"--epochs {args.epochs!r} is not a comma list of numbers or 'last'"
+        ) from None
+    opts = DiagnoseOptions(
+        what=parse_what(args.what),
+        samples=args.samples,
+        probes=args.probes,
+        top_k=args.top_k,
+        iters=args.iters,
+    )
     if (Path(args.run_dir) / "summary.csv").exists():
         paths = diagnose_sweep(args.run_dir, opts, epochs)
-        print(f"diagnosed {len(paths)} runs; report redrawn in {Path(args.run_dir) / 'report.html'}")
+        print(
+            f"diagnosed {len(paths)} runs; report redrawn in {Path(args.run_dir) / 'report.html'}"
+        )
         return 0
     path = diagnose_run(args.run_dir, opts, epochs)
     print(f"diagnostics written to {path}")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 
-def progress_bar(label: str = "", stream: TextIO = sys.stderr) -> Callable[[dict[str, Any]], None] | None:
+def progress_bar(
+    label: str = "", stream: TextIO = sys.stderr
+) -> Callable[[dict[str, Any]], None] | None:
     """A callback for engine progress dicts; None when stream is not a terminal."""
     if not stream.isatty():
         return None
@@ -16,9 +19,11 @@ def progress_bar(label: str = "", stream: TextIO = sys.stderr) -> Callable[[dict
         done = int(30 * frac)
         eta = info["elapsed"] / max(frac, 1e-9) * (1 - frac) if frac > 0 else 0.0
         rec = info["record"]
-        stream.write(f"\r{label}[{'#' * done}{'.' * (30 - done)}] {frac:6.1%} "
-                     f"epoch {info['epoch']:.0f} loss {rec['train_loss']:.3g} "
-                     f"acc {rec['test_acc']:.3f} eta {eta:5.0f}s ")
+        stream.write(
+            f"\r{label}[{'#' * done}{'.' * (30 - done)}] {frac:6.1%} "
+            f"epoch {info['epoch']:.0f} loss {rec['train_loss']:.3g} "
+            f"acc {rec['test_acc']:.3f} eta {eta:5.0f}s "
+        )
         if info["step"] >= info["total"]:
             stream.write("\n")
         stream.flush()

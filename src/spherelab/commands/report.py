@@ -10,17 +10,27 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="figures and report.html of a sweep directory",
-                       description="Write SWEEP_DIR/figures/, boundaries.json and report.html; "
-                       "with --lens CONV_RUN, the regime lens of CONV_RUN over SWEEP_DIR.")
+    p = sub.add_parser(
+        "report",
+        help="figures and report.html of a sweep directory",
+        description="Write SWEEP_DIR/figures/, boundaries.json and report.html; "
+        "with --lens CONV_RUN, the regime lens of CONV_RUN over SWEEP_DIR.",
+    )
     p.add_argument("sweep_dir")
     p.add_argument("--title", default=None)
-    p.add_argument("--lens", metavar="CONV_RUN", default=None,
-                   help="a conventional run directory to draw over SWEEP_DIR's regime map "
-                   "(writes CONV_RUN/lens/lens.html, lens.png/.svg, lens.json)")
-    p.add_argument("--relabel", action="store_true",
-                   help="re-classify every finished run with the current classifier first "
-                   "(rewrites each summary.json and the regime column of summary.csv)")
+    p.add_argument(
+        "--lens",
+        metavar="CONV_RUN",
+        default=None,
+        help="a conventional run directory to draw over SWEEP_DIR's regime map "
+        "(writes CONV_RUN/lens/lens.html, lens.png/.svg, lens.json)",
+    )
+    p.add_argument(
+        "--relabel",
+        action="store_true",
+        help="re-classify every finished run with the current classifier first "
+        "(rewrites each summary.json and the regime column of summary.csv)",
+    )
     p.set_defaults(handler=handle)
 
 

@@ -22,30 +22,51 @@ from spherelab.sweep import (
 )
 
 # CLI flag -> executor option (passed only when given).
-EXECUTOR_FLAGS = {"array_parallelism": "array_parallelism", "gpus_per_run": "gpus_per_run",
-                  "partition": "partition", "timeout_min": "timeout_min"}
+EXECUTOR_FLAGS = {
+    "array_parallelism": "array_parallelism",
+    "gpus_per_run": "gpus_per_run",
+    "partition": "partition",
+    "timeout_min": "timeout_min",
+}
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "sweep", help="run an ELR sweep and summarize its regimes",
+        "sweep",
+        help="run an ELR sweep and summarize its regimes",
         description="Train one run per (ELR, seed, axis values) point into OUT/runs/, write "
-        "OUT/summary.csv and OUT/report.html. Rerunning skips finished runs.")
+        "OUT/summary.csv and OUT/report.html. Rerunning skips finished runs.",
+    )
     p.add_argument("--spec", type=Path, help="sweep spec TOML (flags below override it)")
     p.add_argument("--model", help="model name (default mlp_si)")
     p.add_argument("--dataset", help="dataset name (default mnist1d)")
     p.add_argument("--elrs", help="comma list (1e-4,1e-3) or logspace:LO:HI:N")
     p.add_argument("--seeds", help="comma list of seeds (default 0)")
     p.add_argument("--epochs", type=int, help="epochs per run")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="fixed override for every run, e.g. data.batch_size=64 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fixed override for every run, e.g. data.batch_size=64 (repeatable)",
+    )
     p.add_argument("--out", required=True, type=Path, help="sweep directory")
     p.add_argument("--executor", default="inline", choices=list(EXECUTORS))
     p.add_argument("--workers", type=int, default=2, help="parallel runs (local, submitit)")
-    p.add_argument("--refine", type=int, default=0, metavar="K",
-                   help="rounds of ELRs added inside each regime boundary interval")
-    p.add_argument("--pack", type=int, default=1, metavar="K",
-                   help="runs per ensemble module (inline executor)")
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        metavar="K",
+        help="rounds of ELRs added inside each regime boundary interval",
+    )
+    p.add_argument(
+        "--pack",
+        type=int,
+        default=1,
+        metavar="K",
+        help="runs per ensemble module (inline executor)",
+    )
     p.add_argument("--array-parallelism", type=int, help="submitit: Slurm array throttle")
     p.add_argument("--gpus-per-run", type=float, help="ray: GPU fraction; submitit: GPUs")
     p.add_argument("--partition", help="submitit: Slurm partition")
@@ -57,8 +78,9 @@ def register(subparsers: Any) -> None:
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     """The spec file (if any) with the command-line fields on top."""
     sets = dict(parse_assignment(text) for text in args.set)
-    fields: dict[str, Any] = {k: getattr(args, k) for k in ("model", "dataset", "epochs")
-                              if getattr(args, k) is not None}
+    fields: dict[str, Any] = {
+        k: getattr(args, k) for k in ("model", "dataset", "epochs") if getattr(args, k) is not None
+    }
     if args.elrs is not None:
         fields["elrs"] = parse_elrs(args.elrs)
     if args.seeds is not None:
@@ -73,12 +95,22 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
 
 def format_table(rows: Sequence[dict[str, str]], axis_keys: Sequence[str]) -> str:
     header = ["elr", "seed", *axis_keys, "regime", "train loss", "test acc"]
-    body = [[_num(r["elr"]), r["seed"], *(r[k] for k in axis_keys),
-             r["regime"] or r["status"], _num(r["train_loss"]), _num(r["test_acc"])]
-            for r in rows]
+    body = [
+        [
+            _num(r["elr"]),
+            r["seed"],
+            *(r[k] for k in axis_keys),
+            r["regime"] or r["status"],
+            _num(r["train_loss"]),
+            _num(r["test_acc"]),
+        ]
+        for r in rows
+    ]
     widths = [max(len(str(c)) for c in column) for column in zip(header, *body)]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()
-                     for line in [header, *body])
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()
+        for line in [header, *body]
+    )
 
 
 def _num(text: str) -> str:
@@ -96,22 +128,34 @@ def _print_boundaries(rows: Sequence[dict[str, str]], axis_keys: Sequence[str]) 
         return
     for key, boundaries in groups.items():
         where = " ".join(f"{k}={v}" for k, v in zip(axis_keys, key))
-        print(f"boundaries{' (' + where + ')' if where else ''}:"
-              + ("" if boundaries else " none (a single regime)"))
+        print(
+            f"boundaries{' (' + where + ')' if where else ''}:"
+            + ("" if boundaries else " none (a single regime)")
+        )
         for b in boundaries:
             print(f"  {b.below} | {b.above}: ELR in [{b.lo:.3g}, {b.hi:.3g}], mid {b.mid:.3g}")
 
 
 def handle(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
-    options = {option: getattr(args, flag) for flag, option in EXECUTOR_FLAGS.items()
-               if getattr(args, flag) is not None}
+    options = {
+        option: getattr(args, flag)
+        for flag, option in EXECUTOR_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
     logger = logging.getLogger("spherelab")
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)  # one progress line per finished run
-    summary = run_sweep(spec, args.out, executor=args.executor, workers=args.workers,
-                        refine=args.refine, pack=args.pack, executor_options=options,
-                        report=not args.no_report)
+    summary = run_sweep(
+        spec,
+        args.out,
+        executor=args.executor,
+        workers=args.workers,
+        refine=args.refine,
+        pack=args.pack,
+        executor_options=options,
+        report=not args.no_report,
+    )
     return show_results(summary, spec, args.out)
 
 

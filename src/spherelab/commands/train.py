@@ -11,15 +11,25 @@ from spherelab.config import Config, apply_overrides, load_config, parse_assignm
 from spherelab.validation import validate_config
 
 # CLI flag -> dotted config key
-FLAGS = {"model": "model.name", "dataset": "data.name", "elr": "optim.elr",
-         "epochs": "train.epochs", "steps": "train.steps", "seed": "train.seed",
-         "batch_size": "data.batch_size", "device": "train.device", "dtype": "train.dtype"}
+FLAGS = {
+    "model": "model.name",
+    "dataset": "data.name",
+    "elr": "optim.elr",
+    "epochs": "train.epochs",
+    "steps": "train.steps",
+    "seed": "train.seed",
+    "batch_size": "data.batch_size",
+    "device": "train.device",
+    "dtype": "train.dtype",
+}
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by the commands that build one run config."""
     p.add_argument("--model", help="model name, e.g. mlp_si, convnet_si, resnet18_si")
-    p.add_argument("--dataset", help="mnist1d, fashion_mnist, cifar10, cifar100, synthetic, npz:PATH")
+    p.add_argument(
+        "--dataset", help="mnist1d, fashion_mnist, cifar10, cifar100, synthetic, npz:PATH"
+    )
     p.add_argument("--elr", type=float, help="effective learning rate on the sphere")
     p.add_argument("--epochs", type=int)
     p.add_argument("--steps", type=int, help="train for this many steps instead of epochs")
@@ -28,28 +38,43 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=["float32", "float64"])
     p.add_argument("--config", help="TOML file with [model] [data] [optim] [train] tables")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set optim.momentum=0.9 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set optim.momentum=0.9 (repeatable)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config) if args.config else Config()
-    overrides: dict[str, Any] = {key: getattr(args, flag) for flag, key in FLAGS.items()
-                                 if getattr(args, flag, None) is not None}
+    overrides: dict[str, Any] = {
+        key: getattr(args, flag)
+        for flag, key in FLAGS.items()
+        if getattr(args, flag, None) is not None
+    }
     overrides.update(parse_assignment(text) for text in args.set)
     return validate_config(apply_overrides(cfg, overrides))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one run at a fixed ELR",
-                       description="Train one run and write config.json, metrics.jsonl, "
-                       "summary.json and checkpoints/ into --out.")
+    p = sub.add_parser(
+        "train",
+        help="train one run at a fixed ELR",
+        description="Train one run and write config.json, metrics.jsonl, "
+        "summary.json and checkpoints/ into --out.",
+    )
     add_run_arguments(p)
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
-    p.add_argument("--diagnose-every", type=int, metavar="N",
-                   help="online landscape diagnostics (grad, angles, curvature) at every N-th "
-                   "log-spaced record, into diagnostics.jsonl")
+    p.add_argument(
+        "--diagnose-every",
+        type=int,
+        metavar="N",
+        help="online landscape diagnostics (grad, angles, curvature) at every N-th "
+        "log-spaced record, into diagnostics.jsonl",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -58,8 +83,13 @@ def handle(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     if args.diagnose_every:
-        cfg = apply_overrides(cfg, {"train.diagnose": "grad,angles,curvature",
-                                    "train.diagnose_every": args.diagnose_every})
+        cfg = apply_overrides(
+            cfg,
+            {
+                "train.diagnose": "grad,angles,curvature",
+                "train.diagnose_every": args.diagnose_every,
+            },
+        )
     summary = train_run(cfg, args.out, resume=args.resume, progress=progress_bar() or True)
     keys = ("status", "regime", "epoch", "train_loss", "train_acc", "test_acc", "eff_grad_norm")
     print(json.dumps({k: summary.get(k) for k in keys}, indent=1))

@@ -113,7 +113,8 @@ def load(name: str, data_dir: str | Path | None, download_missing: bool) -> RawS
         looked = "; ".join(str(d) for d in search_dirs(data_dir, name))
         raise DataError(
             f"{name}: neither {spec.folder}/ nor {spec.filename} was found in any of: {looked}. "
-            f"Fix: pass download=True (CLI: --set data.download=true; fetches {spec.url} into {cache_dir(data_dir, name)}), "
+            f"Fix: pass download=True (CLI: --set data.download=true; fetches {spec.url} into "
+            f"{cache_dir(data_dir, name)}), "
             "or put the folder or archive in data_dir or $SPHERELAB_DATA"
         )
     x_train, y_train = _read_batches(folder, spec.train_files, spec)

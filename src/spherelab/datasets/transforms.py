@@ -8,8 +8,9 @@ from torch import Tensor
 from spherelab.datasets.base import DataError
 
 
-def subset_indices(n_train: int, k: int, generator: torch.Generator,
-                   what: str = "train_subset") -> Tensor:
+def subset_indices(
+    n_train: int, k: int, generator: torch.Generator, what: str = "train_subset"
+) -> Tensor:
     """First k of a seeded permutation, sorted (original order kept; nested in k for one seed)."""
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_train:
         split = what.split("_")[0]

@@ -8,5 +8,11 @@ from spherelab.ensemble.engine import train_ensemble
 from spherelab.ensemble.modules import ensemble_skeleton
 from spherelab.ensemble.pack import can_pack, pack_key, pack_states, unpack_state
 
-__all__ = ["can_pack", "ensemble_skeleton", "pack_key", "pack_states", "train_ensemble",
-           "unpack_state"]
+__all__ = [
+    "can_pack",
+    "ensemble_skeleton",
+    "pack_key",
+    "pack_states",
+    "train_ensemble",
+    "unpack_state",
+]

@@ -51,27 +51,44 @@ def _member_run(cfg: Config, data, device: torch.device, dtype: torch.dtype) -> 
     torch.manual_seed(cfg.train.seed)
     model = engine.build_model_for(cfg, data).to(device=device, dtype=dtype)
     opt = make_optimizer(cfg.optim, model, si_parameters(model))
-    sampler = BatchSampler(data.n_train, cfg.data.batch_size,
-                           torch.Generator().manual_seed(cfg.train.seed + 1), device=device)
-    total = (int(cfg.train.steps) if cfg.train.steps is not None
-             else int(cfg.train.epochs) * sampler.steps_per_epoch)
+    sampler = BatchSampler(
+        data.n_train,
+        cfg.data.batch_size,
+        torch.Generator().manual_seed(cfg.train.seed + 1),
+        device=device,
+    )
+    total = (
+        int(cfg.train.steps)
+        if cfg.train.steps is not None
+        else int(cfg.train.epochs) * sampler.steps_per_epoch
+    )
     if total < 1:
-        raise ValueError(f"train.epochs={cfg.train.epochs} / train.steps={cfg.train.steps} give "
-                         "no steps; set --epochs >= 1")
-    aug = (torch.Generator(device=device).manual_seed(cfg.train.seed + 2)
-           if cfg.data.augment else None)
-    return engine.Run(cfg, device, model, data, opt, sampler, SimpleNamespace(init=[], prev=[]),
-                      total, aug)
+        raise ValueError(
+            f"train.epochs={cfg.train.epochs} / train.steps={cfg.train.steps} give "
+            "no steps; set --epochs >= 1"
+        )
+    aug = (
+        torch.Generator(device=device).manual_seed(cfg.train.seed + 2) if cfg.data.augment else None
+    )
+    return engine.Run(
+        cfg, device, model, data, opt, sampler, SimpleNamespace(init=[], prev=[]), total, aug
+    )
 
 
 def build_ensemble(cfgs: Sequence[Config], outs: Sequence[Path], shared_batches: bool) -> Ensemble:
     """Data once, K members initialised as single runs, packed into one module."""
     cfg = cfgs[0]
     device, dtype = resolve_device(cfg.train.device), resolve_dtype(cfg.train.dtype)
-    data = load_dataset(cfg.data.name, device=device, dtype=dtype,
-                        train_subset=cfg.data.train_subset, label_noise=cfg.data.label_noise,
-                        seed=cfg.train.seed, data_dir=cfg.data.data_dir,
-                        download=cfg.data.download)
+    data = load_dataset(
+        cfg.data.name,
+        device=device,
+        dtype=dtype,
+        train_subset=cfg.data.train_subset,
+        label_noise=cfg.data.label_noise,
+        seed=cfg.train.seed,
+        data_dir=cfg.data.data_dir,
+        download=cfg.data.download,
+    )
     runs = [_member_run(c, data, device, dtype) for c in cfgs]
     states = [{k: v.detach().clone() for k, v in r.model.state_dict().items()} for r in runs]
     radii = [float(r.optimizer.param_groups[0]["radius"]) for r in runs]
@@ -87,16 +104,38 @@ def build_ensemble(cfgs: Sequence[Config], outs: Sequence[Path], shared_batches:
     si_names = [names[id(p)] for p in si_parameters(scratch.model)]
     packed = dict(model.named_parameters())
     si = [packed[n] for n in si_names]
-    opt = SphereSGD(si, elr=[c.optim.elr for c in cfgs], momentum=cfg.optim.momentum,
-                    sphere="global", radius=radii, members=len(runs))
+    opt = SphereSGD(
+        si,
+        elr=[c.optim.elr for c in cfgs],
+        momentum=cfg.optim.momentum,
+        sphere="global",
+        radius=radii,
+        members=len(runs),
+    )
     elr = torch.tensor([c.optim.elr for c in cfgs], dtype=dtype, device=device)
     # device tensors: no host-to-device copy per step, and CUDA graphs see in-place updates
     opt.param_groups[0].update(elr=elr, radius=torch.tensor(radii, dtype=dtype, device=device))
-    recorder = EnsembleRecorder(model, cfg.train.loss,
-                                engine._batches(data.x_train, data.y_train, cfg),
-                                engine._batches(data.x_test, data.y_test, cfg), si_names, si)
-    return Ensemble(runs, list(outs), model, opt, si, batched, recorder, radii, elr,
-                    [True] * len(runs), scratch.total_steps)
+    recorder = EnsembleRecorder(
+        model,
+        cfg.train.loss,
+        engine._batches(data.x_train, data.y_train, cfg),
+        engine._batches(data.x_test, data.y_test, cfg),
+        si_names,
+        si,
+    )
+    return Ensemble(
+        runs,
+        list(outs),
+        model,
+        opt,
+        si,
+        batched,
+        recorder,
+        radii,
+        elr,
+        [True] * len(runs),
+        scratch.total_steps,
+    )
 
 
 def _scratch_si(ens: Ensemble) -> list[Tensor]:
@@ -106,8 +145,9 @@ def _scratch_si(ens: Ensemble) -> list[Tensor]:
 def save_members(ens: Ensemble, step: int, only: Sequence[int]) -> None:
     """Each member's checkpoint, unpacked: exactly what a single run of it would save."""
     cfg = ens.runs[0].cfg
-    if cfg.train.checkpoints == "none" or (cfg.train.checkpoints == "last"
-                                           and step != ens.total_steps):
+    if cfg.train.checkpoints == "none" or (
+        cfg.train.checkpoints == "last" and step != ens.total_steps
+    ):
         return
     k_all, scratch_si = ens.members, _scratch_si(ens)
     names = ens.recorder.si_names
@@ -119,16 +159,20 @@ def save_members(ens: Ensemble, step: int, only: Sequence[int]) -> None:
             buf = ens.optimizer.state.get(q, {}).get("momentum_buffer")
             if buf is not None:
                 run.optimizer.state[p]["momentum_buffer"] = member_slice(
-                    buf, k, k_all, name in ens.batched).clone()
-        run.recorder.prev = [member_slice(t, k, k_all, n in ens.batched).clone()
-                             for t, n in zip(ens.recorder.prev, names)]
+                    buf, k, k_all, name in ens.batched
+                ).clone()
+        run.recorder.prev = [
+            member_slice(t, k, k_all, n in ens.batched).clone()
+            for t, n in zip(ens.recorder.prev, names)
+        ]
         engine._save(run, ens.outs[k], step, run.remaining)
 
 
 def member_init(ens: Ensemble, k: int) -> list[Tensor]:
     names = ens.recorder.si_names
-    return [member_slice(t, k, ens.members, n in ens.batched)
-            for t, n in zip(ens.recorder.init, names)]
+    return [
+        member_slice(t, k, ens.members, n in ens.batched) for t, n in zip(ens.recorder.init, names)
+    ]
 
 
 def _common_step(outs: Sequence[Path]) -> int:
@@ -154,8 +198,9 @@ def restore_members(ens: Ensemble) -> tuple[list[list[dict]], int]:
         records.append(rows)
         states.append({n: v.detach().clone() for n, v in run.model.state_dict().items()})
         ens.radii[k] = float(run.optimizer.param_groups[0]["radius"])
-        bufs.append([run.optimizer.state.get(p, {}).get("momentum_buffer")
-                     for p in _scratch_si(ens)])
+        bufs.append(
+            [run.optimizer.state.get(p, {}).get("momentum_buffer") for p in _scratch_si(ens)]
+        )
         inits.append(run.recorder.init)
         prevs.append(run.recorder.prev)
     if ens.runs[0].sampler is ens.runs[-1].sampler:  # shared batch order: one deque
@@ -183,4 +228,3 @@ def fresh_members(ens: Ensemble) -> None:
     for k, out in enumerate(ens.outs):
         (out / "metrics.jsonl").unlink(missing_ok=True)
         ckpt.save_init(out, member_init(ens, k))
-

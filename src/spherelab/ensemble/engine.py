@@ -36,9 +36,15 @@ from spherelab.runtime import environment
 from spherelab.schedules import make_schedule
 
 
-def train_ensemble(cfgs: Sequence[Config], out_dirs: Sequence[str | Path], *, resume: bool = True,
-                   progress: bool | engine.ProgressFn = False, shared_batches: bool = False,
-                   cuda_graph: bool = False) -> list[dict[str, Any]]:
+def train_ensemble(
+    cfgs: Sequence[Config],
+    out_dirs: Sequence[str | Path],
+    *,
+    resume: bool = True,
+    progress: bool | engine.ProgressFn = False,
+    shared_batches: bool = False,
+    cuda_graph: bool = False,
+) -> list[dict[str, Any]]:
     """Train (or resume, or return the finished results of) K runs in one module.
 
     `cfgs` must satisfy can_pack (equal but for optim.elr and train.seed). By default every
@@ -48,20 +54,30 @@ def train_ensemble(cfgs: Sequence[Config], out_dirs: Sequence[str | Path], *, re
     """
     cfgs, outs = list(cfgs), [Path(o) for o in out_dirs]
     if len(cfgs) != len(outs) or not cfgs:
-        raise ValueError(f"got {len(cfgs)} configs and {len(outs)} out_dirs; pass one "
-                         "directory per config (at least one)")
+        raise ValueError(
+            f"got {len(cfgs)} configs and {len(outs)} out_dirs; pass one "
+            "directory per config (at least one)"
+        )
     if len({o.resolve() for o in outs}) != len(outs):
         raise ValueError("out_dirs repeat a directory; give every member its own directory")
     if not can_pack(cfgs):
         keys = sorted({pack_key(c)[0] for c in cfgs})
-        raise ValueError(f"these configs cannot share one ensemble (kinds {keys}): they must be "
-                         "sphere mode, global sphere, a *_si model, and equal except optim.elr "
-                         "and train.seed; group them with pack_key() or use train_run")
+        raise ValueError(
+            f"these configs cannot share one ensemble (kinds {keys}): they must be "
+            "sphere mode, global sphere, a *_si model, and equal except optim.elr "
+            "and train.seed; group them with pack_key() or use train_run"
+        )
     summaries = [engine._prepare_dir(c, o, resume) for c, o in zip(cfgs, outs)]
     todo = [k for k, s in enumerate(summaries) if s is None]
     if todo:
-        done = _train([cfgs[k] for k in todo], [outs[k] for k in todo], resume,
-                      engine._progress_fn(progress), shared_batches, cuda_graph)
+        done = _train(
+            [cfgs[k] for k in todo],
+            [outs[k] for k in todo],
+            resume,
+            engine._progress_fn(progress),
+            shared_batches,
+            cuda_graph,
+        )
         for k, summary in zip(todo, done):
             summaries[k] = summary
     return summaries
@@ -130,8 +146,9 @@ class _Stepper:
         if not self.want_graph or x.shape[0] != self.ens.runs[0].sampler.batch_size:
             return self.eager(x, y)
         if self.graph is None:
-            self.graph = cuda_graph_step(self.ens.model, self.ens.optimizer,
-                                         self.ens.runs[0].cfg.train.loss, x, y)
+            self.graph = cuda_graph_step(
+                self.ens.model, self.ens.optimizer, self.ens.runs[0].cfg.train.loss, x, y
+            )
         return self.graph(x, y)
 
 
@@ -139,8 +156,9 @@ def _loop(ens: Ensemble, records, start: int, summaries, progress, cuda_graph: b
     cfg, total = ens.runs[0].cfg, ens.total_steps
     spe = ens.runs[0].sampler.steps_per_epoch
     marks = set(ckpt.record_steps(total, spe, cfg.train.records, cfg.train.record_schedule))
-    schedule = make_schedule(cfg.optim.schedule, total / spe, cfg.optim.schedule_milestones,
-                             cfg.optim.schedule_factors)
+    schedule = make_schedule(
+        cfg.optim.schedule, total / spe, cfg.optim.schedule_milestones, cfg.optim.schedule_factors
+    )
     x_all, y_all = ens.runs[0].data.x_train, ens.runs[0].data.y_train
     stepper, factor = _Stepper(ens, cuda_graph), schedule(start / spe)
     _set_elr(ens, factor)
@@ -162,13 +180,21 @@ def _loop(ens: Ensemble, records, start: int, summaries, progress, cuda_graph: b
         if step in marks and active:
             _record(ens, step, factor, records, active)
         if progress and active and (step % spe == 0 or step in marks):
-            progress({"step": step, "total": total, "epoch": step / spe,
-                      "record": records[active[0]][-1], "records": [r[-1] for r in records],
-                      "elapsed": time.perf_counter() - t0})
+            progress(
+                {
+                    "step": step,
+                    "total": total,
+                    "epoch": step / spe,
+                    "record": records[active[0]][-1],
+                    "records": [r[-1] for r in records],
+                    "elapsed": time.perf_counter() - t0,
+                }
+            )
 
 
-def _freeze_nonfinite(ens: Ensemble, window: list[float], step: int, factor: float, records,
-                      summaries) -> None:
+def _freeze_nonfinite(
+    ens: Ensemble, window: list[float], step: int, factor: float, records, summaries
+) -> None:
     """Members whose loss went non-finite: record them, finish them, ELR 0 from now on."""
     bad = [k for k, v in enumerate(window) if ens.active[k] and not math.isfinite(v)]
     if not bad:
@@ -189,9 +215,13 @@ def _finish_nonfinite(ens: Ensemble, k: int, records: list[dict]) -> dict[str, A
     except ValueError as err:
         run = ens.runs[k]
         summary = dict(records[-1]) | {
-            "status": "nonfinite", "regime": "divergence",
+            "status": "nonfinite",
+            "regime": "divergence",
             "regime_stats": {"reason": f"non-finite loss, too few records to classify ({err})"},
-            "elr_config": run.cfg.optim.elr, "seed": run.cfg.train.seed,
-            "num_classes": run.data.num_classes, "init_train_loss": records[0]["train_loss"]}
+            "elr_config": run.cfg.optim.elr,
+            "seed": run.cfg.train.seed,
+            "num_classes": run.data.num_classes,
+            "init_train_loss": records[0]["train_loss"],
+        }
         ckpt.write_json(ens.outs[k] / "summary.json", summary)
         return summary

@@ -33,8 +33,9 @@ def member_losses(logits: Tensor, y: Tensor, loss: str) -> Tensor:
     labels = y.expand(k, b) if y.dim() == 1 else y
     per_member = logits.transpose(0, 1)  # [K, B, C]
     if loss == "cross_entropy":
-        flat = F.cross_entropy(per_member.reshape(k * b, c), labels.reshape(k * b),
-                               reduction="none")
+        flat = F.cross_entropy(
+            per_member.reshape(k * b, c), labels.reshape(k * b), reduction="none"
+        )
         return flat.view(k, b).mean(1)
     if loss == "mse":
         target = F.one_hot(labels, c).to(logits.dtype)

@@ -15,8 +15,16 @@ import copy
 import torch
 from torch import Tensor, nn
 
-_ELEMENTWISE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d,
-                nn.Flatten, nn.Identity, nn.Sequential)
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Flatten,
+    nn.Identity,
+    nn.Sequential,
+)
 
 
 class BatchedLinear(nn.Module):
@@ -29,8 +37,9 @@ class BatchedLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         k, b = self.members, x.shape[0]
-        out = torch.bmm(x.reshape(b, k, self.in_features).transpose(0, 1),
-                        self.weight.transpose(1, 2))
+        out = torch.bmm(
+            x.reshape(b, k, self.in_features).transpose(0, 1), self.weight.transpose(1, 2)
+        )
         return out.transpose(0, 1).reshape(b, k * self.out_features)
 
 
@@ -43,19 +52,34 @@ class MemberHeads(BatchedLinear):
 
 def _grouped_conv(conv: nn.Conv2d, k: int) -> nn.Conv2d:
     if conv.bias is not None:
-        raise ValueError(f"cannot pack {conv}: a conv with a bias is not scale-invariant; "
-                         "pack only *_si models")
-    return nn.Conv2d(k * conv.in_channels, k * conv.out_channels, conv.kernel_size,
-                     stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
-                     groups=k * conv.groups, bias=False, padding_mode=conv.padding_mode)
+        raise ValueError(
+            f"cannot pack {conv}: a conv with a bias is not scale-invariant; pack only *_si models"
+        )
+    return nn.Conv2d(
+        k * conv.in_channels,
+        k * conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=k * conv.groups,
+        bias=False,
+        padding_mode=conv.padding_mode,
+    )
 
 
 def _member_norm(norm: nn.modules.batchnorm._BatchNorm, k: int) -> nn.Module:
     if norm.affine:
-        raise ValueError(f"cannot pack {norm}: affine norms are not scale-invariant; "
-                         "pack only *_si models")
-    return type(norm)(k * norm.num_features, eps=norm.eps, momentum=norm.momentum,
-                      affine=False, track_running_stats=norm.track_running_stats)
+        raise ValueError(
+            f"cannot pack {norm}: affine norms are not scale-invariant; pack only *_si models"
+        )
+    return type(norm)(
+        k * norm.num_features,
+        eps=norm.eps,
+        momentum=norm.momentum,
+        affine=False,
+        track_running_stats=norm.track_running_stats,
+    )
 
 
 def _replacement(module: nn.Module, k: int, head: bool) -> nn.Module | None:
@@ -69,14 +93,18 @@ def _replacement(module: nn.Module, k: int, head: bool) -> nn.Module | None:
         return _grouped_conv(module, k)
     if isinstance(module, nn.Linear):
         if module.bias is not None:
-            raise ValueError(f"cannot pack {module}: a linear with a bias feeding a norm is not "
-                             "scale-invariant; pack only *_si models")
+            raise ValueError(
+                f"cannot pack {module}: a linear with a bias feeding a norm is not "
+                "scale-invariant; pack only *_si models"
+            )
         return BatchedLinear(k, module.in_features, module.out_features)
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         return _member_norm(module, k)
     if list(module.parameters(recurse=False)) and not isinstance(module, _ELEMENTWISE):
-        raise ValueError(f"cannot pack a {type(module).__name__}; the ensemble supports convs, "
-                         "linears, BatchNorm and element-wise layers (the *_si zoo)")
+        raise ValueError(
+            f"cannot pack a {type(module).__name__}; the ensemble supports convs, "
+            "linears, BatchNorm and element-wise layers (the *_si zoo)"
+        )
     return None
 
 

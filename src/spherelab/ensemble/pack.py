@@ -31,8 +31,11 @@ def pack_key(cfg: Config) -> tuple:
 
 
 def _packable_kind(cfg: Config) -> bool:
-    return (cfg.optim.mode == "sphere" and cfg.optim.sphere == "global"
-            and cfg.model.name in PACKABLE_FAMILIES)
+    return (
+        cfg.optim.mode == "sphere"
+        and cfg.optim.sphere == "global"
+        and cfg.model.name in PACKABLE_FAMILIES
+    )
 
 
 def can_pack(cfgs: Sequence[Config]) -> bool:
@@ -75,5 +78,7 @@ def pack_states(model: nn.Module, states: Sequence[dict[str, Tensor]], batched: 
 def unpack_state(model: nn.Module, k: int, batched: set[str]) -> dict[str, Tensor]:
     """Member k's state dict, loadable by the single model (detached clones)."""
     members = int(model.members)
-    return {key: member_slice(t, k, members, key in batched).detach().clone()
-            for key, t in model.state_dict().items()}
+    return {
+        key: member_slice(t, k, members, key in batched).detach().clone()
+        for key, t in model.state_dict().items()
+    }

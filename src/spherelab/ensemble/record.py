@@ -55,13 +55,28 @@ class EnsembleRecorder:
         train = self._train_stats()
         test = self._test_sums()
         si_norm = member_norms(self.si_params, self.members)
-        geo = torch.stack([si_norm, member_angles(self.si_params, self.prev, self.members),
-                           member_angles(self.si_params, self.init, self.members)])
+        geo = torch.stack(
+            [
+                si_norm,
+                member_angles(self.si_params, self.prev, self.members),
+                member_angles(self.si_params, self.init, self.members),
+            ]
+        )
         per_layer = layer_norms(self.si_params, self.members)
         table = torch.cat([train, test, geo.to(train), per_layer.to(train)]).tolist()  # 1 read
         self.prev = [p.detach().clone() for p in self.si_params]
-        return [_row(step, epoch, lrs[k], elrs[k], [col[k] for col in table], self.si_names,
-                     self._n_test()) for k in range(self.members)]
+        return [
+            _row(
+                step,
+                epoch,
+                lrs[k],
+                elrs[k],
+                [col[k] for col in table],
+                self.si_names,
+                self._n_test(),
+            )
+            for k in range(self.members)
+        ]
 
     def _n_test(self) -> int:
         return sum(len(y) for _, y in self.test_batches)
@@ -80,17 +95,29 @@ class EnsembleRecorder:
                 logits = self.model(shared_inputs(x, k))
                 losses = member_losses(logits, y, self.loss)
                 grads = torch.autograd.grad(losses.sum(), self.si_params)
-                sums += torch.stack([w * losses.detach(), member_correct(logits, y).to(losses),
-                                     w * member_norms(grads, k)]).double()
+                sums += torch.stack(
+                    [
+                        w * losses.detach(),
+                        member_correct(logits, y).to(losses),
+                        w * member_norms(grads, k),
+                    ]
+                ).double()
                 seen += w  # weighted Welford, as in metrics.gradients._Welford
                 delta = torch._foreach_sub(list(grads), mean)
                 torch._foreach_add_(mean, delta, alpha=w / seen)
                 m2 += (w * (1.0 - w / seen) * member_sq_norms(delta, k)).double()
         rho = member_norms(self.si_params, k).double()
         sums[1] /= n
-        return torch.cat([sums[:1], sums[1:2], sums[2:] * rho,
-                          (member_norms(mean, k).double() * rho).unsqueeze(0),
-                          (m2 / seen).unsqueeze(0), member_norms(mean, k).double().unsqueeze(0)])
+        return torch.cat(
+            [
+                sums[:1],
+                sums[1:2],
+                sums[2:] * rho,
+                (member_norms(mean, k).double() * rho).unsqueeze(0),
+                (m2 / seen).unsqueeze(0),
+                member_norms(mean, k).double().unsqueeze(0),
+            ]
+        )
 
     @torch.no_grad()
     def _test_sums(self) -> Tensor:
@@ -101,24 +128,33 @@ class EnsembleRecorder:
         self.model.eval()
         for x, y in self.test_batches:
             logits = self.model(shared_inputs(x, k))
-            sums += torch.stack([member_losses(logits, y, self.loss) * len(y),
-                                 member_correct(logits, y).to(logits)]).double()
+            sums += torch.stack(
+                [member_losses(logits, y, self.loss) * len(y), member_correct(logits, y).to(logits)]
+            ).double()
         self.model.train(was_training)
         return sums
 
 
-def _row(step: int, epoch: float, lr: float, elr: float, col: list[float], names: list[str],
-         n_test: int) -> dict[str, Any]:
+def _row(
+    step: int, epoch: float, lr: float, elr: float, col: list[float], names: list[str], n_test: int
+) -> dict[str, Any]:
     loss, acc, eff, eff_full, var, full, test_loss, test_correct, si_norm, ang, ang0 = col[:11]
     norms = col[11:]
     return {
-        "epoch": epoch, "step": step,
-        "train_loss": loss, "train_acc": acc,
-        "test_loss": test_loss / n_test, "test_acc": test_correct / n_test,
-        "eff_grad_norm": eff, "eff_full_grad_norm": eff_full,
+        "epoch": epoch,
+        "step": step,
+        "train_loss": loss,
+        "train_acc": acc,
+        "test_loss": test_loss / n_test,
+        "test_acc": test_correct / n_test,
+        "eff_grad_norm": eff,
+        "eff_full_grad_norm": eff_full,
         "grad_snr": full**2 / var if var > 0 else math.inf,
-        "si_norm": si_norm, "angle": ang, "angle_to_init": ang0,
-        "lr": lr, "elr": elr,
+        "si_norm": si_norm,
+        "angle": ang,
+        "angle_to_init": ang0,
+        "lr": lr,
+        "elr": elr,
         "layer_norms": dict(zip(names, norms)),
         "layer_elr": {n: lr / max(v, 1e-30) ** 2 for n, v in zip(names, norms)},
     }

@@ -35,8 +35,9 @@ def _state_tensors(model: nn.Module, opt: torch.optim.Optimizer) -> list[Tensor]
     return tensors + [v for s in opt.state.values() for v in s.values() if isinstance(v, Tensor)]
 
 
-def cuda_graph_step(model: nn.Module, opt: torch.optim.Optimizer, loss: str,
-                    x: Tensor, y: Tensor, warmup: int = 3) -> StepFn:
+def cuda_graph_step(
+    model: nn.Module, opt: torch.optim.Optimizer, loss: str, x: Tensor, y: Tensor, warmup: int = 3
+) -> StepFn:
     """Capture the whole step (forward, backward, optimizer) as one CUDA graph on static copies
     of x and y; the returned function copies a batch in and replays. Warm-up steps run on a side
     stream and are undone (optimizer state they create is zeroed: a zero momentum buffer gives
@@ -44,8 +45,10 @@ def cuda_graph_step(model: nn.Module, opt: torch.optim.Optimizer, loss: str,
     per-member ELR and radius must be device tensors updated in place, and every batch must
     have the shape of x (the caller runs a smaller last batch eagerly)."""
     if x.device.type != "cuda":
-        raise ValueError(f"cuda_graph needs the data on a CUDA device, got {x.device}; "
-                         "use train.device=cuda or turn cuda_graph off")
+        raise ValueError(
+            f"cuda_graph needs the data on a CUDA device, got {x.device}; "
+            "use train.device=cuda or turn cuda_graph off"
+        )
     step = eager_step(model, opt, loss)
     static_x, static_y = x.clone(), y.clone()
     saved = [(t, t.detach().clone()) for t in _state_tensors(model, opt)]

@@ -32,10 +32,18 @@ def available_models() -> list[str]:
     return [f"{family}_{suffix}" for family in _FAMILIES for suffix in _VARIANTS]
 
 
-def build_model(name: str, *, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
-                in_features: int | None = None, width: int | None = None,
-                depth: int | None = None, head_seed: int = 0,
-                head_norm: float = 10.0) -> nn.Module:
+def build_model(
+    name: str,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int = 32,
+    in_features: int | None = None,
+    width: int | None = None,
+    depth: int | None = None,
+    head_seed: int = 0,
+    head_norm: float = 10.0,
+) -> nn.Module:
     """Build a model of the zoo. Kwargs a family does not use are ignored (e.g. in_features for
     a ConvNet, depth for ResNet-18); width/depth None means the family's default.
 
@@ -45,9 +53,16 @@ def build_model(name: str, *, num_classes: int = 10, in_channels: int = 3, image
     family, _, suffix = str(name).rpartition("_")
     if family not in _FAMILIES or suffix not in _VARIANTS:
         raise ValueError(f"unknown model {name!r}; choose one of {available_models()}")
-    kwargs = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size,
-              "in_features": in_features, "width": width, "depth": depth,
-              "head_seed": head_seed, "head_norm": head_norm}
+    kwargs = {
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "image_size": image_size,
+        "in_features": in_features,
+        "width": width,
+        "depth": depth,
+        "head_seed": head_seed,
+        "head_norm": head_norm,
+    }
     model = _FAMILIES[family](ModelSpec(fully_si=_VARIANTS[suffix], **kwargs))
     model.config = {"name": name, **kwargs}
     return model

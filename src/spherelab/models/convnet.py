@@ -27,9 +27,13 @@ class ConvNet(ZooModel):
             raise ValueError(
                 f"image_size={spec.image_size} is too small for a depth-{depth} ConvNet (each "
                 f"stage halves it; needs >= {2**depth}); use depth <= "
-                f"{spec.image_size.bit_length() - 1} or larger images")
-        layers: list[nn.Module] = [conv3x3(spec.in_channels, width), batch_norm(width, spec),
-                                   nn.ReLU()]
+                f"{spec.image_size.bit_length() - 1} or larger images"
+            )
+        layers: list[nn.Module] = [
+            conv3x3(spec.in_channels, width),
+            batch_norm(width, spec),
+            nn.ReLU(),
+        ]
         for i in range(1, depth + 1):
             c_in, c_out = width * 2 ** (i - 1), width * 2**i
             layers += [conv3x3(c_in, c_out), batch_norm(c_out, spec), nn.ReLU(), nn.MaxPool2d(2)]

@@ -55,8 +55,11 @@ class ZooModel(nn.Module):
 
     def si_parameters(self) -> list[nn.Parameter]:
         """Weights of every conv/linear except the head: in the zoo, each one feeds a norm."""
-        return [m.weight for m in self.modules()
-                if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not self.head]
+        return [
+            m.weight
+            for m in self.modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not self.head
+        ]
 
 
 def make_head(in_features: int, spec: ModelSpec) -> nn.Linear:

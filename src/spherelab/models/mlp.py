@@ -20,15 +20,20 @@ class MLP(ZooModel):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec.fully_si)
         if spec.in_features is None:
-            raise ValueError("in_features=None: the MLP needs the input size; pass "
-                             "in_features=<numbers per sample> (e.g. 40 for MNIST-1D)")
+            raise ValueError(
+                "in_features=None: the MLP needs the input size; pass "
+                "in_features=<numbers per sample> (e.g. 40 for MNIST-1D)"
+            )
         width = spec.width or DEFAULT_WIDTH
         depth = spec.depth or DEFAULT_DEPTH
         layers: list[nn.Module] = [nn.Flatten()]
         features = spec.in_features
         for _ in range(depth):
-            layers += [nn.Linear(features, width, bias=False), batch_norm(width, spec, dims=1),
-                       nn.ReLU()]
+            layers += [
+                nn.Linear(features, width, bias=False),
+                batch_norm(width, spec, dims=1),
+                nn.ReLU(),
+            ]
             features = width
         self.features = nn.Sequential(*layers)
         self.head = make_head(width, spec)
