@@ -109,3 +109,22 @@ def test_console_script_entry_point_runs():
         timeout=120,
     )
     assert done.returncode == 0 and "sweep" in done.stdout
+
+
+def test_progress_bar_draws_on_a_terminal_and_stays_silent_otherwise():
+    import io
+
+    from spherelab.commands.progress import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert progress_bar(stream=io.StringIO()) is None
+    screen = Terminal()
+    show = progress_bar(stream=screen)
+    record = {"train_loss": 0.5, "test_acc": 0.8}
+    show({"step": 5, "total": 10, "epoch": 1.0, "record": record, "elapsed": 2.0})
+    show({"step": 10, "total": 10, "epoch": 2.0, "record": record, "elapsed": 4.0})
+    text = screen.getvalue()
+    assert "50.0%" in text and "100.0%" in text and text.endswith("\n")

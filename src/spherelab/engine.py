@@ -6,7 +6,6 @@ checkpoints/. The sphere constraint lives in the optimizer; this loop never touc
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -20,7 +19,8 @@ import torch
 from torch import nn
 
 from spherelab import checkpoint as ckpt
-from spherelab.config import Config, from_dict
+from spherelab import runfiles
+from spherelab.config import Config
 from spherelab.data import BatchSampler, Dataset, augment_images, fixed_batches, load_dataset
 from spherelab.losses import get_loss
 from spherelab.recorder import Recorder
@@ -30,7 +30,6 @@ from spherelab.training import make_optimizer, set_rate, train_step
 
 log = logging.getLogger("spherelab")
 ProgressFn = Callable[[dict[str, Any]], None]
-FINAL_STATUSES = ("finished", "nonfinite")
 
 
 @dataclass
@@ -110,8 +109,8 @@ def build_run(cfg: Config) -> Run:
     recorder = Recorder(
         model,
         loss_fn,
-        _batches(data.x_train, data.y_train, cfg),
-        _batches(data.x_test, data.y_test, cfg),
+        eval_batches(data.x_train, data.y_train, cfg),
+        eval_batches(data.x_test, data.y_test, cfg),
         [names[id(p)] for p in si],
         si,
     )
@@ -143,7 +142,7 @@ def _load_weights(model: nn.Module, path: str, device: torch.device) -> None:
     model.load_state_dict(state["model"] if "model" in state else state)
 
 
-def _batches(
+def eval_batches(
     x: torch.Tensor, y: torch.Tensor, cfg: Config
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if cfg.train.channels_last and x.dim() == 4:
@@ -156,97 +155,18 @@ def train_run(
 ) -> dict[str, Any]:
     """Train (or resume, or return the finished result of) one run in out_dir."""
     out = Path(out_dir)
-    finished = _prepare_dir(cfg, out, resume)
+    finished = runfiles.prepare_dir(cfg, out, resume)
     if finished is not None:
         return finished
     run = build_run(cfg)
-    records, start = _restore(run, out) if resume else ([], 0)
+    records, start = runfiles.restore(run, out) if resume else ([], 0)
     if start == 0:
         records = []
         (out / "metrics.jsonl").unlink(missing_ok=True)
         ckpt.save_init(out, run.recorder.init)
     ckpt.write_json(out / "config.json", cfg.to_dict() | {"environment": environment(run.device)})
-    status, records = _loop(run, out, records, start, _progress_fn(progress))
-    return _finish(run, out, records, status)
-
-
-def _prepare_dir(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
-    """Refuse a directory that holds a different run; return a finished run's summary."""
-    cfg_path = out / "config.json"
-    if not cfg_path.exists():
-        out.mkdir(parents=True, exist_ok=True)
-        return None
-    try:
-        saved = from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
-    except (ValueError, json.JSONDecodeError):
-        raise ValueError(f"{out} holds an unreadable config.json; choose another --out") from None
-    if _comparable(saved) != _comparable(cfg):
-        raise ValueError(
-            f"{out} already holds a different run (its config.json differs); "
-            "choose another --out or delete that directory"
-        )
-    summary_path = out / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        if summary.get("status") in FINAL_STATUSES:
-            if resume:
-                return summary
-            raise ValueError(
-                f"{out} already holds this finished run; use another --out, or "
-                "--resume to reuse its result"
-            )
-    if not resume and (out / "metrics.jsonl").exists():
-        raise ValueError(
-            f"{out} holds an unfinished run; pass --resume to continue it or choose another --out"
-        )
-    return None
-
-
-def _comparable(cfg: Config) -> dict[str, Any]:
-    """The config minus where it runs: a run may resume on another device."""
-    data = cfg.to_dict()
-    data["train"].pop("device")
-    return data
-
-
-def _restore(run: Run, out: Path) -> tuple[list[dict[str, Any]], int]:
-    """Load the latest checkpoint; keep the records up to it. (records, step)."""
-    paths = ckpt.list_checkpoints(out)
-    if not paths:
-        return [], 0
-    state = ckpt.load_checkpoint(paths[-1], run.device)
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.sampler.load_state_dict(state["sampler"])
-    torch.set_rng_state(state["torch_rng"])
-    if run.aug_gen is not None:
-        run.aug_gen.set_state(state["aug_rng"])
-    run.recorder.init = ckpt.load_init(out, run.device)
-    run.recorder.prev = list(state["prev"])
-    run.remaining = deque(t.to(run.device) for t in state["remaining"])
-    step = int(state["step"])
-    records = [r for r in ckpt.read_records(out / "metrics.jsonl") if r["step"] <= step]
-    ckpt.write_records(out / "metrics.jsonl", records)
-    log.info("resumed %s at step %d", out, step)
-    return records, step
-
-
-def _save(run: Run, out: Path, step: int, remaining: deque) -> None:
-    if run.cfg.train.checkpoints == "none":
-        return
-    if run.cfg.train.checkpoints == "last" and step != run.total_steps:
-        return
-    payload = {
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "sampler": run.sampler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "aug_rng": run.aug_gen.get_state() if run.aug_gen is not None else None,
-        "prev": run.recorder.prev,
-        "remaining": [t.cpu() for t in remaining],
-        "step": step,
-    }
-    ckpt.save_checkpoint(out, step, payload)
+    status, records = _loop(run, out, records, start, progress_fn(progress))
+    return runfiles.finish(run, out, records, status)
 
 
 def _loop(run: Run, out: Path, records: list, start: int, progress: ProgressFn | None):
@@ -308,7 +228,7 @@ def _record(run: Run, out: Path, step: int, schedule, remaining: deque) -> dict[
         row["elr"] = lr / max(row["si_norm"], 1e-30) ** 2
     ckpt.append_record(out / "metrics.jsonl", row)
     _diagnose_online(run, out, step)
-    _save(run, out, step, remaining)
+    runfiles.save(run, out, step, remaining)
     return row
 
 
@@ -325,45 +245,7 @@ def _diagnose_online(run: Run, out: Path, step: int) -> None:
     ckpt.append_record(out / "diagnostics.jsonl", diagnose_point(run, opts, step))
 
 
-def _finish(run: Run, out: Path, records: list[dict[str, Any]], status: str) -> dict[str, Any]:
-    from spherelab.regimes import classify_records
-
-    try:
-        verdict = classify_records(records, num_classes=run.data.num_classes)
-        regime, stats = verdict.regime, verdict.stats
-    except ValueError as err:  # too few records to have a trajectory
-        regime, stats = "unclassified", {"reason": str(err)}
-        if status == "nonfinite":  # a non-finite loss is divergence however short the run
-            regime = "divergence"
-    summary = dict(records[-1]) | {
-        "status": status,
-        "regime": regime,
-        "regime_stats": stats,
-        "elr_config": run.cfg.optim.elr,
-        "seed": run.cfg.train.seed,
-        "num_classes": run.data.num_classes,
-        "init_train_loss": records[0]["train_loss"],
-    }
-    ckpt.write_json(out / "summary.json", summary)
-    return summary
-
-
-def relabel_run(run_dir: str | Path) -> dict[str, Any]:
-    """Re-classify a finished run from its metrics.jsonl (after the classifier changed) and
-    rewrite summary.json; returns the new summary."""
-    from spherelab.regimes import classify_records
-
-    out = Path(run_dir)
-    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    records = ckpt.read_records(out / "metrics.jsonl")
-    verdict = classify_records(records, num_classes=summary.get("num_classes"))
-    regime = "divergence" if summary.get("status") == "nonfinite" else verdict.regime
-    summary.update(regime=regime, regime_stats=verdict.stats)
-    ckpt.write_json(out / "summary.json", summary)
-    return summary
-
-
-def _progress_fn(progress: bool | ProgressFn) -> ProgressFn | None:
+def progress_fn(progress: bool | ProgressFn) -> ProgressFn | None:
     if callable(progress):
         return progress
     if not progress:

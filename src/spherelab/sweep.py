@@ -160,7 +160,7 @@ def _write_summary(out: Path, rows: list[dict[str, str]]) -> Path:
 def relabel_sweep(sweep_dir: str | Path) -> Path:
     """Re-classify every finished run of a sweep with the current classifier; rewrite each
     summary.json and the regime column of summary.csv."""
-    from spherelab.engine import relabel_run
+    from spherelab.runfiles import relabel_run
 
     out = Path(sweep_dir)
     rows = read_summary(out / "summary.csv")

@@ -8,9 +8,11 @@ from typing import Any, TextIO
 
 
 def progress_bar(
-    label: str = "", stream: TextIO = sys.stderr
+    label: str = "", stream: TextIO | None = None
 ) -> Callable[[dict[str, Any]], None] | None:
-    """A callback for engine progress dicts; None when stream is not a terminal."""
+    """A callback for engine progress dicts; None when stream (default: stderr) is not a
+    terminal. The stream is looked up at call time, so redirected stderr is honoured."""
+    stream = sys.stderr if stream is None else stream
     if not stream.isatty():
         return None
 

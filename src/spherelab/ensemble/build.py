@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from spherelab import checkpoint as ckpt
-from spherelab import engine
+from spherelab import engine, runfiles
 from spherelab.config import Config
 from spherelab.data import BatchSampler, load_dataset
 from spherelab.ensemble.modules import batched_names, ensemble_skeleton
@@ -118,8 +118,8 @@ def build_ensemble(cfgs: Sequence[Config], outs: Sequence[Path], shared_batches:
     recorder = EnsembleRecorder(
         model,
         cfg.train.loss,
-        engine._batches(data.x_train, data.y_train, cfg),
-        engine._batches(data.x_test, data.y_test, cfg),
+        engine.eval_batches(data.x_train, data.y_train, cfg),
+        engine.eval_batches(data.x_test, data.y_test, cfg),
         si_names,
         si,
     )
@@ -165,7 +165,7 @@ def save_members(ens: Ensemble, step: int, only: Sequence[int]) -> None:
             member_slice(t, k, k_all, n in ens.batched).clone()
             for t, n in zip(ens.recorder.prev, names)
         ]
-        engine._save(run, ens.outs[k], step, run.remaining)
+        runfiles.save(run, ens.outs[k], step, run.remaining)
 
 
 def member_init(ens: Ensemble, k: int) -> list[Tensor]:
@@ -194,7 +194,7 @@ def restore_members(ens: Ensemble) -> tuple[list[list[dict]], int]:
         return [[] for _ in ens.runs], 0
     states, bufs, inits, prevs, records, step = [], [], [], [], [], 0
     for k, run in enumerate(ens.runs):
-        rows, step = engine._restore(run, ens.outs[k])
+        rows, step = runfiles.restore(run, ens.outs[k])
         records.append(rows)
         states.append({n: v.detach().clone() for n, v in run.model.state_dict().items()})
         ens.radii[k] = float(run.optimizer.param_groups[0]["radius"])

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from spherelab import checkpoint as ckpt
-from spherelab import engine
+from spherelab import engine, runfiles
 from spherelab.config import Config
 from spherelab.data import augment_images
 from spherelab.ensemble.build import (
@@ -67,14 +67,14 @@ def train_ensemble(
             "sphere mode, global sphere, a *_si model, and equal except optim.elr "
             "and train.seed; group them with pack_key() or use train_run"
         )
-    summaries = [engine._prepare_dir(c, o, resume) for c, o in zip(cfgs, outs)]
+    summaries = [runfiles.prepare_dir(c, o, resume) for c, o in zip(cfgs, outs)]
     todo = [k for k, s in enumerate(summaries) if s is None]
     if todo:
         done = _train(
             [cfgs[k] for k in todo],
             [outs[k] for k in todo],
             resume,
-            engine._progress_fn(progress),
+            engine.progress_fn(progress),
             shared_batches,
             cuda_graph,
         )
@@ -96,7 +96,7 @@ def _train(cfgs, outs, resume, progress, shared_batches, cuda_graph) -> list[dic
     _loop(ens, records, start, summaries, progress, cuda_graph)
     for k in range(ens.members):
         if summaries[k] is None:
-            summaries[k] = engine._finish(ens.runs[k], outs[k], records[k], "finished")
+            summaries[k] = runfiles.finish(ens.runs[k], outs[k], records[k], "finished")
     return summaries
 
 
@@ -211,7 +211,7 @@ def _finish_nonfinite(ens: Ensemble, k: int, records: list[dict]) -> dict[str, A
     non-finite within the first record interval) the member is labelled divergence so that
     the other members carry on."""
     try:
-        return engine._finish(ens.runs[k], ens.outs[k], records, "nonfinite")
+        return runfiles.finish(ens.runs[k], ens.outs[k], records, "nonfinite")
     except ValueError as err:
         run = ens.runs[k]
         summary = dict(records[-1]) | {
