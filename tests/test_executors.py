@@ -55,7 +55,6 @@ def test_every_executor_writes_the_same_summary_as_inline(
     assert len(rows) == 2 and {r["status"] for r in rows} == {"finished", "failed"}
 
 
-@pytest.mark.slow
 def test_the_ray_executor_writes_the_same_summary_as_inline(
     inline_rows, tmp_path, importable_tests
 ):
