@@ -255,3 +255,31 @@ def test_training_steps_never_wait_for_the_device(cuda_graph, tmp_path):
             stepper(*_next_batch(ens, data.x_train, data.y_train))
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_packed_members_honour_test_subset_and_init_from_like_single_runs(tmp_path):
+    from spherelab.config import Config, apply_overrides
+    from spherelab.engine import train_run
+    from spherelab.ensemble import train_ensemble
+
+    base = {
+        "model.name": "mlp_si",
+        "model.width": 8,
+        "data.name": "synthetic:20:128:60",
+        "data.test_subset": 25,
+        "train.epochs": 2,
+        "train.records": 3,
+        "train.device": "cpu",
+        "train.dtype": "float64",
+    }
+    pre = apply_overrides(Config(), base | {"optim.elr": 1e-2})
+    train_run(pre, tmp_path / "pre")
+    start = sorted((tmp_path / "pre" / "checkpoints").glob("step_*.pt"))[-1]
+    cfgs = [
+        apply_overrides(Config(), base | {"optim.elr": e, "train.init_from": str(start)})
+        for e in (1e-3, 3e-3)
+    ]
+    packed = train_ensemble(cfgs, [tmp_path / "a", tmp_path / "b"])
+    single = train_run(cfgs[0], tmp_path / "single")
+    assert packed[0]["test_loss"] == pytest.approx(single["test_loss"], rel=1e-9)
+    assert packed[0]["train_loss"] == pytest.approx(single["train_loss"], rel=1e-9)

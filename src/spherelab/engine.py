@@ -66,10 +66,8 @@ def build_model_for(cfg: Config, data: Dataset) -> nn.Module:
     return build_model(cfg.model.name, **kwargs)
 
 
-def build_run(cfg: Config) -> Run:
-    """Data, model (seeded init), optimizer, sampler and recorder for a config."""
-    from spherelab.scale_invariance import si_parameters
-
+def load_run_data(cfg: Config) -> tuple[torch.device, torch.dtype, Dataset]:
+    """The device, dtype and in-memory data set of a config (shared by runs and ensembles)."""
     device, dtype = resolve_device(cfg.train.device), resolve_dtype(cfg.train.dtype)
     data = load_dataset(
         cfg.data.name,
@@ -82,10 +80,18 @@ def build_run(cfg: Config) -> Run:
         data_dir=cfg.data.data_dir,
         download=cfg.data.download,
     )
+    return device, dtype, data
+
+
+def build_run(cfg: Config) -> Run:
+    """Data, model (seeded init), optimizer, sampler and recorder for a config."""
+    from spherelab.scale_invariance import si_parameters
+
+    device, dtype, data = load_run_data(cfg)
     torch.manual_seed(cfg.train.seed)
     model = build_model_for(cfg, data).to(device=device, dtype=dtype)
     if cfg.train.init_from:
-        _load_weights(model, cfg.train.init_from, device)
+        load_weights(model, cfg.train.init_from, device)
     if cfg.train.channels_last and data.x_train.dim() == 4:
         model = model.to(memory_format=torch.channels_last)
     si = si_parameters(model)
@@ -130,7 +136,7 @@ def build_run(cfg: Config) -> Run:
     )
 
 
-def _load_weights(model: nn.Module, path: str, device: torch.device) -> None:
+def load_weights(model: nn.Module, path: str, device: torch.device) -> None:
     """Start from a checkpoint's weights (the optimizer and its radius start afresh there)."""
     try:
         state = ckpt.load_checkpoint(Path(path), device)

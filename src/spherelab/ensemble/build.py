@@ -14,12 +14,11 @@ from torch import Tensor, nn
 from spherelab import checkpoint as ckpt
 from spherelab import engine, runfiles
 from spherelab.config import Config
-from spherelab.data import BatchSampler, load_dataset
+from spherelab.data import BatchSampler
 from spherelab.ensemble.modules import batched_names, ensemble_skeleton
 from spherelab.ensemble.pack import join_members, member_slice, pack_states, unpack_state
 from spherelab.ensemble.record import EnsembleRecorder
 from spherelab.optim import SphereSGD
-from spherelab.runtime import resolve_device, resolve_dtype
 from spherelab.scale_invariance import si_parameters
 from spherelab.training import make_optimizer
 
@@ -50,6 +49,8 @@ class Ensemble:
 def _member_run(cfg: Config, data, device: torch.device, dtype: torch.dtype) -> engine.Run:
     torch.manual_seed(cfg.train.seed)
     model = engine.build_model_for(cfg, data).to(device=device, dtype=dtype)
+    if cfg.train.init_from:  # a fine-tune branch: every member starts from the checkpoint
+        engine.load_weights(model, cfg.train.init_from, device)
     opt = make_optimizer(cfg.optim, model, si_parameters(model))
     sampler = BatchSampler(
         data.n_train,
@@ -78,17 +79,7 @@ def _member_run(cfg: Config, data, device: torch.device, dtype: torch.dtype) -> 
 def build_ensemble(cfgs: Sequence[Config], outs: Sequence[Path], shared_batches: bool) -> Ensemble:
     """Data once, K members initialised as single runs, packed into one module."""
     cfg = cfgs[0]
-    device, dtype = resolve_device(cfg.train.device), resolve_dtype(cfg.train.dtype)
-    data = load_dataset(
-        cfg.data.name,
-        device=device,
-        dtype=dtype,
-        train_subset=cfg.data.train_subset,
-        label_noise=cfg.data.label_noise,
-        seed=cfg.train.seed,
-        data_dir=cfg.data.data_dir,
-        download=cfg.data.download,
-    )
+    device, dtype, data = engine.load_run_data(cfg)
     runs = [_member_run(c, data, device, dtype) for c in cfgs]
     states = [{k: v.detach().clone() for k, v in r.model.state_dict().items()} for r in runs]
     radii = [float(r.optimizer.param_groups[0]["radius"]) for r in runs]
