@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import json
 import logging
 import multiprocessing
 import os
@@ -95,12 +94,15 @@ def _gather(
 
 
 def pack_groups(tasks: Sequence[Task], pack: int) -> list[list[Task]]:
-    """Chunks of at most `pack` tasks whose configs differ only in ELR and seed."""
-    groups: dict[str, list[Task]] = {}
+    """Chunks of at most `pack` tasks that can share one ensemble module (same
+    spherelab.ensemble.pack_key: equal configs but for ELR and, where the data allow, seed)."""
+    if pack <= 1:
+        return [[task] for task in tasks]
+    from spherelab.ensemble.pack import pack_key  # lazy: only packing needs torch here
+
+    groups: dict[tuple, list[Task]] = {}
     for task in tasks:
-        key = task.config.to_dict()
-        del key["optim"]["elr"], key["train"]["seed"]
-        groups.setdefault(json.dumps(key, sort_keys=True), []).append(task)
+        groups.setdefault(pack_key(task.config), []).append(task)
     return [group[i : i + pack] for group in groups.values() for i in range(0, len(group), pack)]
 
 
