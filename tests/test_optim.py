@@ -216,3 +216,15 @@ def test_non_positive_elr_is_rejected_with_a_hint(bad):
 def test_unknown_sphere_is_rejected_with_the_valid_names():
     with pytest.raises(ValueError, match="per_filter"):
         SphereSGD([nn.Parameter(torch.ones(3))], elr=0.1, sphere="ball")
+
+
+def test_a_group_added_later_gets_its_own_radius():
+    net = _si_net()
+    first, *rest = _si_params(net)
+    opt = SphereSGD([first], elr=0.1)
+    opt.add_param_group({"params": rest, "sphere": "per_tensor"})
+    assert opt.param_groups[1]["radius"] == pytest.approx([p.norm().item() for p in rest])
+    _train(net, opt, steps=2)
+    assert [p.norm().item() for p in rest] == pytest.approx(
+        opt.param_groups[1]["radius"], rel=1e-12
+    )

@@ -68,8 +68,11 @@ class SphereSGD(Optimizer):
             foreach=foreach,
         )
         super().__init__(params, defaults)
-        for group in self.param_groups:
-            self._init_group(group)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group and measure its radius (or per-filter radii) now, as at construction."""
+        super().add_param_group(param_group)
+        self._init_group(self.param_groups[-1])
 
     # ----------------------------------------------------------------- set-up
     def _init_group(self, group: dict[str, Any]) -> None:
@@ -92,6 +95,8 @@ class SphereSGD(Optimizer):
                 group["radius"] = None
             elif group["radius"] is None:
                 group["radius"] = _measure_radius(params, k, group["sphere"])
+            elif group["sphere"] == "per_tensor" and not isinstance(group["radius"], list):
+                group["radius"] = [group["radius"]] * len(params)  # one given radius for all
 
     # ------------------------------------------------------------------- step
     @torch.no_grad()
