@@ -120,3 +120,34 @@ def test_record_steps_are_log_spaced_epochs_with_both_ends():
     assert all(s % 10 == 0 for s in steps)
     gaps = [b - a for a, b in zip(steps[1:], steps[2:])]
     assert gaps == sorted(gaps)
+
+
+def test_records_report_the_rate_of_the_step_just_taken_and_match_the_ensemble(tmp_path):
+    from spherelab.ensemble import train_ensemble
+
+    over = {
+        "optim.schedule": "piecewise",
+        "optim.schedule_milestones": [2.0],
+        "optim.schedule_factors": [0.1],
+        "train.records": 5,
+        "train.dtype": "float64",
+    }
+    single = read_records_of(train_run, _cfg(**over), tmp_path / "single")
+    train_ensemble(
+        [_cfg(**over), _cfg(**over | {"optim.elr": 2e-2})], [tmp_path / "e0", tmp_path / "e1"]
+    )
+    packed = read_records(tmp_path / "e0" / "metrics.jsonl")
+    by_epoch = {r["epoch"]: r["elr"] for r in single}
+    assert by_epoch[2.0] == pytest.approx(1e-2)  # epoch 2's last step still ran at the base ELR
+    assert by_epoch[4.0] == pytest.approx(1e-3)
+    assert [r["elr"] for r in packed] == pytest.approx([r["elr"] for r in single])
+
+
+def test_bad_init_from_checkpoint_is_a_one_line_error(tmp_path):
+    with pytest.raises(ValueError, match="init_from"):
+        train_run(_cfg(**{"train.init_from": str(tmp_path)}), tmp_path / "r")
+
+
+def read_records_of(train, cfg, out):
+    train(cfg, out)
+    return read_records(out / "metrics.jsonl")

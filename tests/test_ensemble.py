@@ -283,3 +283,28 @@ def test_packed_members_honour_test_subset_and_init_from_like_single_runs(tmp_pa
     single = train_run(cfgs[0], tmp_path / "single")
     assert packed[0]["test_loss"] == pytest.approx(single["test_loss"], rel=1e-9)
     assert packed[0]["train_loss"] == pytest.approx(single["train_loss"], rel=1e-9)
+
+
+def test_a_member_going_nonfinite_leaves_the_others_angles_alone(tmp_path):
+    from spherelab.config import Config, apply_overrides
+    from spherelab.engine import train_run
+    from spherelab.ensemble import train_ensemble
+
+    base = {
+        "model.name": "mlp_si",
+        "model.width": 8,
+        "data.name": "synthetic:20:128",
+        "data.batch_size": 32,
+        "train.epochs": 3,
+        "train.records": 3,
+        "train.device": "cpu",
+        "train.dtype": "float64",
+    }
+    cfgs = [apply_overrides(Config(), base | {"optim.elr": e}) for e in (1e300, 2e-3)]
+    train_ensemble(cfgs, [tmp_path / "bad", tmp_path / "good"])
+    train_run(cfgs[1], tmp_path / "single")
+    from spherelab.checkpoint import read_records
+
+    good = read_records(tmp_path / "good" / "metrics.jsonl")
+    single = read_records(tmp_path / "single" / "metrics.jsonl")
+    assert [r["angle"] for r in good] == pytest.approx([r["angle"] for r in single], rel=1e-9)

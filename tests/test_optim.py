@@ -228,3 +228,48 @@ def test_a_group_added_later_gets_its_own_radius():
     assert [p.norm().item() for p in rest] == pytest.approx(
         opt.param_groups[1]["radius"], rel=1e-12
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"radius": -1.0}, "positive"),
+        ({"radius": [1.0, 2.0]}, "one sphere"),
+    ],
+)
+def test_bad_radius_is_rejected_at_construction(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        SphereSGD([nn.Parameter(torch.ones(3, 2))], elr=0.1, **kwargs)
+
+
+def test_bad_group_momentum_is_rejected():
+    with pytest.raises(ValueError, match="momentum"):
+        SphereSGD([{"params": [nn.Parameter(torch.ones(3))], "momentum": 1.5}], elr=0.1)
+
+
+def test_a_tensor_without_gradient_stays_on_the_joint_sphere():
+    a = nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+    b = nn.Parameter(torch.randn(5, dtype=torch.float64))
+    opt = SphereSGD([a, b], elr=0.5)
+    radius = opt.param_groups[0]["radius"]
+    (a.sum() ** 2).backward()  # b gets no gradient this step
+    opt.step()
+    assert _joint_norm([a, b]) == pytest.approx(radius, rel=1e-12)
+
+
+@pytest.mark.parametrize("sphere", ["global", "per_tensor", "per_filter"])
+def test_channels_last_weights_follow_the_same_trajectory(sphere):
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 2, 2, dtype=torch.float64)
+    target = torch.randn(4, 3, 2, 2, dtype=torch.float64)
+    plain = nn.Parameter(w.clone())
+    packed = nn.Parameter(w.clone().contiguous(memory_format=torch.channels_last))
+    opts = [
+        SphereSGD([q], elr=0.2, momentum=0.9, sphere=sphere, foreach=False) for q in (plain, packed)
+    ]
+    for _ in range(3):
+        for q, opt in zip((plain, packed), opts):
+            q.grad = None
+            ((q - target) ** 3).sum().backward()
+            opt.step()
+    torch.testing.assert_close(packed.detach(), plain.detach(), rtol=0, atol=1e-12)

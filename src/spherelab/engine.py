@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import time
 from collections import deque
 from collections.abc import Callable
@@ -140,12 +141,12 @@ def load_weights(model: nn.Module, path: str, device: torch.device) -> None:
     """Start from a checkpoint's weights (the optimizer and its radius start afresh there)."""
     try:
         state = ckpt.load_checkpoint(Path(path), device)
-    except FileNotFoundError:
+        model.load_state_dict(state["model"] if "model" in state else state)
+    except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as err:
         raise ValueError(
-            f"train.init_from={path!r} does not exist; pass a checkpoint .pt "
-            "from a run's checkpoints/ directory"
+            f"train.init_from={path!r} cannot start this model ({type(err).__name__}); pass a "
+            "checkpoint .pt from a run of the same model/width in its checkpoints/ directory"
         ) from None
-    model.load_state_dict(state["model"] if "model" in state else state)
 
 
 def eval_batches(
@@ -228,7 +229,8 @@ def _loop(run: Run, out: Path, records: list, start: int, progress: ProgressFn |
 
 def _record(run: Run, out: Path, step: int, schedule, remaining: deque) -> dict[str, Any]:
     spe = run.sampler.steps_per_epoch
-    lr, elr = set_rate(run.optimizer, run.cfg.optim, schedule(step / spe))
+    # The rate of the step just taken (the loop sets the next step's rate again before it).
+    lr, elr = set_rate(run.optimizer, run.cfg.optim, schedule(max(step - 1, 0) / spe))
     row = run.recorder.record(step, step / spe, lr, elr)
     if run.cfg.optim.mode == "conventional":  # the ELR is a consequence, not a setting
         row["elr"] = lr / max(row["si_norm"], 1e-30) ** 2

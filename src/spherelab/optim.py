@@ -81,6 +81,9 @@ class SphereSGD(Optimizer):
         if group["sphere"] == "none":
             return
         _check_elr(group["elr"])
+        if not 0.0 <= group["momentum"] < 1.0:
+            raise ValueError(f"momentum={group['momentum']} is outside [0, 1); use e.g. 0.9")
+        _check_radius(group["radius"])
         k = int(group["members"])
         params = group["params"]
         for p in params:
@@ -97,6 +100,13 @@ class SphereSGD(Optimizer):
                 group["radius"] = _measure_radius(params, k, group["sphere"])
             elif group["sphere"] == "per_tensor" and not isinstance(group["radius"], list):
                 group["radius"] = [group["radius"]] * len(params)  # one given radius for all
+            elif group["sphere"] == "global" and k == 1 and isinstance(group["radius"], list):
+                if len(group["radius"]) != 1:
+                    raise ValueError(
+                        f"radius={group['radius']} has {len(group['radius'])} "
+                        "values for one sphere; pass a number"
+                    )
+                group["radius"] = float(group["radius"][0])
 
     # ------------------------------------------------------------------- step
     @torch.no_grad()
@@ -114,9 +124,13 @@ class SphereSGD(Optimizer):
                 continue
             directions = _momentum_directions(self, group, params)
             _descend(self, group, params, directions)
-            _retract(self, group, params)
+            # Retract every tensor of the group (a tensor without a gradient this step still
+            # shares the sphere), then project the buffers that exist.
+            _retract(self, group, list(group["params"]))
             if group["momentum"] > 0:
-                _project_buffers(group, params, [self.state[p]["momentum_buffer"] for p in params])
+                with_buf = [p for p in group["params"] if "momentum_buffer" in self.state[p]]
+                bufs = [self.state[p]["momentum_buffer"] for p in with_buf]
+                _project_buffers(group, with_buf, bufs)
         return loss
 
     def radii(self) -> list[Any]:
@@ -130,6 +144,21 @@ def _check_elr(elr: float | Sequence[float]) -> None:
     for v in values:
         if not float(v) > 0.0:
             raise ValueError(f"elr={v} must be > 0 (the effective learning rate, e.g. 1e-3)")
+
+
+def _check_radius(radius: Any) -> None:
+    """A given radius: a positive number, or one per member / tensor (lists)."""
+    if radius is None:
+        return
+    values = radius.tolist() if isinstance(radius, Tensor) else radius
+    flat = values if isinstance(values, (list, tuple)) else [values]
+    for v in flat:
+        inner = v if isinstance(v, (list, tuple)) else [v]
+        if not all(isinstance(x, (int, float)) and x > 0 for x in inner):
+            raise ValueError(
+                f"radius={radius!r} must be a positive number (or one per member "
+                "or tensor); leave it None to use the norm at construction"
+            )
 
 
 def _use_foreach(group: dict[str, Any], params: list[Tensor]) -> bool:
@@ -206,7 +235,8 @@ def _descend(
         if isinstance(lr, float):
             p.add_(d, alpha=-lr)
         else:
-            _unit_view(p, k, sphere).sub_(_unit_view(d, k, sphere) * lr.unsqueeze(-1))
+            (view, _), (dview, _) = _unit_view(p, k, sphere), _unit_view(d, k, sphere)
+            view.sub_(dview * _spread(lr, view))
 
 
 def _index_of(group: dict[str, Any], p: Tensor) -> int:
@@ -216,11 +246,26 @@ def _index_of(group: dict[str, Any], p: Tensor) -> int:
     raise KeyError("parameter not in group")
 
 
-def _unit_view(p: Tensor, k: int, sphere: str) -> Tensor:
-    """A view of p with the sphere units along the leading dims and the rest flattened."""
-    if sphere == "per_filter" and p.dim() >= 2:
-        return p.view(k, p.shape[0] // k, -1)
-    return p.view(k, -1)
+def _unit_view(p: Tensor, k: int, sphere: str) -> tuple[Tensor, int]:
+    """p as a view [K, (filters,) rest...] in any memory format (channels_last too), and the
+    number of leading dims that index sphere units (1: per member/tensor, 2: per filter)."""
+    lead = 2 if sphere == "per_filter" and p.dim() >= 2 else 1
+    return p.unflatten(0, (k, -1)), lead
+
+
+def _reduce(x: Tensor, lead: int) -> Tensor:
+    """Sum over everything but the unit dims."""
+    return x.sum(dim=tuple(range(lead, x.dim()))) if x.dim() > lead else x
+
+
+def _spread(t: Tensor, like: Tensor) -> Tensor:
+    """Append singleton dims so a per-unit value broadcasts over a unit view."""
+    return t.reshape(t.shape + (1,) * (like.dim() - t.dim()))
+
+
+def _sq_norms(p: Tensor, k: int, sphere: str) -> Tensor:
+    view, lead = _unit_view(p, k, sphere)
+    return _reduce(view.square(), lead)
 
 
 def _retract(opt: SphereSGD, group: dict[str, Any], params: list[Tensor]) -> None:
@@ -230,37 +275,41 @@ def _retract(opt: SphereSGD, group: dict[str, Any], params: list[Tensor]) -> Non
         torch._foreach_mul_(params, float(group["radius"]) / norm)
         return
     if sphere == "global":
-        sq = sum(_unit_view(p, k, sphere).square().sum(-1) for p in params)
+        sq = sum(_sq_norms(p, k, sphere) for p in params)
         scale = _as_member_tensor(group["radius"], params[0]) / sq.sqrt()
         for p in params:
-            _unit_view(p, k, sphere).mul_(scale.unsqueeze(-1))
+            view, _ = _unit_view(p, k, sphere)
+            view.mul_(_spread(scale, view))
         return
     for p in params:
-        view = _unit_view(p, k, sphere)
+        view, _ = _unit_view(p, k, sphere)
         if sphere == "per_filter":
             target = opt.state[p]["filter_radius"]
         else:
             target = _as_member_tensor(group["radius"][_index_of(group, p)], p)
-        view.mul_((target / view.norm(dim=-1)).unsqueeze(-1))
+        view.mul_(_spread(target / _sq_norms(p, k, sphere).sqrt(), view))
 
 
 def _project_buffers(group: dict[str, Any], params: list[Tensor], bufs: list[Tensor]) -> None:
     """b <- b - <b, w>/||w||^2 w, over the same units as the sphere (tangent space)."""
-    sphere, k = group["sphere"], int(group["members"])
-    if sphere == "global":
-        dot = sum(
-            (_unit_view(b, k, sphere) * _unit_view(p, k, sphere)).sum(-1)
-            for p, b in zip(params, bufs)
-        )
-        sq = sum(_unit_view(p, k, sphere).square().sum(-1) for p in params)
-        coef = (dot / sq).unsqueeze(-1)
-        for p, b in zip(params, bufs):
-            _unit_view(b, k, sphere).sub_(coef * _unit_view(p, k, sphere))
+    if not params:
         return
-    for p, b in zip(params, bufs):
-        pv, bv = _unit_view(p, k, sphere), _unit_view(b, k, sphere)
-        coef = (pv * bv).sum(-1, keepdim=True) / pv.square().sum(-1, keepdim=True)
-        bv.sub_(coef * pv)
+    sphere, k = group["sphere"], int(group["members"])
+
+    def dot(p: Tensor, b: Tensor) -> Tensor:
+        (pv, lead), (bv, _) = _unit_view(p, k, sphere), _unit_view(b, k, sphere)
+        return _reduce(pv * bv, lead)
+
+    if sphere == "global":
+        coef = sum(dot(p, b) for p, b in zip(params, bufs)) / sum(
+            _sq_norms(p, k, sphere) for p in params
+        )
+        coefs = [coef] * len(params)
+    else:
+        coefs = [dot(p, b) / _sq_norms(p, k, sphere) for p, b in zip(params, bufs)]
+    for p, b, c in zip(params, bufs, coefs):
+        (pv, _), (bv, _) = _unit_view(p, k, sphere), _unit_view(b, k, sphere)
+        bv.sub_(_spread(c, pv) * pv)
 
 
 def _plain_sgd(opt: SphereSGD, group: dict[str, Any], params: list[Tensor]) -> None:

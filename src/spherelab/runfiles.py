@@ -68,7 +68,8 @@ def restore(run: Run, out: Path) -> tuple[list[dict[str, Any]], int]:
     paths = ckpt.list_checkpoints(out)
     if not paths:
         return [], 0
-    state = ckpt.load_checkpoint(paths[-1], run.device)
+    # On the CPU first: RNG states must stay CPU ByteTensors (load_state_dict moves the rest).
+    state = ckpt.load_checkpoint(paths[-1], "cpu")
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.sampler.load_state_dict(state["sampler"])
@@ -76,7 +77,7 @@ def restore(run: Run, out: Path) -> tuple[list[dict[str, Any]], int]:
     if run.aug_gen is not None:
         run.aug_gen.set_state(state["aug_rng"])
     run.recorder.init = ckpt.load_init(out, run.device)
-    run.recorder.prev = list(state["prev"])
+    run.recorder.prev = [t.to(run.device) for t in state["prev"]]
     run.remaining = deque(t.to(run.device) for t in state["remaining"])
     step = int(state["step"])
     records = [r for r in ckpt.read_records(out / "metrics.jsonl") if r["step"] <= step]

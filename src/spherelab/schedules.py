@@ -57,5 +57,11 @@ def make_schedule(
         return piecewise(milestones, factors)
     if name == "cosine":
         # A floor keeps the ELR positive (SphereSGD rejects 0): 1e-3 of the base value.
-        return cosine(total_epochs, final_factor=factors[0] if factors else 1e-3)
+        final = factors[0] if factors else 1e-3
+        if not final > 0:
+            raise ValueError(
+                f"cosine schedule floor {final} must be > 0 (set "
+                "optim.schedule_factors=[1e-3] or leave it empty)"
+            )
+        return cosine(total_epochs, final_factor=final)
     raise ValueError(f"schedule={name!r} is unknown; use one of {SCHEDULES}")

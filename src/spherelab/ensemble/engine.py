@@ -199,7 +199,9 @@ def _freeze_nonfinite(
     bad = [k for k, v in enumerate(window) if ens.active[k] and not math.isfinite(v)]
     if not bad:
         return
+    prev = [t.clone() for t in ens.recorder.prev]  # the others keep their last record's point
     _record(ens, step, factor, records, bad)
+    ens.recorder.prev = prev
     for k in bad:
         ens.active[k] = False
         summaries[k] = _finish_nonfinite(ens, k, records[k])
