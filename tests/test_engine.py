@@ -151,3 +151,10 @@ def test_bad_init_from_checkpoint_is_a_one_line_error(tmp_path):
 def read_records_of(train, cfg, out):
     train(cfg, out)
     return read_records(out / "metrics.jsonl")
+
+
+def test_a_too_short_run_says_its_label_is_unreliable(tmp_path):
+    short = train_run(_cfg(**{"train.epochs": 2, "train.records": 3}), tmp_path / "short")
+    assert "too short" in short["regime_note"]
+    long = train_run(_cfg(**{"train.epochs": 6, "train.records": 6}), tmp_path / "long")
+    assert long["regime_note"] == ""

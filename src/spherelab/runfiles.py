@@ -122,9 +122,25 @@ def finish(run: Run, out: Path, records: list[dict[str, Any]], status: str) -> d
         "seed": run.cfg.train.seed,
         "num_classes": run.data.num_classes,
         "init_train_loss": records[0]["train_loss"],
+        "regime_note": regime_note(records),
     }
     ckpt.write_json(out / "summary.json", summary)
     return summary
+
+
+# Fewer post-init records than this make a trajectory too short for a trustworthy label.
+RELIABLE_RECORDS = 4
+
+
+def regime_note(records: list[dict[str, Any]]) -> str:
+    """'' when the label rests on enough records, else a warning that says what to change."""
+    after_init = sum(1 for r in records if r["step"] > 0)
+    if after_init >= RELIABLE_RECORDS:
+        return ""
+    return (
+        f"only {after_init} records after init: too short for a reliable regime label; "
+        "train longer or raise train.records"
+    )
 
 
 def relabel_run(run_dir: str | Path) -> dict[str, Any]:
@@ -137,6 +153,6 @@ def relabel_run(run_dir: str | Path) -> dict[str, Any]:
     records = ckpt.read_records(out / "metrics.jsonl")
     verdict = classify_records(records, num_classes=summary.get("num_classes"))
     regime = "divergence" if summary.get("status") == "nonfinite" else verdict.regime
-    summary.update(regime=regime, regime_stats=verdict.stats)
+    summary.update(regime=regime, regime_stats=verdict.stats, regime_note=regime_note(records))
     ckpt.write_json(out / "summary.json", summary)
     return summary

@@ -93,5 +93,7 @@ def handle(args: argparse.Namespace) -> int:
     summary = train_run(cfg, args.out, resume=args.resume, progress=progress_bar() or True)
     keys = ("status", "regime", "epoch", "train_loss", "train_acc", "test_acc", "eff_grad_norm")
     print(json.dumps({k: summary.get(k) for k in keys}, indent=1))
+    if summary.get("regime_note"):
+        print(f"note: {summary['regime_note']}")
     print(f"run written to {args.out}")
     return 0
