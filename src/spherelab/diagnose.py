@@ -204,14 +204,14 @@ def diagnose_sweep(
 ) -> list[Path]:
     """Diagnose every finished run of a sweep (rows of summary.csv), then redraw its report,
     which gains the effective-sharpness vs 2/ELR figure."""
-    import csv
+    from spherelab.regimes import FINAL_STATUSES
+    from spherelab.sweep import read_summary
 
     sweep_dir = Path(sweep_dir)
     summary = sweep_dir / "summary.csv"
     if not summary.exists():
         raise ValueError(f"{sweep_dir} has no summary.csv; pass a sweep directory or a run")
-    with summary.open(encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("status") in ("finished", "nonfinite")]
+    rows = [r for r in read_summary(summary) if r["status"] in FINAL_STATUSES]
     written = []
     for row in rows:
         run_dir = sweep_dir / row["run_dir"]

@@ -195,7 +195,7 @@ def _loop(run: Run, out: Path, records: list, start: int, progress: ProgressFn |
     loss_fn = get_loss(cfg.train.loss)
     window = torch.zeros((), device=run.device, dtype=torch.float64)
     if start == 0:
-        records.append(_record(run, out, 0, schedule, remaining))
+        records.append(_record(run, out, 0, schedule, remaining, len(records)))
     step, t0 = start, time.perf_counter()
     while step < run.total_steps:
         if not remaining:
@@ -209,11 +209,11 @@ def _loop(run: Run, out: Path, records: list, start: int, progress: ProgressFn |
         step += 1
         if step % spe == 0 or step in marks:
             if not math.isfinite(window.item()):  # one host read per epoch
-                records.append(_record(run, out, step, schedule, remaining))
+                records.append(_record(run, out, step, schedule, remaining, len(records)))
                 return "nonfinite", records
             window.zero_()
         if step in marks:
-            records.append(_record(run, out, step, schedule, remaining))
+            records.append(_record(run, out, step, schedule, remaining, len(records)))
         if progress and (step % spe == 0 or step in marks):
             progress(
                 {
@@ -227,7 +227,10 @@ def _loop(run: Run, out: Path, records: list, start: int, progress: ProgressFn |
     return "finished", records
 
 
-def _record(run: Run, out: Path, step: int, schedule, remaining: deque) -> dict[str, Any]:
+def _record(
+    run: Run, out: Path, step: int, schedule, remaining: deque, index: int
+) -> dict[str, Any]:
+    """Record number `index` (0 = init) at `step`: metrics, online diagnostics, checkpoint."""
     spe = run.sampler.steps_per_epoch
     # The rate of the step just taken (the loop sets the next step's rate again before it).
     lr, elr = set_rate(run.optimizer, run.cfg.optim, schedule(max(step - 1, 0) / spe))
@@ -235,18 +238,17 @@ def _record(run: Run, out: Path, step: int, schedule, remaining: deque) -> dict[
     if run.cfg.optim.mode == "conventional":  # the ELR is a consequence, not a setting
         row["elr"] = lr / max(row["si_norm"], 1e-30) ** 2
     ckpt.append_record(out / "metrics.jsonl", row)
-    _diagnose_online(run, out, step)
+    _diagnose_online(run, out, step, index)
     runfiles.save(run, out, step, remaining)
     return row
 
 
-def _diagnose_online(run: Run, out: Path, step: int) -> None:
+def _diagnose_online(run: Run, out: Path, step: int, index: int) -> None:
     """Landscape diagnostics at every `diagnose_every`-th record (they leave the run untouched)."""
     if not run.cfg.train.diagnose:
         return
     from spherelab.diagnose import DiagnoseOptions, diagnose_point, parse_what
 
-    index = len(ckpt.read_records(out / "metrics.jsonl")) - 1
     if index % max(run.cfg.train.diagnose_every, 1):
         return
     opts = DiagnoseOptions(what=parse_what(run.cfg.train.diagnose))

@@ -149,7 +149,8 @@ def _read_records(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 def _sweep_labels(sweep_dir: Path) -> tuple[list[tuple[float, str]], float]:
-    from spherelab.report import FINAL_STATUSES, load_sweep
+    from spherelab.regimes import FINAL_STATUSES
+    from spherelab.report import load_sweep
 
     sweep = load_sweep(sweep_dir)
     done = [r for r in sweep.rows if r.get("status") in FINAL_STATUSES and r.get("regime")]

@@ -94,7 +94,7 @@ class SphereSGD(Optimizer):
         with torch.no_grad():
             if group["sphere"] == "per_filter":
                 for p in params:
-                    self.state[p]["filter_radius"] = _unit_norms(p, k, "per_filter").clone()
+                    self.state[p]["filter_radius"] = _sq_norms(p, k, "per_filter").sqrt()
                 group["radius"] = None
             elif group["radius"] is None:
                 group["radius"] = _measure_radius(params, k, group["sphere"])
@@ -167,15 +167,8 @@ def _use_foreach(group: dict[str, Any], params: list[Tensor]) -> bool:
     return all(p.device == params[0].device and p.dtype == params[0].dtype for p in params)
 
 
-def _unit_norms(p: Tensor, k: int, sphere: str) -> Tensor:
-    """Norms of the sphere units inside one tensor: shape [K] or [K, filters]."""
-    if sphere == "per_filter" and p.dim() >= 2:
-        return p.reshape(k, p.shape[0] // k, -1).norm(dim=-1)
-    return p.reshape(k, -1).norm(dim=-1)
-
-
 def _measure_radius(params: list[Tensor], k: int, sphere: str) -> float | list[Any]:
-    per_tensor = [_unit_norms(p, k, "per_tensor") for p in params]
+    per_tensor = [_sq_norms(p, k, "per_tensor").sqrt() for p in params]
     if sphere == "global":
         joint = torch.stack(per_tensor).square().sum(0).sqrt()
         return joint.item() if k == 1 else joint.tolist()

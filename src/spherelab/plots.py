@@ -21,6 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from spherelab.regimes import FINAL_STATUSES
+
 REGIME_COLORS = {
     "convergence": "#4caf50",
     "chaotic_equilibrium": "#ffa000",
@@ -28,7 +30,6 @@ REGIME_COLORS = {
 }
 REGIME_NUMBERS = {"convergence": "1", "chaotic_equilibrium": "2", "divergence": "3"}
 ELR_CMAP = "viridis"
-FINAL_STATUSES = ("finished", "nonfinite")  # runs that ran to the end and carry a regime
 
 
 @dataclass(frozen=True)

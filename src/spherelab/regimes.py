@@ -19,6 +19,8 @@ from itertools import pairwise
 import numpy as np
 
 REGIMES = ("convergence", "chaotic_equilibrium", "divergence")
+# Run statuses that end with a regime label (a `failed` run has none).
+FINAL_STATUSES = ("finished", "nonfinite")
 
 # The final window is the last decade of epochs (epoch >= 10% of the last one): records are
 # log-spaced, so this holds several points, and any transient (a few epochs in regime 2) is over.

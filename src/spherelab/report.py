@@ -21,7 +21,8 @@ from typing import Any
 
 from spherelab import plots
 from spherelab.htmlpage import Page
-from spherelab.plots import FINAL_STATUSES, RunData
+from spherelab.plots import RunData
+from spherelab.regimes import FINAL_STATUSES
 
 log = logging.getLogger("spherelab")
 

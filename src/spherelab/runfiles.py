@@ -16,12 +16,12 @@ import torch
 
 from spherelab import checkpoint as ckpt
 from spherelab.config import Config, from_dict
+from spherelab.regimes import FINAL_STATUSES, classify_records
 
 if TYPE_CHECKING:
     from spherelab.engine import Run
 
 log = logging.getLogger("spherelab")
-FINAL_STATUSES = ("finished", "nonfinite")
 
 
 def prepare_dir(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
@@ -104,16 +104,20 @@ def save(run: Run, out: Path, step: int, remaining: deque) -> None:
     ckpt.save_checkpoint(out, step, payload)
 
 
-def finish(run: Run, out: Path, records: list[dict[str, Any]], status: str) -> dict[str, Any]:
-    from spherelab.regimes import classify_records
-
+def label(
+    records: list[dict[str, Any]], status: str, num_classes: int | None
+) -> tuple[str, dict[str, Any]]:
+    """(regime, the statistics behind it) of a run's records; a non-finite run is divergence
+    however short, a run too short to have a trajectory is `unclassified`."""
     try:
-        verdict = classify_records(records, num_classes=run.data.num_classes)
-        regime, stats = verdict.regime, verdict.stats
-    except ValueError as err:  # too few records to have a trajectory
-        regime, stats = "unclassified", {"reason": str(err)}
-        if status == "nonfinite":  # a non-finite loss is divergence however short the run
-            regime = "divergence"
+        verdict = classify_records(records, num_classes=num_classes)
+    except ValueError as err:
+        return ("divergence" if status == "nonfinite" else "unclassified"), {"reason": str(err)}
+    return ("divergence" if status == "nonfinite" else verdict.regime), verdict.stats
+
+
+def finish(run: Run, out: Path, records: list[dict[str, Any]], status: str) -> dict[str, Any]:
+    regime, stats = label(records, status, run.data.num_classes)
     summary = dict(records[-1]) | {
         "status": status,
         "regime": regime,
@@ -146,13 +150,10 @@ def regime_note(records: list[dict[str, Any]]) -> str:
 def relabel_run(run_dir: str | Path) -> dict[str, Any]:
     """Re-classify a finished run from its metrics.jsonl (after the classifier changed) and
     rewrite summary.json; returns the new summary."""
-    from spherelab.regimes import classify_records
-
     out = Path(run_dir)
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     records = ckpt.read_records(out / "metrics.jsonl")
-    verdict = classify_records(records, num_classes=summary.get("num_classes"))
-    regime = "divergence" if summary.get("status") == "nonfinite" else verdict.regime
-    summary.update(regime=regime, regime_stats=verdict.stats, regime_note=regime_note(records))
+    regime, stats = label(records, summary.get("status", "finished"), summary.get("num_classes"))
+    summary.update(regime=regime, regime_stats=stats, regime_note=regime_note(records))
     ckpt.write_json(out / "summary.json", summary)
     return summary

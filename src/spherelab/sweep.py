@@ -31,6 +31,7 @@ from spherelab.executors import (
     one_line_error,
     run_tasks,
 )
+from spherelab.regimes import FINAL_STATUSES
 from spherelab.sweep_spec import (  # noqa: F401 - the public sweep API lives here too
     SAME_ELR,
     Point,
@@ -47,7 +48,6 @@ from spherelab.sweep_spec import (  # noqa: F401 - the public sweep API lives he
 
 log = logging.getLogger("spherelab")
 
-FINAL_STATUSES = ("finished", "nonfinite")
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "eff_grad_norm", "si_norm")
 
 
