@@ -207,6 +207,33 @@ def test_members_have_their_own_sphere_and_elr():
         torch.testing.assert_close(w.detach()[k], single[k].detach(), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "elr, message",
+    [
+        (torch.tensor([1e-3, -1.0]), "must be > 0"),
+        (torch.tensor([1e-3, 1e-3, 1e-3]), "3 values but members=2"),
+        ([1e-3], "1 values but members=2"),
+    ],
+)
+def test_per_member_elrs_are_checked_at_construction_lists_and_tensors_alike(elr, message):
+    with pytest.raises(ValueError, match=message):
+        SphereSGD([nn.Parameter(torch.ones(2, 3))], elr=elr, members=2)
+
+
+def test_a_device_tensor_of_member_elrs_steps_like_a_list():
+    torch.manual_seed(0)
+    a = nn.Parameter(torch.randn(2, 3, dtype=torch.float64))
+    b = nn.Parameter(a.detach().clone())
+    opts = [
+        SphereSGD([a], elr=[0.1, 0.2], members=2),
+        SphereSGD([b], elr=torch.tensor([0.1, 0.2], dtype=torch.float64), members=2),
+    ]
+    for p, opt in zip((a, b), opts):
+        p.grad = torch.ones_like(p)
+        opt.step()
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
+
+
 @pytest.mark.parametrize("bad", [0.0, -1e-3])
 def test_non_positive_elr_is_rejected_with_a_hint(bad):
     with pytest.raises(ValueError, match="must be > 0"):

@@ -89,8 +89,10 @@ class SphereSGD(Optimizer):
         for p in params:
             if p.shape[0] % k:
                 raise ValueError(f"a tensor of shape {tuple(p.shape)} cannot hold members={k}")
-        if isinstance(group["elr"], (list, tuple)) and len(group["elr"]) != k:
-            raise ValueError(f"elr has {len(group['elr'])} values but members={k}")
+        elr = group["elr"]
+        per_member = isinstance(elr, (list, tuple)) or (isinstance(elr, Tensor) and elr.numel() > 1)
+        if per_member and _count(elr) != k:
+            raise ValueError(f"elr has {_count(elr)} values but members={k}; give one per member")
         with torch.no_grad():
             if group["sphere"] == "per_filter":
                 for p in params:
@@ -139,11 +141,15 @@ class SphereSGD(Optimizer):
 
 
 # --------------------------------------------------------------------- helpers
-def _check_elr(elr: float | Sequence[float]) -> None:
-    values = list(elr) if isinstance(elr, (list, tuple)) else [elr]
-    for v in values:
+def _check_elr(elr: float | Sequence[float] | Tensor) -> None:
+    values = elr.reshape(-1).tolist() if isinstance(elr, Tensor) else elr
+    for v in values if isinstance(values, (list, tuple)) else [values]:
         if not float(v) > 0.0:
             raise ValueError(f"elr={v} must be > 0 (the effective learning rate, e.g. 1e-3)")
+
+
+def _count(values: Sequence[float] | Tensor) -> int:
+    return values.numel() if isinstance(values, Tensor) else len(values)
 
 
 def _check_radius(radius: Any) -> None:

@@ -15,39 +15,42 @@ from torch.nn import functional as F
 LOSS_KINDS = ("cross_entropy", "mse")
 
 
-def member_inputs(x: Tensor) -> Tensor:
-    """Member batches [K, B, C, ...] -> the ensemble's input [B, K*C, ...]."""
+def member_inputs(x: Tensor, layout: str) -> Tensor:
+    """Member batches [K, B, ...] -> the ensemble's input in its activation layout (see
+    modules.py): [B, K*C, ...] (``channels``) or flattened samples [K, F, B] (``features``)."""
     k, b = x.shape[:2]
+    if layout == "features":
+        return x.reshape(k, b, -1).transpose(1, 2).contiguous()
     return x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])
 
 
-def shared_inputs(x: Tensor, members: int) -> Tensor:
-    """One batch [B, C, ...] fed to every member -> [B, K*C, ...]."""
-    return member_inputs(x.unsqueeze(0).expand(members, *x.shape))
+def shared_inputs(x: Tensor, members: int, layout: str) -> Tensor:
+    """One batch [B, ...] fed to every member -> the ensemble's input."""
+    return member_inputs(x.unsqueeze(0).expand(members, *x.shape), layout)
+
+
+def _member_labels(logits: Tensor, y: Tensor) -> Tensor:
+    k, b, _ = logits.shape
+    return y.expand(k, b) if y.dim() == 1 else y
 
 
 def member_losses(logits: Tensor, y: Tensor, loss: str) -> Tensor:
-    """Batch-mean loss of each member [K] from logits [B, K, classes] and labels [K, B] or [B]
-    (the single-run losses of spherelab.losses, one per member)."""
-    b, k, c = logits.shape
-    labels = y.expand(k, b) if y.dim() == 1 else y
-    per_member = logits.transpose(0, 1)  # [K, B, C]
+    """Batch-mean loss of each member [K] from logits [K, B, classes] and labels [K, B] or [B]
+    (the single-run losses of spherelab.losses, one per member, with the same rounding)."""
+    k, b, c = logits.shape
+    labels = _member_labels(logits, y)
     if loss == "cross_entropy":
-        flat = F.cross_entropy(
-            per_member.reshape(k * b, c), labels.reshape(k * b), reduction="none"
-        )
+        flat = F.cross_entropy(logits.reshape(k * b, c), labels.reshape(k * b), reduction="none")
         return flat.view(k, b).mean(1)
     if loss == "mse":
         target = F.one_hot(labels, c).to(logits.dtype)
-        return (per_member - target).square().sum(-1).mean(1)
+        return (logits - target).square().sum(-1).mean(1)
     raise ValueError(f"loss={loss!r} is unknown; use one of {LOSS_KINDS}")
 
 
 def member_correct(logits: Tensor, y: Tensor) -> Tensor:
     """Number of correct arg-max predictions of each member [K]."""
-    b, k, _ = logits.shape
-    labels = y.expand(k, b) if y.dim() == 1 else y
-    return (logits.detach().argmax(-1).transpose(0, 1) == labels).sum(1)
+    return (logits.detach().argmax(-1) == _member_labels(logits, y)).sum(1)
 
 
 def views(tensors: Sequence[Tensor], members: int) -> list[Tensor]:

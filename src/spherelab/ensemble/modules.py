@@ -1,11 +1,20 @@
 """Building blocks of an ensemble module: K members side by side in one network.
 
-Layout (the one SphereSGD(members=K) expects): member k owns the k-th block along dim 0 of every
-tensor. Convolutions become grouped convolutions (input [B, K*C, H, W], weight [K*out, in, kh,
-kw]); hidden linears become batched matmuls (weight [K, out, in], activations [B, K*features]);
-a BatchNorm over K*C channels is exactly one BatchNorm per member; the frozen head becomes one
-head per member and returns logits [B, K, classes]. Element-wise layers and pooling act per
-channel and are kept as they are, so the single model's own forward() drives the ensemble.
+Member k owns the k-th block along dim 0 of every tensor (the layout SphereSGD(members=K)
+expects): batched-matmul weights are [K, out, in], conv weights and BatchNorm buffers hold K
+blocks ([K*out, in, kh, kw], [K*C]). Activations come in one of two layouts (LAYOUTS):
+
+- ``channels`` (models with convolutions): [B, K*C, H, W]. Convolutions become grouped
+  convolutions, a BatchNorm over K*C channels is exactly one BatchNorm per member, and
+  element-wise layers and pooling act per channel as they are.
+- ``features`` (models made of linears: MLPs): [K, F, B], features first and the batch last.
+  Every linear is one bmm of [K, out, in] weights with no transposes or copies, and BatchNorm
+  over the [1, K*F, B] view is again one BatchNorm per member. This layout was measured
+  faster on CPU than batch-first activations, which need a copy around every bmm
+  (BENCHMARKS.md).
+
+The frozen head becomes one head per member and returns logits [K, B, classes] in both
+layouts. The single model's own forward() drives the ensemble.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
+LAYOUTS = ("channels", "features")
 _ELEMENTWISE = (
     nn.ReLU,
     nn.MaxPool2d,
@@ -28,14 +38,20 @@ _ELEMENTWISE = (
 
 
 class BatchedLinear(nn.Module):
-    """K bias-free linears in one bmm: [B, K*in] -> [B, K*out], weight [K, out, in]."""
+    """K bias-free linears in one bmm, weight [K, out, in]: [K, in, B] -> [K, out, B] in the
+    ``features`` layout, [B, K*in] -> [B, K*out] in the ``channels`` layout."""
 
-    def __init__(self, members: int, in_features: int, out_features: int) -> None:
+    def __init__(self, members: int, in_features: int, out_features: int, layout: str) -> None:
         super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout={layout!r} is unknown; use one of {LAYOUTS}")
         self.members, self.in_features, self.out_features = members, in_features, out_features
+        self.layout = layout
         self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.layout == "features":
+            return torch.bmm(self.weight, x)
         k, b = self.members, x.shape[0]
         out = torch.bmm(
             x.reshape(b, k, self.in_features).transpose(0, 1), self.weight.transpose(1, 2)
@@ -44,10 +60,27 @@ class BatchedLinear(nn.Module):
 
 
 class MemberHeads(BatchedLinear):
-    """One frozen head per member: [B, K*features] -> logits [B, K, classes]."""
+    """One frozen head per member: logits [K, B, classes] from either layout. In the
+    ``features`` layout weight times features is the fast orientation of this thin matmul;
+    the ``channels`` layout keeps the single model's orientation and rounding."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x).view(x.shape[0], self.members, self.out_features)
+        if self.layout == "features":
+            return torch.bmm(self.weight, x).transpose(1, 2)
+        x = x.reshape(x.shape[0], self.members, self.in_features).transpose(0, 1)
+        return torch.bmm(x, self.weight.transpose(1, 2))
+
+
+class MemberNorm1d(nn.BatchNorm1d):
+    """One BatchNorm1d per member on ``features``-layout activations [K, F, B] (K*F channels)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.reshape(1, -1, x.shape[-1])).view_as(x)
+
+
+def member_layout(template: nn.Module) -> str:
+    """``channels`` for a model with convolutions, ``features`` for one made of linears."""
+    return "channels" if any(isinstance(m, nn.Conv2d) for m in template.modules()) else "features"
 
 
 def _grouped_conv(conv: nn.Conv2d, k: int) -> nn.Conv2d:
@@ -68,12 +101,13 @@ def _grouped_conv(conv: nn.Conv2d, k: int) -> nn.Conv2d:
     )
 
 
-def _member_norm(norm: nn.modules.batchnorm._BatchNorm, k: int) -> nn.Module:
+def _member_norm(norm: nn.modules.batchnorm._BatchNorm, k: int, layout: str) -> nn.Module:
     if norm.affine:
         raise ValueError(
             f"cannot pack {norm}: affine norms are not scale-invariant; pack only *_si models"
         )
-    return type(norm)(
+    kind = MemberNorm1d if layout == "features" else type(norm)
+    return kind(
         k * norm.num_features,
         eps=norm.eps,
         momentum=norm.momentum,
@@ -82,11 +116,11 @@ def _member_norm(norm: nn.modules.batchnorm._BatchNorm, k: int) -> nn.Module:
     )
 
 
-def _replacement(module: nn.Module, k: int, head: bool) -> nn.Module | None:
+def _replacement(module: nn.Module, k: int, head: bool, layout: str) -> nn.Module | None:
     if head:
         if not isinstance(module, nn.Linear) or module.bias is not None:
             raise ValueError("the head must be a bias-free nn.Linear (a *_si model) to pack it")
-        heads = MemberHeads(k, module.in_features, module.out_features)
+        heads = MemberHeads(k, module.in_features, module.out_features, layout)
         heads.weight.requires_grad_(module.weight.requires_grad)
         return heads
     if isinstance(module, nn.Conv2d):
@@ -97,9 +131,11 @@ def _replacement(module: nn.Module, k: int, head: bool) -> nn.Module | None:
                 f"cannot pack {module}: a linear with a bias feeding a norm is not "
                 "scale-invariant; pack only *_si models"
             )
-        return BatchedLinear(k, module.in_features, module.out_features)
+        return BatchedLinear(k, module.in_features, module.out_features, layout)
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        return _member_norm(module, k)
+        return _member_norm(module, k, layout)
+    if isinstance(module, nn.Flatten) and layout == "features":
+        return nn.Identity()  # member_inputs() already flattened every sample
     if list(module.parameters(recurse=False)) and not isinstance(module, _ELEMENTWISE):
         raise ValueError(
             f"cannot pack a {type(module).__name__}; the ensemble supports convs, "
@@ -110,19 +146,21 @@ def _replacement(module: nn.Module, k: int, head: bool) -> nn.Module | None:
 
 def ensemble_skeleton(template: nn.Module, members: int) -> nn.Module:
     """A copy of `template` (a ZooModel with ``.head``) with every layer widened to `members`
-    members; the weights are uninitialised (fill them with pack.pack_states)."""
+    members, in the activation layout of member_layout(template) (stored as
+    ``model.member_layout``); the weights are uninitialised (fill them with pack.pack_states)."""
     if isinstance(members, bool) or not isinstance(members, int) or members < 1:
         raise ValueError(f"members={members!r} must be a positive integer")
     model = copy.deepcopy(template)
     head = getattr(template, "head", None)
+    layout = member_layout(template)
     for name, module in list(template.named_modules()):
         if not name:
             continue
-        new = _replacement(module, members, module is head)
+        new = _replacement(module, members, module is head, layout)
         if new is not None:
             parent, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, attr, new)
-    model.members = members
+    model.members, model.member_layout = members, layout
     return model
 
 

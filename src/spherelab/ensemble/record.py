@@ -92,7 +92,7 @@ class EnsembleRecorder:
         with preserved_state(self.model, train=True), torch.enable_grad():
             for x, y in self.train_batches:
                 w = len(y) / n
-                logits = self.model(shared_inputs(x, k))
+                logits = self.model(shared_inputs(x, k, self.model.member_layout))
                 losses = member_losses(logits, y, self.loss)
                 grads = torch.autograd.grad(losses.sum(), self.si_params)
                 sums += torch.stack(
@@ -127,7 +127,7 @@ class EnsembleRecorder:
         was_training = self.model.training
         self.model.eval()
         for x, y in self.test_batches:
-            logits = self.model(shared_inputs(x, k))
+            logits = self.model(shared_inputs(x, k, self.model.member_layout))
             sums += torch.stack(
                 [member_losses(logits, y, self.loss) * len(y), member_correct(logits, y).to(logits)]
             ).double()
