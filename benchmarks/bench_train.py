@@ -144,6 +144,10 @@ def measure(args) -> dict[str, list[float]]:
     mlp_steps, conv_steps = 32, (2 if args.quick else args.conv_steps)
     variants = {"mlp single": (single_steps(mlp)[0], mlp_steps)}
     variants |= {f"mlp ensemble K={k}": (ensemble_steps(members(mlp, k)), mlp_steps) for k in ks}
+    for width in _widths(args.mlp_widths):  # target (a) against the MLP's width
+        narrow = mlp.with_overrides({"model.width": width})
+        variants[f"mlp w{width} single"] = (single_steps(narrow)[0], mlp_steps)
+        variants[f"mlp w{width} ensemble K=8"] = (ensemble_steps(members(narrow, 8)), mlp_steps)
     conv_single, conv_run = single_steps(conv)
     variants |= {
         "convnet single": (conv_single, conv_steps),
@@ -170,6 +174,10 @@ def measure(args) -> dict[str, list[float]]:
             times.setdefault("e2e mlp train_ensemble K=8 (2 epochs)", []).append(ens)
         print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
     return times
+
+
+def _widths(text: str) -> list[int]:
+    return [int(w) for w in text.split(",") if w.strip()]
 
 
 def peak_memory(args, name: str) -> float:
@@ -215,13 +223,17 @@ def report(args, times: dict[str, list[float]]) -> None:
             continue
         k = int(name.split("K=")[1]) if "K=" in name else 1
         spe = 32 if name.startswith("mlp") else CIFAR_STEPS
-        mem = "" if "bare" in name or args.no_memory else f"{peak_memory(args, name):8.0f}"
+        skip = "bare" in name or " w" in name or args.no_memory
+        mem = "" if skip else f"{peak_memory(args, name):8.0f}"
         print(f"{name:42s} {sec:9.4f} {sec * spe / k:12.3f} {128 * k / sec:10.0f} {mem}")
     print("convnet s/epoch: measured over a few steps, extrapolated to 391 steps/epoch")
     print(
         f"(a) mlp 8 single runs / ensemble K=8, steps: "
         f"{8 * med['mlp single'] / med['mlp ensemble K=8']:.2f}x (target >= 4)"
     )
+    for width in _widths(args.mlp_widths):
+        ratio = 8 * med[f"mlp w{width} single"] / med[f"mlp w{width} ensemble K=8"]
+        print(f"(a) width {width}: 8 single runs / ensemble K=8, steps: {ratio:.2f}x")
     print(
         f"(a) mlp end-to-end 8 x train_run / train_ensemble: "
         f"{med['e2e mlp 8 x train_run (2 epochs)'] / med['e2e mlp train_ensemble K=8 (2 epochs)']:.2f}x"
@@ -244,6 +256,9 @@ def main() -> None:
     parser.add_argument("--conv-steps", type=int, default=4, help="convnet steps per timing")
     parser.add_argument("--conv-k", default="1,4,8,16", help="convnet ensemble sizes")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
+    parser.add_argument(
+        "--mlp-widths", default="32,64,100,128", help="extra MLP widths for target (a), or ''"
+    )
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
