@@ -1,4 +1,4 @@
-"""Find scale-invariant weights from a model's torch.fx graph (private helper of scale_invariance).
+"""Find scale-invariant weights from a model's torch.fx graph (private helper of the SI modules).
 
 Every value in the traced graph gets a *degree* of positive homogeneity in the joint scale ``a``
 of a candidate set S of weights: the value is multiplied by ``a**k`` when every weight in S is.
@@ -7,7 +7,8 @@ flatten and views keep the degree; add/cat need equal degrees; mul/div/matmul ad
 a normalization maps any positive degree to 0; any other op is fine on degree-0 inputs only
 (e.g. softmax of an invariant value is invariant) and *breaks* homogeneity otherwise. The network
 is SI in S iff its output has degree 0. Weights whose homogeneous flow reaches the output or a
-breaking op are dropped from S until the rest is consistent (a fixed point).
+breaking op are dropped from S until the rest is consistent (a fixed point). Used by
+scale_invariance (finding SI weights) and si_recipe (making a model SI).
 """
 
 from __future__ import annotations
@@ -278,3 +279,12 @@ def weight_layers(graph: fx.Graph, model: nn.Module) -> list[str]:
 def norm_layers(model: nn.Module) -> list[nn.Module]:
     """All normalization modules of ``model``."""
     return [m for m in model.modules() if isinstance(m, NORM_MODULES)]
+
+
+def owned_parameters(model: nn.Module) -> dict[str, tuple[str, nn.Parameter]]:
+    """Parameter name -> (name of the module that owns it, parameter)."""
+    owned = {}
+    for mod_name, mod in model.named_modules():
+        for p_name, p in mod.named_parameters(recurse=False):
+            owned.setdefault(f"{mod_name}.{p_name}" if mod_name else p_name, (mod_name, p))
+    return owned

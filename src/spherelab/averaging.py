@@ -192,7 +192,7 @@ def geodesic(
 
 def geodesic_figure(paths: Mapping[str, GeodesicResult]) -> object:
     """Train loss along each named geodesic (t = 0 and 1 are the two solutions)."""
-    from spherelab.plots import _new_figure
+    from spherelab.plot_common import _new_figure
 
     fig = _new_figure(6, 3.8)
     ax = fig.subplots()

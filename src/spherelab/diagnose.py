@@ -205,7 +205,7 @@ def diagnose_sweep(
     """Diagnose every finished run of a sweep (rows of summary.csv), then redraw its report,
     which gains the effective-sharpness vs 2/ELR figure."""
     from spherelab.regimes import FINAL_STATUSES
-    from spherelab.sweep import read_summary
+    from spherelab.sweep_files import read_summary
 
     sweep_dir = Path(sweep_dir)
     summary = sweep_dir / "summary.csv"

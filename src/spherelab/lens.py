@@ -150,7 +150,7 @@ def _read_records(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 def _sweep_labels(sweep_dir: Path) -> tuple[list[tuple[float, str]], float]:
     from spherelab.regimes import FINAL_STATUSES
-    from spherelab.report import load_sweep
+    from spherelab.report_data import load_sweep
 
     sweep = load_sweep(sweep_dir)
     done = [r for r in sweep.rows if r.get("status") in FINAL_STATUSES and r.get("regime")]
@@ -220,7 +220,7 @@ def _num_classes(run_dir: Path) -> int | None:
 def lens_figure(result: LensResult) -> Any:
     """Top: effective ELR over the sweep's regime bands. Bottom: train loss, stretches shaded
     by their band (hatched where the run's own behaviour disagrees)."""
-    from spherelab.plots import REGIME_COLORS, REGIME_NUMBERS, _new_figure
+    from spherelab.plot_common import REGIME_COLORS, REGIME_NUMBERS, _new_figure
 
     fig = _new_figure(7.5, 6)
     top, bottom = fig.subplots(2, 1, sharex=True)
@@ -274,7 +274,7 @@ def write_lens(
     """lens.json, lens.png/.svg and lens.html into out_dir (default CONV_RUN/lens/)."""
     from spherelab.checkpoint import write_json
     from spherelab.htmlpage import Page
-    from spherelab.plots import save_figure
+    from spherelab.plot_common import save_figure
 
     result = lens(conv_run_dir, sweep_dir)
     out = Path(out_dir) if out_dir is not None else Path(conv_run_dir) / "lens"

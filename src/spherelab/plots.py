@@ -1,7 +1,9 @@
 """Draw the figures of an ELR sweep (Figure 1 replica, regime map, ...) with matplotlib, no torch.
 
 Figures are built on `matplotlib.figure.Figure` with an explicit Agg canvas, so nothing here
-touches pyplot's global state or needs a display; inputs are plain data (`RunData`, dicts).
+touches pyplot's global state or needs a display; inputs are plain data (`RunData`, dicts). The
+regime colours, the figure factory and `save_figure` live in ``spherelab.plot_common`` and are
+importable from here too.
 """
 
 from __future__ import annotations
@@ -9,26 +11,24 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib import colormaps, colors
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from spherelab.plot_common import (  # noqa: F401 - the public plotting API lives here too
+    REGIME_COLORS,
+    REGIME_NUMBERS,
+    _new_figure,
+    save_figure,
+)
 from spherelab.regimes import FINAL_STATUSES
 
-REGIME_COLORS = {
-    "convergence": "#4caf50",
-    "chaotic_equilibrium": "#ffa000",
-    "divergence": "#e53935",
-}
-REGIME_NUMBERS = {"convergence": "1", "chaotic_equilibrium": "2", "divergence": "3"}
 ELR_CMAP = "viridis"
 
 
@@ -43,12 +43,6 @@ class RunData:
     diagnostics: list[dict[str, Any]] = field(default_factory=list)  # diagnostics.jsonl
     status: str = "finished"
     run_dir: str = ""  # relative to the sweep directory (for grouping; never parsed)
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)  # attaches itself to fig: savefig needs no pyplot backend
-    return fig
 
 
 def _num(value: Any) -> float:
@@ -292,18 +286,3 @@ def sharpness_vs_stability(runs: Sequence[RunData]) -> Figure:
     )
     ax.grid(True, which="major", alpha=0.3)
     return fig
-
-
-def save_figure(fig: Figure, path_stem: str | Path) -> list[Path]:
-    """Write `fig` as `<path_stem>.png` and `<path_stem>.svg`; returns both paths."""
-    stem = Path(path_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
-    fig.savefig(paths[0], dpi=110)
-    engine = fig.get_layout_engine()
-    fig.set_layout_engine("none")  # reuse the PNG pass's layout: ~20 % faster on this CPU
-    try:
-        fig.savefig(paths[1])
-    finally:
-        fig.set_layout_engine(engine)
-    return paths

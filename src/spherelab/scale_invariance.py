@@ -3,8 +3,9 @@
 A set of weights is SI when scaling all of them by one factor a > 0 leaves the model output (in
 train mode, i.e. with batch statistics) unchanged. ``si_parameters`` returns a model's declared SI
 weights, or finds them from its torch.fx graph; ``make_scale_invariant`` turns a user's model with
-normalization layers into a fully SI one (the paper's recipe); ``check_scale_invariance`` proves
-a declaration numerically. Invariance is exact up to the eps of the normalizations:
+normalization layers into a fully SI one (the paper's recipe; it and ``freeze_head`` live in
+``spherelab.si_recipe`` and are importable from here); ``check_scale_invariance`` proves a
+declaration numerically. Invariance is exact up to the eps of the normalizations:
 BN(a*x) = (x - mean) / sqrt(var + eps / a**2); at PyTorch's default init var ~ 1/6 after a
 BN-ReLU, so eps = 1e-5 alone moves outputs by ~1e-4 at a = 0.5. The check therefore judges with
 eps ~ 0 and reports the eps-induced change separately.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -25,10 +25,11 @@ from spherelab._si_graph import (
     NORM_MODULES,
     NotTraceableError,
     find_si_parameters,
-    norm_layers,
+    owned_parameters,
     trace,
     weight_layers,
 )
+from spherelab.si_recipe import freeze_head, make_scale_invariant
 
 __all__ = [
     "NotTraceableError",
@@ -46,41 +47,12 @@ logger = logging.getLogger("spherelab")
 _TINY_EPS = 1e-300
 
 
-def freeze_head(head: nn.Linear, *, norm: float = 10.0, seed: int = 0) -> nn.Linear:
-    """Redraw ``head`` from its own generator, rescale it to Frobenius norm ``norm``, freeze it.
-
-    The draw follows PyTorch's default Linear init but from ``torch.Generator`` seeded with
-    ``seed``, so every run of a sweep gets the same head whatever the global seed. The bias is
-    removed (the paper's head is bias-free). Modifies ``head`` in place and returns it.
-    """
-    if not (isinstance(norm, (int, float)) and math.isfinite(norm) and norm > 0):
-        raise ValueError(f"head_norm={norm!r} must be a positive finite number (paper: 10.0)")
-    gen = torch.Generator().manual_seed(int(seed))
-    weight = torch.empty(tuple(head.weight.shape), dtype=torch.float32)
-    nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=gen)
-    weight = weight.double() * (norm / weight.double().norm())
-    with torch.no_grad():
-        head.weight.copy_(weight)
-    head.weight.requires_grad_(False)
-    head.register_parameter("bias", None)
-    return head
-
-
 def si_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The model's SI weights: its own ``si_parameters()`` if declared, else the graph analysis."""
     declared = getattr(model, "si_parameters", None)
     if callable(declared):
         return list(declared())
     return graph_si_parameters(model)
-
-
-def _owned_parameters(model: nn.Module) -> dict[str, tuple[str, nn.Parameter]]:
-    """Parameter name -> (name of the module that owns it, parameter)."""
-    owned = {}
-    for mod_name, mod in model.named_modules():
-        for p_name, p in mod.named_parameters(recurse=False):
-            owned.setdefault(f"{mod_name}.{p_name}" if mod_name else p_name, (mod_name, p))
-    return owned
 
 
 def graph_si_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -100,88 +72,7 @@ def graph_si_parameters(model: nn.Module) -> list[nn.Parameter]:
     for owner, reason in dropped.items():
         logger.debug("layer %s is not scale-invariant: %s", owner, reason)
     found = {id(p) for name in kept for p in candidates[name]}
-    return [p for _, (_, p) in _owned_parameters(model).items() if id(p) in found]
-
-
-def _head_name(model: nn.Module, layers: list[str], head: nn.Linear | None) -> str:
-    if head is None:
-        linears = [n for n in layers if isinstance(model.get_submodule(n), nn.Linear)]
-        if not linears:
-            raise ValueError(
-                f"{type(model).__name__} calls no nn.Linear to freeze as the head; "
-                "pass head=<the nn.Linear that produces the logits>"
-            )
-        return linears[-1]
-    if not isinstance(head, nn.Linear):
-        raise ValueError(f"head={type(head).__name__} must be an nn.Linear (the logit layer)")
-    for name, mod in model.named_modules():
-        if mod is head:
-            return name
-    raise ValueError("head is not a submodule of the model; pass one of the model's own layers")
-
-
-def _refuse_leftovers(
-    model: nn.Module, kept: list[str], head: str, dropped: dict[str, str]
-) -> None:
-    """Raise if a trainable non-SI parameter would remain once the recipe is applied."""
-    norms = {id(m) for m in norm_layers(model)}
-    bad = []
-    for p_name, (owner, p) in _owned_parameters(model).items():
-        if not p.requires_grad or owner in kept or owner == head:
-            continue
-        if id(model.get_submodule(owner)) in norms:
-            continue
-        reason = dropped.get(owner, "it is not a conv/linear weight feeding a normalization")
-        bad.append(f"'{p_name}' ({reason})")
-    if bad:
-        raise ValueError(
-            "cannot make the model fully scale-invariant; trainable non-SI parameters: "
-            + "; ".join(bad)
-            + ". Fix: put a normalization (BatchNorm/LayerNorm/GroupNorm) after "
-            "that layer, freeze it with requires_grad_(False), or pass it as head="
-        )
-
-
-def _drop_affine(norm: nn.Module) -> None:
-    for flag in ("affine", "elementwise_affine"):
-        if hasattr(norm, flag):
-            setattr(norm, flag, False)
-    norm.register_parameter("weight", None)
-    if hasattr(norm, "bias"):
-        norm.register_parameter("bias", None)
-
-
-def make_scale_invariant(
-    model: nn.Module, *, head: nn.Linear | None = None, head_norm: float = 10.0, head_seed: int = 0
-) -> list[nn.Parameter]:
-    """Turn ``model`` into a fully SI network in place (PAPER.md §1) and return its SI weights.
-
-    Every normalization loses its affine parameters, the convs/linears that feed a norm lose
-    their bias, and the last nn.Linear of the forward pass (or ``head``) is redrawn at Frobenius
-    norm ``head_norm`` from a generator seeded with ``head_seed`` and frozen. The SI weights are
-    found from the torch.fx graph. Raises ValueError (before changing anything) if a trainable
-    parameter would remain that is not SI, naming it and the fix.
-    """
-    graph = trace(model)
-    layers = weight_layers(graph, model)
-    head_name = _head_name(model, layers, head)
-    candidates = {n: [model.get_submodule(n).weight] for n in layers if n != head_name}
-    bias_free = {id(model.get_submodule(n)) for n in candidates}
-    kept, dropped = find_si_parameters(model, candidates, bias_free, graph)
-    _refuse_leftovers(model, kept, head_name, dropped)
-    for norm in norm_layers(model):
-        _drop_affine(norm)
-    for name in kept:
-        model.get_submodule(name).register_parameter("bias", None)
-    freeze_head(model.get_submodule(head_name), norm=head_norm, seed=head_seed)
-    logger.info(
-        "made %s scale-invariant: %d SI tensors, head '%s' frozen at norm %g",
-        type(model).__name__,
-        len(kept),
-        head_name,
-        head_norm,
-    )
-    return [model.get_submodule(n).weight for n in kept]
+    return [p for _, (_, p) in owned_parameters(model).items() if id(p) in found]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from spherelab.htmlpage import Page
-from spherelab.plots import REGIME_COLORS as COLORS
+from spherelab.plot_common import REGIME_COLORS as COLORS
 
 # Converged runs reach the float64 floor (~1e-32); draw anything below this at this value.
 LOSS_DISPLAY_FLOOR = 1e-8

@@ -17,9 +17,9 @@ from spherelab.sweep import (
     load_spec,
     parse_elrs,
     parse_seeds,
-    read_summary,
     run_sweep,
 )
+from spherelab.sweep_files import read_summary
 
 # CLI flag -> executor option (passed only when given).
 EXECUTOR_FLAGS = {
