@@ -101,9 +101,10 @@ def bare_steps(run, cfg: Config):
     return go
 
 
-def ensemble_steps(cfgs: list[Config]):
+def ensemble_steps(cfgs: list[Config], layout: str | None = None):
     with tempfile.TemporaryDirectory() as tmp:
-        ens = build_ensemble(cfgs, [Path(tmp) / str(k) for k in range(len(cfgs))], False)
+        outs = [Path(tmp) / str(k) for k in range(len(cfgs))]
+        ens = build_ensemble(cfgs, outs, False, layout)
     stepper = _Stepper(ens, cuda_graph=False)
     x_all, y_all = ens.runs[0].data.x_train, ens.runs[0].data.y_train
 
@@ -144,6 +145,10 @@ def measure(args) -> dict[str, list[float]]:
     mlp_steps, conv_steps = 32, (2 if args.quick else args.conv_steps)
     variants = {"mlp single": (single_steps(mlp)[0], mlp_steps)}
     variants |= {f"mlp ensemble K={k}": (ensemble_steps(members(mlp, k)), mlp_steps) for k in ks}
+    variants["mlp ensemble K=8 channels layout"] = (
+        ensemble_steps(members(mlp, 8), "channels"),
+        mlp_steps,
+    )
     for width in _widths(args.mlp_widths):  # target (a) against the MLP's width
         narrow = mlp.with_overrides({"model.width": width})
         variants[f"mlp w{width} single"] = (single_steps(narrow)[0], mlp_steps)
@@ -223,7 +228,7 @@ def report(args, times: dict[str, list[float]]) -> None:
             continue
         k = int(name.split("K=")[1]) if "K=" in name else 1
         spe = 32 if name.startswith("mlp") else CIFAR_STEPS
-        skip = "bare" in name or " w" in name or args.no_memory
+        skip = "bare" in name or " w" in name or "layout" in name or args.no_memory
         mem = "" if skip else f"{peak_memory(args, name):8.0f}"
         print(f"{name:42s} {sec:9.4f} {sec * spe / k:12.3f} {128 * k / sec:10.0f} {mem}")
     print("convnet s/epoch: measured over a few steps, extrapolated to 391 steps/epoch")
@@ -231,6 +236,8 @@ def report(args, times: dict[str, list[float]]) -> None:
         f"(a) mlp 8 single runs / ensemble K=8, steps: "
         f"{8 * med['mlp single'] / med['mlp ensemble K=8']:.2f}x (target >= 4)"
     )
+    layouts = med["mlp ensemble K=8 channels layout"] / med["mlp ensemble K=8"]
+    print(f"mlp K=8: features layout speed-up over the channels layout: {layouts:.2f}x")
     for width in _widths(args.mlp_widths):
         ratio = 8 * med[f"mlp w{width} single"] / med[f"mlp w{width} ensemble K=8"]
         print(f"(a) width {width}: 8 single runs / ensemble K=8, steps: {ratio:.2f}x")

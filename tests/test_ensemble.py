@@ -54,11 +54,13 @@ def _members(cfgs):
     return data, models
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_one_ensemble_step_equals_each_single_step(family):
+@pytest.mark.parametrize(
+    "family, layout", [(f, None) for f in sorted(FAMILIES)] + [("mlp_si", "channels")]
+)
+def test_one_ensemble_step_equals_each_single_step(family, layout):
     cfgs = [_cfg(family, **{"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS)]
     data, singles = _members(cfgs)
-    ens = ensemble_skeleton(singles[0], len(cfgs)).double()
+    ens = ensemble_skeleton(singles[0], len(cfgs), layout).double()
     pack_states(ens, [m.state_dict() for m in singles], batched_names(ens))
     names = {id(p): n for n, p in singles[0].named_parameters()}
     si_names = [names[id(p)] for p in si_parameters(singles[0])]
@@ -78,6 +80,14 @@ def test_one_ensemble_step_equals_each_single_step(family):
         for name in si_names:
             got = packed[name].reshape(len(cfgs), -1)[k]
             assert (got - model.get_parameter(name).reshape(-1)).abs().max() < 1e-12, name
+
+
+def test_a_convnet_cannot_take_the_features_layout():
+    cfg = _cfg("convnet_si")
+    _, (model,) = _members([cfg])
+    assert ensemble_skeleton(model, 2).member_layout == "channels"
+    with pytest.raises(ValueError, match="convolutions need 'channels'"):
+        ensemble_skeleton(model, 2, "features")
 
 
 def _final_model(run_dir):

@@ -76,8 +76,11 @@ def _member_run(cfg: Config, data, device: torch.device, dtype: torch.dtype) -> 
     )
 
 
-def build_ensemble(cfgs: Sequence[Config], outs: Sequence[Path], shared_batches: bool) -> Ensemble:
-    """Data once, K members initialised as single runs, packed into one module."""
+def build_ensemble(
+    cfgs: Sequence[Config], outs: Sequence[Path], shared_batches: bool, layout: str | None = None
+) -> Ensemble:
+    """Data once, K members initialised as single runs, packed into one module (activation
+    `layout`: see modules.ensemble_skeleton)."""
     cfg = cfgs[0]
     device, dtype, data = engine.load_run_data(cfg)
     runs = [_member_run(c, data, device, dtype) for c in cfgs]
@@ -88,7 +91,7 @@ def build_ensemble(cfgs: Sequence[Config], outs: Sequence[Path], shared_batches:
         run.model, run.optimizer = scratch.model, scratch.optimizer
         if shared_batches:
             run.sampler, run.remaining = scratch.sampler, scratch.remaining
-    model = ensemble_skeleton(scratch.model, len(runs)).to(device=device, dtype=dtype)
+    model = ensemble_skeleton(scratch.model, len(runs), layout).to(device=device, dtype=dtype)
     batched = batched_names(model)
     pack_states(model, states, batched)
     names = {id(p): n for n, p in scratch.model.named_parameters()}

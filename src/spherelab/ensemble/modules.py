@@ -144,15 +144,22 @@ def _replacement(module: nn.Module, k: int, head: bool, layout: str) -> nn.Modul
     return None
 
 
-def ensemble_skeleton(template: nn.Module, members: int) -> nn.Module:
+def ensemble_skeleton(template: nn.Module, members: int, layout: str | None = None) -> nn.Module:
     """A copy of `template` (a ZooModel with ``.head``) with every layer widened to `members`
-    members, in the activation layout of member_layout(template) (stored as
-    ``model.member_layout``); the weights are uninitialised (fill them with pack.pack_states)."""
+    members, in the activation `layout` (default member_layout(template); an MLP may also use
+    ``channels``), stored as ``model.member_layout``. The weights are uninitialised (fill them
+    with pack.pack_states)."""
     if isinstance(members, bool) or not isinstance(members, int) or members < 1:
         raise ValueError(f"members={members!r} must be a positive integer")
+    natural = member_layout(template)
+    layout = layout or natural
+    if layout not in LAYOUTS or (layout == "features" and natural == "channels"):
+        raise ValueError(
+            f"layout={layout!r} does not fit a {type(template).__name__}; use {natural!r} "
+            f"(the layouts are {LAYOUTS}; convolutions need 'channels')"
+        )
     model = copy.deepcopy(template)
     head = getattr(template, "head", None)
-    layout = member_layout(template)
     for name, module in list(template.named_modules()):
         if not name:
             continue
