@@ -11,7 +11,7 @@ from spherelab.data import load_dataset
 from spherelab.engine import build_model_for, train_run
 from spherelab.ensemble import can_pack, ensemble_skeleton, pack_key, pack_states, train_ensemble
 from spherelab.ensemble.members import member_inputs
-from spherelab.ensemble.modules import batched_names
+from spherelab.ensemble.modules import MemberNorm1d, batched_names
 from spherelab.ensemble.step import eager_step
 from spherelab.losses import cross_entropy
 from spherelab.optim import SphereSGD
@@ -80,6 +80,28 @@ def test_one_ensemble_step_equals_each_single_step(family, layout):
         for name in si_names:
             got = packed[name].reshape(len(cfgs), -1)[k]
             assert (got - model.get_parameter(name).reshape(-1)).abs().max() < 1e-12, name
+
+
+def test_member_norm_is_one_batchnorm_per_member_in_train_and_eval_mode():
+    torch.manual_seed(0)
+    k, f, b = 3, 5, 16
+    packed = MemberNorm1d(k * f, momentum=0.3, affine=False).double()
+    singles = [torch.nn.BatchNorm1d(f, momentum=0.3, affine=False).double() for _ in range(k)]
+    for _ in range(3):  # running statistics follow BatchNorm's update
+        x = torch.randn(k, f, b, dtype=torch.float64) * 2 + 1
+        got = packed(x)
+        for m, single in enumerate(singles):
+            torch.testing.assert_close(got[m], single(x[m].T).T, rtol=0, atol=1e-12)
+    state = packed.state_dict()
+    for key in ("running_mean", "running_var"):
+        want = torch.cat([single.state_dict()[key] for single in singles])
+        torch.testing.assert_close(state[key], want, rtol=0, atol=1e-12)
+    assert int(state["num_batches_tracked"]) == 3
+    packed.eval()
+    x = torch.randn(k, f, b, dtype=torch.float64)
+    got = packed(x)
+    for m, single in enumerate(singles):
+        torch.testing.assert_close(got[m], single.eval()(x[m].T).T, rtol=0, atol=1e-12)
 
 
 def test_a_convnet_cannot_take_the_features_layout():

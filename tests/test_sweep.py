@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from spherelab import cli, executors, sweep
+from spherelab import cli, executors, sweep, sweep_spec
 from spherelab.config import Config, ConfigError, load_json
 from spherelab.sweep import SweepSpec, expand, load_spec, parse_elrs, read_summary, run_sweep
 
@@ -179,10 +179,11 @@ def test_expand_crosses_axes_with_elrs_and_seeds():
 
 def test_summary_values_come_from_the_runs_not_from_directory_names(tmp_path, monkeypatch):
     opaque = iter(range(1000))
-    monkeypatch.setattr(sweep, "run_name", lambda elr, seed, axes: f"run{next(opaque)}")
+    monkeypatch.setattr(sweep_spec, "run_name", lambda elr, seed, axes: f"run{next(opaque)}")
     spec = small_spec(axes={"optim.momentum": [0.0, 0.5]})
     rows = read_summary(run_sweep(spec, tmp_path, runner=fake_runner, report=False))
     assert len(rows) == 2 * len(spec.elrs) * len(spec.seeds)
+    assert all(row["run_dir"].startswith("runs/run") for row in rows)  # opaque names
     for row in rows:
         cfg = load_json(tmp_path / row["run_dir"] / "config.json")
         assert (float(row["elr"]), int(row["seed"]), float(row["optim.momentum"])) == (

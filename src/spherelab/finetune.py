@@ -18,7 +18,6 @@ report.html are drawn by ``spherelab.finetune_report`` (importable from here too
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -35,6 +34,7 @@ from spherelab.finetune_report import (  # noqa: F401 - importable from here too
     heatmap,
     write_finetune_report,
 )
+from spherelab.jsonio import read_json_dict
 from spherelab.sweep import SweepSpec, expand, run_sweep
 
 log = logging.getLogger("spherelab")
@@ -110,7 +110,7 @@ def run_finetune(
     rows = []
     for point in expand(pre_spec):
         pre_dir = root / "runs" / "pretrain" / point.run_dir
-        pre = _read_json(pre_dir / "summary.json")
+        pre = read_json_dict(pre_dir / "summary.json") or {}
         for f in scratch_spec.elrs:
             rows.append(_branch(point.config, pre_dir, pre, f, ft_epochs, root))
     run_sweep(scratch_spec, root / "runs" / "scratch", report=False, progress=False)
@@ -160,17 +160,10 @@ def _branch(
     }
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def _scratch_rows(spec: SweepSpec, sweep_dir: Path) -> list[dict[str, Any]]:
     out = []
     for point in expand(spec):
-        s = _read_json(sweep_dir / point.run_dir / "summary.json")
+        s = read_json_dict(sweep_dir / point.run_dir / "summary.json") or {}
         out.append(
             {
                 "elr": point.elr,

@@ -223,8 +223,13 @@ def _descend(
     sphere, k = group["sphere"], int(group["members"])
     if sphere == "global":
         lr = _lr_of(group, group["radius"], params[0])
-        if isinstance(lr, float) and _use_foreach(group, params):
+        fast = _use_foreach(group, params)
+        if isinstance(lr, float) and fast:
             torch._foreach_add_(params, dirs, alpha=-lr)  # the paper's fast path: one kernel
+            return
+        rows, drows = _member_rows(params, k), _member_rows(dirs, k)
+        if fast and rows is not None and drows is not None:  # K members: one foreach call
+            torch._foreach_addcmul_(rows, drows, [lr.reshape(k, 1)] * len(rows), value=-1.0)
             return
     for p, d in zip(params, dirs):
         if sphere == "per_filter":
@@ -236,6 +241,13 @@ def _descend(
         else:
             (view, _), (dview, _) = _unit_view(p, k, sphere), _unit_view(d, k, sphere)
             view.sub_(dview * _spread(lr, view))
+
+
+def _member_rows(tensors: list[Tensor], k: int) -> list[Tensor] | None:
+    """[K, -1] views of packed tensors, or None when one is not contiguous (channels_last)."""
+    if not all(t.is_contiguous() for t in tensors):
+        return None
+    return [t.view(k, -1) for t in tensors]
 
 
 def _index_of(group: dict[str, Any], p: Tensor) -> int:
@@ -272,6 +284,13 @@ def _retract(opt: SphereSGD, group: dict[str, Any], params: list[Tensor]) -> Non
     if sphere == "global" and k == 1 and _use_foreach(group, params):
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params)))
         torch._foreach_mul_(params, float(group["radius"]) / norm)
+        return
+    rows = _member_rows(params, k)
+    if sphere == "global" and rows is not None and _use_foreach(group, params):
+        norms = torch.stack([torch.linalg.vector_norm(r, dim=1) for r in rows])  # [n, K]
+        radius = _as_member_tensor(group["radius"], params[0])
+        scale = (radius / torch.linalg.vector_norm(norms, dim=0)).reshape(k, 1)
+        torch._foreach_mul_(rows, [scale] * len(rows))
         return
     if sphere == "global":
         sq = sum(_sq_norms(p, k, sphere) for p in params)

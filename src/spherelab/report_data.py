@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spherelab.jsonio import read_json_dict
 from spherelab.plots import RunData
 
 log = logging.getLogger("spherelab")
@@ -89,18 +90,6 @@ def _parse_row(raw: dict[str, str]) -> dict[str, Any]:
     return row
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        log.warning("missing %s; skipping it", path)
-        return None
-    except (OSError, ValueError) as exc:
-        log.warning("cannot read %s (%s); skipping it", path, exc)
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Records of a JSON-lines file; garbled lines (e.g. a killed writer) are skipped."""
     records = []
@@ -127,7 +116,11 @@ def _load_run(root: Path, row: dict[str, Any]) -> tuple[RunData | None, dict[str
             )
         return None, None
     run_dir = root / row["run_dir"]
-    config = _read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else None
+    config = (
+        read_json_dict(run_dir / "config.json", warn=True)
+        if (run_dir / "config.json").exists()
+        else None
+    )
     try:
         records = _read_jsonl(run_dir / "metrics.jsonl")
     except (OSError, UnicodeDecodeError) as exc:
@@ -168,7 +161,7 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     )
     sweep = Sweep(root=root, rows=rows, runs=[], axes=axes)
     if (root / "sweep.json").exists():
-        sweep.spec = _read_json(root / "sweep.json")
+        sweep.spec = read_json_dict(root / "sweep.json", warn=True)
     for row in rows:
         run, config = _load_run(root, row)
         if run is not None:

@@ -19,13 +19,13 @@ from typing import Any
 from spherelab.config import ConfigError
 from spherelab.executor_tasks import Outcome, Runner, Settings, Task, one_line_error
 from spherelab.executors import make_settings, run_tasks
+from spherelab.jsonio import read_json_dict
 from spherelab.regimes import FINAL_STATUSES
 from spherelab.sweep_files import (  # noqa: F401 - the public sweep API lives here too
     METRICS,
     _cell,
     _is_done,
     _open_sweep_dir,
-    _read_json,
     _write_summary,
     _write_sweep_json,
     read_summary,
@@ -146,7 +146,9 @@ class _Session:
         for p in points:
             outcome = self.outcomes.get(str(self.out / p.run_dir))
             if outcome is None:
-                rows.append(summary_row(p, _read_json(self.out / p.run_dir / "summary.json"), None))
+                rows.append(
+                    summary_row(p, read_json_dict(self.out / p.run_dir / "summary.json"), None)
+                )
             else:
                 rows.append(summary_row(p, outcome.summary, outcome.error))
         return rows

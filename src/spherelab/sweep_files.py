@@ -13,24 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.config import Config, ConfigError, apply_overrides, from_dict
+from spherelab.jsonio import read_json_dict
 from spherelab.regimes import FINAL_STATUSES
 from spherelab.sweep_spec import Point, SweepSpec, spec_from_dict
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "eff_grad_norm", "si_norm")
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _open_sweep_dir(spec: SweepSpec, out: Path) -> list[list[dict[str, Any]]]:
     """Check an existing sweep.json against spec (a rerun may only add points); its refinement
     rounds (each a list of {"axes", "elr"} entries)."""
-    stored = _read_json(out / "sweep.json")
+    stored = read_json_dict(out / "sweep.json")
     if stored is None:
         if (out / "sweep.json").exists():
             raise ConfigError(f"{out / 'sweep.json'} is unreadable; use a new --out directory")
@@ -67,7 +60,10 @@ def _write_sweep_json(out: Path, spec: SweepSpec, rounds: list[list[dict[str, An
 
 def _is_done(run_dir: Path, cfg: Config) -> bool:
     """A finished run of this very config (the device a worker picked does not count)."""
-    summary, saved = _read_json(run_dir / "summary.json"), _read_json(run_dir / "config.json")
+    summary, saved = (
+        read_json_dict(run_dir / "summary.json"),
+        read_json_dict(run_dir / "config.json"),
+    )
     if summary is None or saved is None or summary.get("status") not in FINAL_STATUSES:
         return False
     try:

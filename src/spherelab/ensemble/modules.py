@@ -23,6 +23,7 @@ import copy
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 LAYOUTS = ("channels", "features")
 _ELEMENTWISE = (
@@ -72,10 +73,28 @@ class MemberHeads(BatchedLinear):
 
 
 class MemberNorm1d(nn.BatchNorm1d):
-    """One BatchNorm1d per member on ``features``-layout activations [K, F, B] (K*F channels)."""
+    """One BatchNorm1d per member on ``features``-layout activations [K, F, B] (K*F channels).
+
+    Batch statistics come from a layer norm over the rows of the [K*F, B] view: the same
+    normalisation (biased variance, eps inside the root), and on CPU 1.4x faster than a
+    BatchNorm over [1, K*F, B] (BENCHMARKS.md). Running statistics are updated as
+    BatchNorm updates them (unbiased variance, ``momentum``) and used in eval mode."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.reshape(1, -1, x.shape[-1])).view_as(x)
+        rows = x.reshape(-1, x.shape[-1])
+        if not self.training and self.track_running_stats:
+            stats = (self.running_mean, self.running_var)
+            out = F.batch_norm(rows.unsqueeze(0), *stats, training=False, eps=self.eps)
+            return out.view_as(x)
+        out, mean, rstd = torch.native_layer_norm(rows, [rows.shape[-1]], None, None, self.eps)
+        if self.training and self.track_running_stats:
+            with torch.no_grad():
+                n = rows.shape[-1]
+                var = (rstd.square().reciprocal() - self.eps).mul_(n / max(n - 1, 1))
+                self.running_mean.lerp_(mean.view(-1), self.momentum)
+                self.running_var.lerp_(var.view(-1), self.momentum)
+                self.num_batches_tracked.add_(1)
+        return out.view_as(x)
 
 
 def member_layout(template: nn.Module) -> str:
@@ -105,6 +124,11 @@ def _member_norm(norm: nn.modules.batchnorm._BatchNorm, k: int, layout: str) -> 
     if norm.affine:
         raise ValueError(
             f"cannot pack {norm}: affine norms are not scale-invariant; pack only *_si models"
+        )
+    if layout == "features" and norm.momentum is None:
+        raise ValueError(
+            f"cannot pack {norm}: momentum=None (a cumulative average) is not supported in "
+            "the features layout; give the norm a momentum such as 0.1"
         )
     kind = MemberNorm1d if layout == "features" else type(norm)
     return kind(
