@@ -56,6 +56,14 @@ def test_bad_input_exits_2_with_one_line_naming_the_fix(tmp_path, capsys, args, 
     assert needle in err and len(err.splitlines()) == 1
 
 
+def test_a_bad_pack_value_exits_2_naming_auto(tmp_path, capsys):
+    argv = ["sweep", "--elrs", "1e-3", "--pack", "many", "--out", str(tmp_path / "s")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "neither a number of runs nor 'auto'" in capsys.readouterr().err
+
+
 def test_missing_data_files_say_how_to_get_them(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SPHERELAB_DATA", str(tmp_path / "empty"))
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -86,6 +86,7 @@ def test_a_missing_extra_names_the_pip_install(monkeypatch, tmp_path, executor, 
         ("ray", {"options": {"partition": "gpu"}}, "valid options: address"),
         ("local", {"pack": 4}, "needs executor 'inline'"),
         ("inline", {"workers": 0}, "workers=0"),
+        ("inline", {"pack": "some"}, "or 'auto'"),
     ],
 )
 def test_bad_executor_settings_are_rejected_naming_the_fix(executor, kwargs, message):
@@ -116,6 +117,28 @@ def test_packs_hold_only_runs_that_differ_in_elr_and_seed():
     assert [len(g) for g in groups] == [2, 2, 1, 2]
     assert all(len({t.config.train.device for t in g}) == 1 for g in groups)
     assert [t for g in groups for t in g] == tasks
+
+
+def _cpu_tasks(model: str, n: int) -> list[Task]:
+    over = {"train.device": "cpu", "model.name": model}
+    return [
+        Task(apply_overrides(Config(), over | {"optim.elr": 1e-3 * (i + 1)}), f"/{model}/{i}")
+        for i in range(n)
+    ]
+
+
+def test_auto_packs_mlps_on_a_cpu_up_to_sixteen_and_leaves_convnets_alone():
+    tasks = _cpu_tasks("mlp_si", 20) + _cpu_tasks("convnet_si", 3)
+    groups = pack_groups(tasks, pack="auto")
+    assert [len(g) for g in groups] == [16, 4, 1, 1, 1]
+    assert {t.config.model.name for g in groups[:2] for t in g} == {"mlp_si"}
+    assert sorted(t.run_dir for g in groups for t in g) == sorted(t.run_dir for t in tasks)
+
+
+def test_auto_pack_means_no_packing_outside_the_inline_executor():
+    settings = {"workers": 2, "pack": "auto", "options": None, "work_dir": Path(".")}
+    assert make_settings("local", **settings).pack == 1
+    assert make_settings("inline", **settings).pack == "auto"
 
 
 def test_a_raising_runner_becomes_a_failed_outcome_with_one_line():

@@ -71,7 +71,9 @@ def test_every_fine_tune_branch_starts_exactly_from_its_pretraining_checkpoint(g
         assert all(torch.equal(a, pre_weights[n]) for a, n in zip(branch_init, names))
         first = ckpt.read_records(branch / "metrics.jsonl")[0]
         final = ckpt.read_records(pre_dir / "metrics.jsonl")[-1]
-        assert first["train_loss"] == final["train_loss"]  # same weights, same batches
+        # same weights, same batches; the pre-training runs may be packed (an ensemble sums
+        # in another order), so equal up to float32 rounding
+        assert first["train_loss"] == pytest.approx(final["train_loss"], rel=1e-5)
         assert config["optim"]["elr"] == float(row["finetune_elr"])
 
 

@@ -366,7 +366,9 @@ def test_packed_inline_sweep_matches_the_unpacked_sweep(tmp_path):
             "train.dtype": "float64",
         },
     )
-    single = read_summary(run_sweep(spec, tmp_path / "single", progress=False, report=False))
+    single = read_summary(
+        run_sweep(spec, tmp_path / "single", progress=False, report=False, pack=1)
+    )
     packed = read_summary(
         run_sweep(spec, tmp_path / "packed", progress=False, report=False, pack=3)
     )

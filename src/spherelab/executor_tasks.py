@@ -39,7 +39,7 @@ class Outcome:
 @dataclass(frozen=True)
 class Settings:
     workers: int = 2  # parallel runs (local: processes; submitit: default array throttle)
-    pack: int = 1  # runs per ensemble module (inline only; see run_pack)
+    pack: int | str = 1  # runs per ensemble module, or "auto" (inline only; see run_pack)
     options: Mapping[str, Any] = field(default_factory=dict)  # validated, defaults filled in
     work_dir: Path = Path(".")  # the sweep directory (submitit logs go below it)
 

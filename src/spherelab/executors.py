@@ -40,6 +40,10 @@ class MissingExtraError(ValueError):
     """An executor whose optional dependency is not installed."""
 
 
+AUTO = "auto"  # pack where it pays (ensemble.packing_pays), up to AUTO_PACK runs per module
+AUTO_PACK = 16
+
+
 def train_runner(config: Config, run_dir: str) -> dict[str, Any]:
     """The default runner: train (or resume, or reuse) one run with spherelab.engine."""
     from spherelab.engine import train_run  # lazy: keeps torch out of the parent process
@@ -47,9 +51,19 @@ def train_runner(config: Config, run_dir: str) -> dict[str, Any]:
     return train_run(config, run_dir, resume=True, progress=False)
 
 
-def pack_groups(tasks: Sequence[Task], pack: int) -> list[list[Task]]:
+_ENGINE_RUNNER = train_runner  # packs need the engine; a swapped-in runner trains one by one
+
+
+def pack_groups(tasks: Sequence[Task], pack: int | str) -> list[list[Task]]:
     """Chunks of at most `pack` tasks that can share one ensemble module (same
-    spherelab.ensemble.pack_key: equal configs but for ELR and, where the data allow, seed)."""
+    spherelab.ensemble.pack_key: equal configs but for ELR and, where the data allow, seed).
+    ``auto`` packs up to AUTO_PACK runs, only where packing pays (ensemble.packing_pays)."""
+    if pack == AUTO:
+        from spherelab.ensemble.pack import packing_pays  # lazy: needs torch
+
+        pays = [t for t in tasks if packing_pays(t.config)]
+        alone = [[t] for t in tasks if not packing_pays(t.config)]
+        return pack_groups(pays, AUTO_PACK) + alone
     if pack <= 1:
         return [[task] for task in tasks]
     from spherelab.ensemble.pack import pack_key  # lazy: only packing needs torch here
@@ -64,7 +78,7 @@ def run_pack(group: Sequence[Task], runner: Runner) -> Iterator[Outcome]:
     """Train a pack of compatible runs as ONE ensemble module (spherelab.ensemble) when the
     default runner is in use and the configs can share a module; else one by one. If the
     ensemble itself fails, its runs are retried one by one, so nothing is lost."""
-    if len(group) > 1 and runner is train_runner:
+    if len(group) > 1 and runner is _ENGINE_RUNNER:
         from spherelab.ensemble import can_pack, train_ensemble
 
         if can_pack([t.config for t in group]):
@@ -234,16 +248,24 @@ def require_extra(executor: str) -> Any:
 
 
 def make_settings(
-    executor: str, *, workers: int, pack: int, options: Mapping[str, Any] | None, work_dir: Path
+    executor: str,
+    *,
+    workers: int,
+    pack: int | str,
+    options: Mapping[str, Any] | None,
+    work_dir: Path,
 ) -> Settings:
-    """Validate an executor choice and its options before anything runs."""
+    """Validate an executor choice and its options before anything runs. ``pack="auto"``
+    packs where it pays with the inline executor and means 1 with the others."""
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers={workers!r} must be a positive integer")
-    if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
-        raise ConfigError(f"pack={pack!r} must be a positive integer (1 = no packing)")
-    if pack > 1 and executor != "inline":
+    if pack == AUTO:
+        pack = AUTO if executor == "inline" else 1
+    elif isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
+        raise ConfigError(f"pack={pack!r} must be a positive integer (1 = no packing) or {AUTO!r}")
+    elif pack > 1 and executor != "inline":
         raise ConfigError(f"pack={pack} needs executor 'inline'; use --executor inline or pack 1")
     allowed = OPTIONS[executor]
     unknown = sorted(set(options or {}) - set(allowed))

@@ -177,7 +177,7 @@ def run_sweep(
     runner: Runner | None = None,
     progress: bool = True,
     executor_options: Mapping[str, Any] | None = None,
-    pack: int = 1,
+    pack: int | str = "auto",
     report: bool = True,
 ) -> Path:
     """Run (or resume, or extend) a sweep in out_dir; returns the path of summary.csv.
@@ -186,7 +186,9 @@ def run_sweep(
     workers: parallel processes (local) or the default Slurm array throttle (submitit).
     refine: rounds of boundary refinement after the grid (new ELRs at the geometric midpoints
     of each boundary interval, for every seed); rounds already done in out_dir count.
-    pack: runs per ensemble module (inline only; the hook is executors.run_pack).
+    pack: runs per ensemble module (inline only; the hook is executors.run_pack); "auto"
+    packs up to 16 runs where packing is faster (ensemble.packing_pays: any model on CUDA,
+    MLPs on a CPU), 1 never packs.
     runner(config, run_dir) -> summary: defaults to executors.train_runner (spherelab.engine).
     Every input is validated before anything runs; a failing run is recorded, not raised.
     """

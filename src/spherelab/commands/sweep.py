@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.config import ConfigError, parse_assignment
-from spherelab.executors import EXECUTORS
+from spherelab.executors import AUTO, EXECUTORS
 from spherelab.sweep import (
     SweepSpec,
     boundaries_by_group,
@@ -62,10 +62,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--pack",
-        type=int,
-        default=1,
-        metavar="K",
-        help="runs per ensemble module (inline executor)",
+        type=_pack,
+        default="auto",
+        metavar="K|auto",
+        help="runs per ensemble module (inline executor); auto (default): up to 16 where "
+        "packing is faster (any model on CUDA, mlp_si on a CPU); 1: never pack",
     )
     p.add_argument("--array-parallelism", type=int, help="submitit: Slurm array throttle")
     p.add_argument("--gpus-per-run", type=float, help="ray: GPU fraction; submitit: GPUs")
@@ -73,6 +74,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--timeout-min", type=int, help="submitit: time limit per run (minutes)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.set_defaults(handler=handle)
+
+
+def _pack(text: str) -> int | str:
+    if text == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--pack {text!r} is neither a number of runs nor 'auto'; e.g. --pack 8"
+        ) from None
 
 
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
