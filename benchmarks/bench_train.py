@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import statistics
 import subprocess
 import sys
@@ -226,7 +227,7 @@ def report(args, times: dict[str, list[float]]) -> None:
         if name.startswith("e2e"):
             print(f"{name:42s} {sec:9.2f} s total")
             continue
-        k = int(name.split("K=")[1]) if "K=" in name else 1
+        k = int(re.search(r"K=(\d+)", name).group(1)) if "K=" in name else 1
         spe = 32 if name.startswith("mlp") else CIFAR_STEPS
         skip = "bare" in name or " w" in name or "layout" in name or args.no_memory
         mem = "" if skip else f"{peak_memory(args, name):8.0f}"

@@ -132,6 +132,21 @@ def test_members_follow_their_single_runs_for_200_steps(family, tmp_path):
             assert (ens[key].double() - single[key].double()).abs().max() < 1e-6, key
 
 
+def test_members_follow_their_single_runs_under_a_cosine_schedule(tmp_path):
+    over = {"train.steps": 40, "optim.schedule": "cosine", "train.checkpoints": "last"}
+    cfgs = [_cfg(**over | {"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS[:2])]
+    train_ensemble(cfgs, [tmp_path / f"e{k}" for k in range(2)])
+    for k, cfg in enumerate(cfgs):
+        train_run(cfg, tmp_path / f"s{k}")
+        ens, single = _final_model(tmp_path / f"e{k}"), _final_model(tmp_path / f"s{k}")
+        for key in single:
+            assert (ens[key] - single[key]).abs().max() < 1e-9, key
+        rows = read_records(tmp_path / f"e{k}" / "metrics.jsonl")
+        assert rows[-1]["elr"] == pytest.approx(
+            read_records(tmp_path / f"s{k}" / "metrics.jsonl")[-1]["elr"], rel=1e-12
+        )
+
+
 def test_member_files_have_the_single_run_keys_and_record_steps(tmp_path):
     cfgs = [_cfg(**{"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS[:2])]
     summaries = train_ensemble(cfgs, [tmp_path / "e0", tmp_path / "e1"])

@@ -38,6 +38,7 @@ class Ensemble:
     recorder: EnsembleRecorder
     radii: list[float]
     elr: Tensor  # [K] on the device: the ELR applied to each member (0 once frozen)
+    base_elr: Tensor  # [K] on the device: the configured ELRs (0 once frozen)
     active: list[bool]
     total_steps: int
 
@@ -127,6 +128,7 @@ def build_ensemble(
         recorder,
         radii,
         elr,
+        elr.clone(),
         [True] * len(runs),
         scratch.total_steps,
     )
