@@ -38,6 +38,19 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from spherelab.sphere_units import (
+    as_member_tensor,
+    check_elr,
+    check_radius,
+    count_values,
+    measure_radius,
+    member_rows,
+    reduce_units,
+    spread,
+    sq_norms,
+    unit_view,
+)
+
 SPHERES = ("global", "per_tensor", "per_filter", "none")
 
 
@@ -54,7 +67,7 @@ class SphereSGD(Optimizer):
         members: int = 1,
         foreach: bool | None = None,
     ) -> None:
-        _check_elr(elr)
+        check_elr(elr)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum={momentum} is outside [0, 1); use e.g. momentum=0.9")
         defaults = dict(
@@ -80,10 +93,10 @@ class SphereSGD(Optimizer):
             raise ValueError(f"sphere={group['sphere']!r} is unknown; use one of {SPHERES}")
         if group["sphere"] == "none":
             return
-        _check_elr(group["elr"])
+        check_elr(group["elr"])
         if not 0.0 <= group["momentum"] < 1.0:
             raise ValueError(f"momentum={group['momentum']} is outside [0, 1); use e.g. 0.9")
-        _check_radius(group["radius"])
+        check_radius(group["radius"])
         k = int(group["members"])
         params = group["params"]
         for p in params:
@@ -91,15 +104,17 @@ class SphereSGD(Optimizer):
                 raise ValueError(f"a tensor of shape {tuple(p.shape)} cannot hold members={k}")
         elr = group["elr"]
         per_member = isinstance(elr, (list, tuple)) or (isinstance(elr, Tensor) and elr.numel() > 1)
-        if per_member and _count(elr) != k:
-            raise ValueError(f"elr has {_count(elr)} values but members={k}; give one per member")
+        if per_member and count_values(elr) != k:
+            raise ValueError(
+                f"elr has {count_values(elr)} values but members={k}; give one per member"
+            )
         with torch.no_grad():
             if group["sphere"] == "per_filter":
                 for p in params:
-                    self.state[p]["filter_radius"] = _sq_norms(p, k, "per_filter").sqrt()
+                    self.state[p]["filter_radius"] = sq_norms(p, k, "per_filter").sqrt()
                 group["radius"] = None
             elif group["radius"] is None:
-                group["radius"] = _measure_radius(params, k, group["sphere"])
+                group["radius"] = measure_radius(params, k, group["sphere"])
             elif group["sphere"] == "per_tensor" and not isinstance(group["radius"], list):
                 group["radius"] = [group["radius"]] * len(params)  # one given radius for all
             elif group["sphere"] == "global" and k == 1 and isinstance(group["radius"], list):
@@ -141,48 +156,10 @@ class SphereSGD(Optimizer):
 
 
 # --------------------------------------------------------------------- helpers
-def _check_elr(elr: float | Sequence[float] | Tensor) -> None:
-    values = elr.reshape(-1).tolist() if isinstance(elr, Tensor) else elr
-    for v in values if isinstance(values, (list, tuple)) else [values]:
-        if not float(v) > 0.0:
-            raise ValueError(f"elr={v} must be > 0 (the effective learning rate, e.g. 1e-3)")
-
-
-def _count(values: Sequence[float] | Tensor) -> int:
-    return values.numel() if isinstance(values, Tensor) else len(values)
-
-
-def _check_radius(radius: Any) -> None:
-    """A given radius: a positive number, or one per member / tensor (lists)."""
-    if radius is None:
-        return
-    values = radius.tolist() if isinstance(radius, Tensor) else radius
-    flat = values if isinstance(values, (list, tuple)) else [values]
-    for v in flat:
-        inner = v if isinstance(v, (list, tuple)) else [v]
-        if not all(isinstance(x, (int, float)) and x > 0 for x in inner):
-            raise ValueError(
-                f"radius={radius!r} must be a positive number (or one per member "
-                "or tensor); leave it None to use the norm at construction"
-            )
-
-
 def _use_foreach(group: dict[str, Any], params: list[Tensor]) -> bool:
     if group["foreach"] is not None:
         return bool(group["foreach"])
     return all(p.device == params[0].device and p.dtype == params[0].dtype for p in params)
-
-
-def _measure_radius(params: list[Tensor], k: int, sphere: str) -> float | list[Any]:
-    per_tensor = [_sq_norms(p, k, "per_tensor").sqrt() for p in params]
-    if sphere == "global":
-        joint = torch.stack(per_tensor).square().sum(0).sqrt()
-        return joint.item() if k == 1 else joint.tolist()
-    return [n.item() if k == 1 else n.tolist() for n in per_tensor]
-
-
-def _as_member_tensor(value: float | Sequence[float], like: Tensor) -> Tensor:
-    return torch.as_tensor(value, dtype=like.dtype, device=like.device).reshape(-1)
 
 
 def _momentum_directions(
@@ -212,8 +189,8 @@ def _lr_of(group: dict[str, Any], radius: Any, like: Tensor) -> Tensor | float:
         and not isinstance(elr, (list, tuple))
     ):
         return float(elr) * float(radius) ** 2
-    r = radius if isinstance(radius, Tensor) else _as_member_tensor(radius, like)
-    e = _as_member_tensor(elr, like)
+    r = radius if isinstance(radius, Tensor) else as_member_tensor(radius, like)
+    e = as_member_tensor(elr, like)
     return e.reshape(-1, *([1] * (r.dim() - 1))) * r.square() if r.dim() > 1 else e * r.square()
 
 
@@ -227,7 +204,7 @@ def _descend(
         if isinstance(lr, float) and fast:
             torch._foreach_add_(params, dirs, alpha=-lr)  # the paper's fast path: one kernel
             return
-        rows, drows = _member_rows(params, k), _member_rows(dirs, k)
+        rows, drows = member_rows(params, k), member_rows(dirs, k)
         if fast and rows is not None and drows is not None:  # K members: one foreach call
             torch._foreach_addcmul_(rows, drows, [lr.reshape(k, 1)] * len(rows), value=-1.0)
             return
@@ -239,15 +216,8 @@ def _descend(
         if isinstance(lr, float):
             p.add_(d, alpha=-lr)
         else:
-            (view, _), (dview, _) = _unit_view(p, k, sphere), _unit_view(d, k, sphere)
-            view.sub_(dview * _spread(lr, view))
-
-
-def _member_rows(tensors: list[Tensor], k: int) -> list[Tensor] | None:
-    """[K, -1] views of packed tensors, or None when one is not contiguous (channels_last)."""
-    if not all(t.is_contiguous() for t in tensors):
-        return None
-    return [t.view(k, -1) for t in tensors]
+            (view, _), (dview, _) = unit_view(p, k, sphere), unit_view(d, k, sphere)
+            view.sub_(dview * spread(lr, view))
 
 
 def _index_of(group: dict[str, Any], p: Tensor) -> int:
@@ -257,55 +227,35 @@ def _index_of(group: dict[str, Any], p: Tensor) -> int:
     raise KeyError("parameter not in group")
 
 
-def _unit_view(p: Tensor, k: int, sphere: str) -> tuple[Tensor, int]:
-    """p as a view [K, (filters,) rest...] in any memory format (channels_last too), and the
-    number of leading dims that index sphere units (1: per member/tensor, 2: per filter)."""
-    lead = 2 if sphere == "per_filter" and p.dim() >= 2 else 1
-    return p.unflatten(0, (k, -1)), lead
-
-
-def _reduce(x: Tensor, lead: int) -> Tensor:
-    """Sum over everything but the unit dims."""
-    return x.sum(dim=tuple(range(lead, x.dim()))) if x.dim() > lead else x
-
-
-def _spread(t: Tensor, like: Tensor) -> Tensor:
-    """Append singleton dims so a per-unit value broadcasts over a unit view."""
-    return t.reshape(t.shape + (1,) * (like.dim() - t.dim()))
-
-
-def _sq_norms(p: Tensor, k: int, sphere: str) -> Tensor:
-    view, lead = _unit_view(p, k, sphere)
-    return _reduce(view.square(), lead)
-
-
 def _retract(opt: SphereSGD, group: dict[str, Any], params: list[Tensor]) -> None:
     sphere, k = group["sphere"], int(group["members"])
     if sphere == "global" and k == 1 and _use_foreach(group, params):
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params)))
         torch._foreach_mul_(params, float(group["radius"]) / norm)
         return
-    rows = _member_rows(params, k)
+    rows = member_rows(params, k)
     if sphere == "global" and rows is not None and _use_foreach(group, params):
         norms = torch.stack([torch.linalg.vector_norm(r, dim=1) for r in rows])  # [n, K]
-        radius = _as_member_tensor(group["radius"], params[0])
+        radius = as_member_tensor(group["radius"], params[0])
         scale = (radius / torch.linalg.vector_norm(norms, dim=0)).reshape(k, 1)
         torch._foreach_mul_(rows, [scale] * len(rows))
         return
     if sphere == "global":
-        sq = sum(_sq_norms(p, k, sphere) for p in params)
-        scale = _as_member_tensor(group["radius"], params[0]) / sq.sqrt()
+        sq = sum(sq_norms(p, k, sphere) for p in params)
+        scale = as_member_tensor(group["radius"], params[0]) / sq.sqrt()
         for p in params:
-            view, _ = _unit_view(p, k, sphere)
-            view.mul_(_spread(scale, view))
+            view, _ = unit_view(p, k, sphere)
+            view.mul_(spread(scale, view))
         return
     for p in params:
-        view, _ = _unit_view(p, k, sphere)
+        view, _ = unit_view(p, k, sphere)
         if sphere == "per_filter":
             target = opt.state[p]["filter_radius"]
-        else:
-            target = _as_member_tensor(group["radius"][_index_of(group, p)], p)
-        view.mul_(_spread(target / _sq_norms(p, k, sphere).sqrt(), view))
+        else:  # a float radius stays a float: no host-to-device copy per step
+            target = group["radius"][_index_of(group, p)]
+            if not isinstance(target, float):
+                target = as_member_tensor(target, p)
+        view.mul_(spread(target / sq_norms(p, k, sphere).sqrt(), view))
 
 
 def _project_buffers(group: dict[str, Any], params: list[Tensor], bufs: list[Tensor]) -> None:
@@ -315,19 +265,19 @@ def _project_buffers(group: dict[str, Any], params: list[Tensor], bufs: list[Ten
     sphere, k = group["sphere"], int(group["members"])
 
     def dot(p: Tensor, b: Tensor) -> Tensor:
-        (pv, lead), (bv, _) = _unit_view(p, k, sphere), _unit_view(b, k, sphere)
-        return _reduce(pv * bv, lead)
+        (pv, lead), (bv, _) = unit_view(p, k, sphere), unit_view(b, k, sphere)
+        return reduce_units(pv * bv, lead)
 
     if sphere == "global":
         coef = sum(dot(p, b) for p, b in zip(params, bufs)) / sum(
-            _sq_norms(p, k, sphere) for p in params
+            sq_norms(p, k, sphere) for p in params
         )
         coefs = [coef] * len(params)
     else:
-        coefs = [dot(p, b) / _sq_norms(p, k, sphere) for p, b in zip(params, bufs)]
+        coefs = [dot(p, b) / sq_norms(p, k, sphere) for p, b in zip(params, bufs)]
     for p, b, c in zip(params, bufs, coefs):
-        (pv, _), (bv, _) = _unit_view(p, k, sphere), _unit_view(b, k, sphere)
-        bv.sub_(_spread(c, pv) * pv)
+        (pv, _), (bv, _) = unit_view(p, k, sphere), unit_view(b, k, sphere)
+        bv.sub_(spread(c, pv) * pv)
 
 
 def _plain_sgd(opt: SphereSGD, group: dict[str, Any], params: list[Tensor]) -> None:
