@@ -104,6 +104,57 @@ def test_member_norm_is_one_batchnorm_per_member_in_train_and_eval_mode():
         torch.testing.assert_close(got[m], single.eval()(x[m].T).T, rtol=0, atol=1e-12)
 
 
+def test_member_norm_refuses_a_batch_of_one_as_batchnorm_does():
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        torch.nn.BatchNorm1d(3, affine=False)(torch.randn(1, 3))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        MemberNorm1d(2 * 3, affine=False)(torch.randn(2, 3, 1))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_the_ensemble_step_never_reads_the_device(k):
+    """The whole step on the meta device, where any read back to the host raises."""
+    cfg = _cfg(**{"data.name": "synthetic:1x6x6:64:32"})
+    _, (single,) = _members([cfg])
+    ens = ensemble_skeleton(single, k).to("meta")
+    names = {id(p): n for n, p in single.named_parameters()}
+    packed = dict(ens.named_parameters())
+    si = [packed[names[id(p)]] for p in si_parameters(single)]
+    opt = SphereSGD(si, elr=[1e-3] * k, members=k, radius=[1.0] * k, momentum=0.9)
+    device_tensor = torch.full((k,), 1e-3, device="meta")  # as build_ensemble stores them
+    opt.param_groups[0].update(elr=device_tensor, radius=torch.ones(k, device="meta"))
+    x = member_inputs(torch.empty(k, 16, 1, 6, 6, device="meta"), ens.member_layout)
+    y = torch.empty(k, 16, dtype=torch.long, device="meta")
+    step = eager_step(ens, opt, "cross_entropy")
+    step(x, y)
+    step(x, y)  # the second step also uses the momentum buffers
+
+
+def test_cuda_graph_replays_exactly_the_full_batches_in_both_layouts(tmp_path, monkeypatch):
+    from spherelab.ensemble import engine as ens_engine
+
+    calls = []
+
+    def recording_graph(model, opt, loss, x, y):  # stands in for the CUDA graph (no GPU here)
+        step = eager_step(model, opt, loss)
+
+        def replay(xb, yb):
+            calls.append(tuple(xb.shape) == tuple(x.shape))
+            return step(xb, yb)
+
+        return replay
+
+    monkeypatch.setattr(ens_engine, "cuda_graph_step", recording_graph)
+    # 40 samples in batches of 16: two full batches and a short one per epoch; K = B = 16
+    # members is the case where the members' count could pass for the batch size
+    over = {"data.name": "synthetic:12:40:32", "train.steps": 6, "train.records": 2}
+    for k in (2, 16):
+        calls.clear()
+        cfgs = [_cfg(**over | {"optim.elr": 1e-3, "train.seed": s}) for s in range(k)]
+        train_ensemble(cfgs, [tmp_path / f"k{k}" / str(i) for i in range(k)], cuda_graph=True)
+        assert calls == [True] * 4, k  # 4 full batches replayed, the 2 short ones eager
+
+
 def test_a_convnet_cannot_take_the_features_layout():
     cfg = _cfg("convnet_si")
     _, (model,) = _members([cfg])

@@ -212,12 +212,41 @@ def test_members_have_their_own_sphere_and_elr():
     [
         (torch.tensor([1e-3, -1.0]), "must be > 0"),
         (torch.tensor([1e-3, 1e-3, 1e-3]), "3 values but members=2"),
-        ([1e-3], "1 values but members=2"),
+        ([1e-3, 1e-3, 1e-3], "3 values but members=2"),
     ],
 )
 def test_per_member_elrs_are_checked_at_construction_lists_and_tensors_alike(elr, message):
     with pytest.raises(ValueError, match=message):
         SphereSGD([nn.Parameter(torch.ones(2, 3))], elr=elr, members=2)
+
+
+@pytest.mark.parametrize("radius", [2.0, torch.tensor(2.0), (2.0, 2.0, 2.0), [2.0] * 3])
+def test_one_radius_for_all_members_steps_like_the_loop(radius):
+    torch.manual_seed(0)
+    first = nn.Parameter(torch.randn(3, 4, 5, dtype=torch.float64))
+    w = [first, nn.Parameter(first.detach().clone())]
+    opts = [
+        SphereSGD([p], elr=1e-2, members=3, radius=radius, foreach=fast)
+        for p, fast in zip(w, (None, False))
+    ]
+    for p, opt in zip(w, opts):
+        p.grad = torch.ones_like(p)
+        opt.step()
+    torch.testing.assert_close(w[0], w[1], rtol=0, atol=1e-14)
+    norms = w[0].detach().reshape(3, -1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.full((3,), 2.0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"members": 3, "radius": [1.0, 2.0]}, "one per member"),
+        ({"sphere": "per_tensor", "radius": [1.0, 2.0, 3.0]}, "one per tensor"),
+    ],
+)
+def test_a_radius_of_the_wrong_length_is_refused_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SphereSGD([nn.Parameter(torch.ones(3, 2)), nn.Parameter(torch.ones(3, 4))], **kwargs)
 
 
 def test_a_device_tensor_of_member_elrs_steps_like_a_list():

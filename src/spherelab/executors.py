@@ -61,8 +61,13 @@ def pack_groups(tasks: Sequence[Task], pack: int | str) -> list[list[Task]]:
     if pack == AUTO:
         from spherelab.ensemble.pack import packing_pays  # lazy: needs torch
 
-        pays = [t for t in tasks if packing_pays(t.config)]
-        alone = [[t] for t in tasks if not packing_pays(t.config)]
+        pays: list[Task] = []
+        alone: list[list[Task]] = []
+        for task in tasks:
+            if packing_pays(task.config):
+                pays.append(task)
+            else:
+                alone.append([task])
         return pack_groups(pays, AUTO_PACK) + alone
     if pack <= 1:
         return [[task] for task in tasks]

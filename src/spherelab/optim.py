@@ -23,7 +23,8 @@ Sphere granularity (`sphere`):
 
 ``members`` = K > 1 packs K independent runs into each tensor along dim 0 (the ensemble
 engine's layout: grouped-conv weights [K*out, ...], batched-matmul weights [K, out, in]); each
-member then has its own sphere(s), its own radius and, if ``elr`` is a list, its own ELR.
+member then has its own sphere(s), its own radius and, if ``elr`` is a list or a [K] tensor,
+its own ELR (a device tensor, updated in place, is never copied to or from the host).
 
 Radii are stored in the param group (``radius``: float, or a list per member / per tensor);
 per-filter radii live in the optimizer state (``filter_radius``); both survive state_dict.
@@ -60,10 +61,10 @@ class SphereSGD(Optimizer):
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        elr: float | Sequence[float] = 1e-3,
+        elr: float | Sequence[float] | Tensor = 1e-3,
         momentum: float = 0.0,
         sphere: str = "global",
-        radius: float | Sequence[float] | None = None,
+        radius: float | Sequence[float] | Tensor | None = None,
         members: int = 1,
         foreach: bool | None = None,
     ) -> None:
@@ -103,11 +104,12 @@ class SphereSGD(Optimizer):
             if p.shape[0] % k:
                 raise ValueError(f"a tensor of shape {tuple(p.shape)} cannot hold members={k}")
         elr = group["elr"]
-        per_member = isinstance(elr, (list, tuple)) or (isinstance(elr, Tensor) and elr.numel() > 1)
-        if per_member and count_values(elr) != k:
+        if isinstance(elr, (list, tuple, Tensor)) and count_values(elr) not in (1, k):
             raise ValueError(
-                f"elr has {count_values(elr)} values but members={k}; give one per member"
+                f"elr has {count_values(elr)} values but members={k}; give one per member "
+                "(or one for all)"
             )
+        group["radius"] = _given_radius(group["radius"], group["sphere"], k, len(params))
         with torch.no_grad():
             if group["sphere"] == "per_filter":
                 for p in params:
@@ -180,14 +182,32 @@ def _momentum_directions(
     return bufs
 
 
+def _given_radius(radius: Any, sphere: str, k: int, n_params: int) -> Any:
+    """A given radius as a number or list (tuples and tensors become lists), its length checked:
+    one per member on a global sphere with K > 1, one per tensor on per_tensor spheres."""
+    if isinstance(radius, Tensor):
+        radius = radius.tolist()
+    if isinstance(radius, tuple):
+        radius = list(radius)
+    if not isinstance(radius, list):
+        return radius
+    want = {"global": k, "per_tensor": n_params}.get(sphere)
+    if want == 1 and sphere == "global" and len(radius) != 1:
+        raise ValueError(f"radius={radius} has {len(radius)} values for one sphere; pass a number")
+    if want is not None and len(radius) != want:
+        unit = "member" if sphere == "global" else "tensor"
+        raise ValueError(
+            f"radius={radius} has {len(radius)} values but the group needs one per {unit} "
+            f"({want}); pass {want} values or one number"
+        )
+    return radius
+
+
 def _lr_of(group: dict[str, Any], radius: Any, like: Tensor) -> Tensor | float:
-    """lr = elr * R**2 for one sphere unit (a float for K=1 scalar radii, else a tensor)."""
+    """lr = elr * R**2 for one sphere unit: a float when K=1 and both are numbers, else a
+    tensor (device tensors are never read back to the host)."""
     elr, k = group["elr"], int(group["members"])
-    if (
-        k == 1
-        and not isinstance(radius, (list, tuple, Tensor))
-        and not isinstance(elr, (list, tuple))
-    ):
+    if k == 1 and isinstance(radius, (int, float)) and isinstance(elr, (int, float)):
         return float(elr) * float(radius) ** 2
     r = radius if isinstance(radius, Tensor) else as_member_tensor(radius, like)
     e = as_member_tensor(elr, like)
@@ -206,7 +226,7 @@ def _descend(
             return
         rows, drows = member_rows(params, k), member_rows(dirs, k)
         if fast and rows is not None and drows is not None:  # K members: one foreach call
-            torch._foreach_addcmul_(rows, drows, [lr.reshape(k, 1)] * len(rows), value=-1.0)
+            torch._foreach_addcmul_(rows, drows, [lr.reshape(-1, 1)] * len(rows), value=-1.0)
             return
     for p, d in zip(params, dirs):
         if sphere == "per_filter":
@@ -229,7 +249,8 @@ def _index_of(group: dict[str, Any], p: Tensor) -> int:
 
 def _retract(opt: SphereSGD, group: dict[str, Any], params: list[Tensor]) -> None:
     sphere, k = group["sphere"], int(group["members"])
-    if sphere == "global" and k == 1 and _use_foreach(group, params):
+    numeric = isinstance(group["radius"], (int, float))
+    if sphere == "global" and k == 1 and numeric and _use_foreach(group, params):
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params)))
         torch._foreach_mul_(params, float(group["radius"]) / norm)
         return

@@ -7,6 +7,8 @@ import logging
 import time
 from pathlib import Path
 
+from spherelab.commands.sweep import pack_arg
+
 # The demo sweep (MNIST-1D is procedural, so it runs offline). Nine ELRs from 1e-4 to 1 cover
 # convergence (<= ~1e-3), chaotic equilibrium (~1e-2) and divergence (>= ~0.1) for this model.
 DEMO_ELRS = "logspace:1e-4:1:9"
@@ -23,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("demo_out"))
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--elrs", default=DEMO_ELRS)
-    p.add_argument("--pack", type=int, default=9, help="runs per ensemble module")
+    p.add_argument(
+        "--pack", type=pack_arg, default=9, metavar="K|auto", help="runs per ensemble module"
+    )
     p.set_defaults(handler=handle)
 
 

@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--pack",
-        type=_pack,
+        type=pack_arg,
         default="auto",
         metavar="K|auto",
         help="runs per ensemble module (inline executor); auto (default): up to 16 where "
@@ -76,7 +76,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=handle)
 
 
-def _pack(text: str) -> int | str:
+def pack_arg(text: str) -> int | str:
+    """--pack: a number of runs per ensemble module, or 'auto'."""
     if text == AUTO:
         return AUTO
     try:

@@ -101,7 +101,8 @@ def _train(cfgs, outs, resume, progress, shared_batches, cuda_graph) -> list[dic
 
 
 def _next_batch(ens: Ensemble, x_all: torch.Tensor, y_all: torch.Tensor):
-    """Member batches in the ensemble's input layout: x [B, K*C, ...], y [K, B]."""
+    """Member batches in the ensemble's input layout (members.member_inputs: [B, K*C, ...] or
+    [K, F, B]) and labels y [K, B]."""
     idx = []
     for k, run in enumerate(ens.runs):
         if k and run.remaining is ens.runs[0].remaining:  # shared batch order
@@ -146,7 +147,7 @@ class _Stepper:
         self.ens, self.want_graph, self.graph = ens, cuda_graph, None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if not self.want_graph or x.shape[0] != self.ens.runs[0].sampler.batch_size:
+        if not self.want_graph or y.shape[-1] != self.ens.runs[0].sampler.batch_size:
             return self.eager(x, y)
         if self.graph is None:
             self.graph = cuda_graph_step(

@@ -86,6 +86,11 @@ class MemberNorm1d(nn.BatchNorm1d):
             stats = (self.running_mean, self.running_var)
             out = F.batch_norm(rows.unsqueeze(0), *stats, training=False, eps=self.eps)
             return out.view_as(x)
+        if rows.shape[-1] == 1:  # BatchNorm's own check: batch statistics of one sample
+            raise ValueError(
+                "Expected more than 1 value per channel when training, got input size "
+                f"{tuple(x.shape)}; use a batch size > 1 (and no last batch of 1)"
+            )
         out, mean, rstd = torch.native_layer_norm(rows, [rows.shape[-1]], None, None, self.eps)
         if self.training and self.track_running_stats:
             with torch.no_grad():
