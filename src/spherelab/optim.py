@@ -44,6 +44,7 @@ from spherelab.sphere_units import (
     check_elr,
     check_radius,
     count_values,
+    given_radius,
     measure_radius,
     member_rows,
     reduce_units,
@@ -109,7 +110,7 @@ class SphereSGD(Optimizer):
                 f"elr has {count_values(elr)} values but members={k}; give one per member "
                 "(or one for all)"
             )
-        group["radius"] = _given_radius(group["radius"], group["sphere"], k, len(params))
+        group["radius"] = given_radius(group["radius"], group["sphere"], k, len(params))
         with torch.no_grad():
             if group["sphere"] == "per_filter":
                 for p in params:
@@ -180,27 +181,6 @@ def _momentum_directions(
             state["momentum_buffer"].mul_(mu).add_(g)
         bufs.append(state["momentum_buffer"])
     return bufs
-
-
-def _given_radius(radius: Any, sphere: str, k: int, n_params: int) -> Any:
-    """A given radius as a number or list (tuples and tensors become lists), its length checked:
-    one per member on a global sphere with K > 1, one per tensor on per_tensor spheres."""
-    if isinstance(radius, Tensor):
-        radius = radius.tolist()
-    if isinstance(radius, tuple):
-        radius = list(radius)
-    if not isinstance(radius, list):
-        return radius
-    want = {"global": k, "per_tensor": n_params}.get(sphere)
-    if want == 1 and sphere == "global" and len(radius) != 1:
-        raise ValueError(f"radius={radius} has {len(radius)} values for one sphere; pass a number")
-    if want is not None and len(radius) != want:
-        unit = "member" if sphere == "global" else "tensor"
-        raise ValueError(
-            f"radius={radius} has {len(radius)} values but the group needs one per {unit} "
-            f"({want}); pass {want} values or one number"
-        )
-    return radius
 
 
 def _lr_of(group: dict[str, Any], radius: Any, like: Tensor) -> Tensor | float:

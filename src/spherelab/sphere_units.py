@@ -80,3 +80,24 @@ def check_radius(radius: Any) -> None:
                 f"radius={radius!r} must be a positive number (or one per member "
                 "or tensor); leave it None to use the norm at construction"
             )
+
+
+def given_radius(radius: Any, sphere: str, k: int, n_params: int) -> Any:
+    """A given radius as a number or list (tuples and tensors become lists), its length checked:
+    one per member on a global sphere with K > 1, one per tensor on per_tensor spheres."""
+    if isinstance(radius, Tensor):
+        radius = radius.tolist()
+    if isinstance(radius, tuple):
+        radius = list(radius)
+    if not isinstance(radius, list):
+        return radius
+    want = {"global": k, "per_tensor": n_params}.get(sphere)
+    if want == 1 and sphere == "global" and len(radius) != 1:
+        raise ValueError(f"radius={radius} has {len(radius)} values for one sphere; pass a number")
+    if want is not None and len(radius) != want:
+        unit = "member" if sphere == "global" else "tensor"
+        raise ValueError(
+            f"radius={radius} has {len(radius)} values but the group needs one per {unit} "
+            f"({want}); pass {want} values or one number"
+        )
+    return radius
