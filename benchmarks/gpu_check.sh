@@ -29,6 +29,6 @@ echo "== 2. CUDA tests: pytest -m gpu"
 timeout 180 "$PY" -m pytest -m gpu -q tests/
 
 echo "== 3. GPU benchmark"
-timeout 240 "$PY" benchmarks/bench_train.py --device cuda --repeats 3 --conv-steps 40 \
+timeout 240 "$PY" benchmarks/bench_train.py --device cuda --repeats 3 --conv-steps 40 --mlp-widths 64 \
     --conv-k 1,4,8,16
 echo "== done in $((SECONDS - start)) s"
