@@ -98,7 +98,6 @@ class SphereSGD(Optimizer):
         check_elr(group["elr"])
         if not 0.0 <= group["momentum"] < 1.0:
             raise ValueError(f"momentum={group['momentum']} is outside [0, 1); use e.g. 0.9")
-        check_radius(group["radius"])
         k = int(group["members"])
         params = group["params"]
         for p in params:
@@ -111,6 +110,7 @@ class SphereSGD(Optimizer):
                 "(or one for all)"
             )
         group["radius"] = given_radius(group["radius"], group["sphere"], k, len(params))
+        check_radius(group["radius"])
         with torch.no_grad():
             if group["sphere"] == "per_filter":
                 for p in params:
@@ -121,12 +121,7 @@ class SphereSGD(Optimizer):
             elif group["sphere"] == "per_tensor" and not isinstance(group["radius"], list):
                 group["radius"] = [group["radius"]] * len(params)  # one given radius for all
             elif group["sphere"] == "global" and k == 1 and isinstance(group["radius"], list):
-                if len(group["radius"]) != 1:
-                    raise ValueError(
-                        f"radius={group['radius']} has {len(group['radius'])} "
-                        "values for one sphere; pass a number"
-                    )
-                group["radius"] = float(group["radius"][0])
+                group["radius"] = float(group["radius"][0])  # given_radius checked it is one
 
     # ------------------------------------------------------------------- step
     @torch.no_grad()
@@ -252,9 +247,9 @@ def _retract(opt: SphereSGD, group: dict[str, Any], params: list[Tensor]) -> Non
         view, _ = unit_view(p, k, sphere)
         if sphere == "per_filter":
             target = opt.state[p]["filter_radius"]
-        else:  # a float radius stays a float: no host-to-device copy per step
+        else:  # a number stays a number: no host-to-device copy per step
             target = group["radius"][_index_of(group, p)]
-            if not isinstance(target, float):
+            if not isinstance(target, (int, float)):
                 target = as_member_tensor(target, p)
         view.mul_(spread(target / sq_norms(p, k, sphere).sqrt(), view))
 

@@ -68,11 +68,10 @@ def count_values(values: Sequence[float] | Tensor) -> int:
 
 
 def check_radius(radius: Any) -> None:
-    """A given radius: a positive number, or one per member / tensor (lists)."""
+    """A given radius (after given_radius): a positive number, or one per member / tensor."""
     if radius is None:
         return
-    values = radius.tolist() if isinstance(radius, Tensor) else radius
-    flat = values if isinstance(values, (list, tuple)) else [values]
+    flat = radius if isinstance(radius, list) else [radius]
     for v in flat:
         inner = v if isinstance(v, (list, tuple)) else [v]
         if not all(isinstance(x, (int, float)) and x > 0 for x in inner):

@@ -115,9 +115,8 @@ def _next_batch(ens: Ensemble, x_all: torch.Tensor, y_all: torch.Tensor):
     x = x_all.index_select(0, index.view(-1)).view(*index.shape, *x_all.shape[1:])
     if ens.runs[0].aug_gen is not None:
         x = torch.stack([augment_images(x[k], run.aug_gen) for k, run in enumerate(ens.runs)])
-    return member_inputs(x, ens.model.member_layout), y_all.index_select(0, index.view(-1)).view(
-        index.shape
-    )
+    y = y_all.index_select(0, index.view(-1)).view(index.shape)
+    return member_inputs(x, ens.model.member_layout), y
 
 
 def _set_elr(ens: Ensemble, factor: float) -> None:

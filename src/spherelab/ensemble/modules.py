@@ -8,9 +8,9 @@ blocks ([K*out, in, kh, kw], [K*C]). Activations come in one of two layouts (LAY
   convolutions, a BatchNorm over K*C channels is exactly one BatchNorm per member, and
   element-wise layers and pooling act per channel as they are.
 - ``features`` (models made of linears: MLPs): [K, F, B], features first and the batch last.
-  Every linear is one bmm of [K, out, in] weights with no transposes or copies, and BatchNorm
-  over the [1, K*F, B] view is again one BatchNorm per member. This layout was measured
-  faster on CPU than batch-first activations, which need a copy around every bmm
+  Every linear is one bmm of [K, out, in] weights with no transposes or copies, and
+  MemberNorm1d normalises each row of the [K*F, B] view: one BatchNorm per member. This layout
+  was measured faster on CPU than batch-first activations, which need a copy around every bmm
   (BENCHMARKS.md).
 
 The frozen head becomes one head per member and returns logits [K, B, classes] in both
