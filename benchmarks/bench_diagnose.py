@@ -29,10 +29,10 @@ def _vm_hwm_mib() -> float:
 
 def measure(what: str, device: str, images: int, probes: int, iters: int) -> dict[str, float]:
     """One measurement in this process: build, warm up nothing, time `what` once."""
-    from spherelab.data import load_dataset
-    from spherelab.losses import cross_entropy
-    from spherelab.metrics import hutchinson_trace, lanczos_topk
+    from spherelab.data.load import load_dataset
+    from spherelab.metrics.curvature import hutchinson_trace, lanczos_topk
     from spherelab.models import build_model
+    from spherelab.train.losses import cross_entropy
 
     torch.manual_seed(0)
     data = load_dataset(f"synthetic:3x32x32:{images}:10", device=device)

@@ -31,12 +31,11 @@ import torch
 from torch.nn import functional as F
 
 from spherelab.config import Config, apply_overrides
-from spherelab.engine import build_run, train_run
-from spherelab.ensemble import train_ensemble
-from spherelab.ensemble.build import build_ensemble
-from spherelab.ensemble.engine import _next_batch, _Stepper
-from spherelab.losses import cross_entropy
-from spherelab.training import set_rate, train_step
+from spherelab.train.engine import build_run, train_run
+from spherelab.train.losses import cross_entropy
+from spherelab.train.optimizer import set_rate, train_step
+from spherelab.train.pack_build import build_ensemble
+from spherelab.train.pack_engine import _next_batch, _Stepper, train_ensemble
 
 CIFAR_STEPS = 391
 ELRS = (1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 1e-1)

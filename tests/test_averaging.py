@@ -6,10 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from spherelab.averaging import average_directions, geodesic, recompute_bn_stats, slerp, swa
 from spherelab.metrics.geometry import joint_norm
 from spherelab.models import build_model
-from spherelab.scale_invariance import si_parameters
+from spherelab.sphere.check import si_parameters
+from spherelab.studies.averaging import (
+    average_directions,
+    geodesic,
+    recompute_bn_stats,
+    slerp,
+    swa,
+)
 
 D = torch.float64
 

@@ -5,7 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from spherelab.conventional import angle_table, detect_spikes, equilibrium_summary, run_diagnostics
+from spherelab.studies.conventional import (
+    angle_table,
+    equilibrium_summary,
+    run_diagnostics,
+)
+from spherelab.studies.spikes import detect_spikes
 
 
 def _sawtooth(n_records: int, period: int, first: int, steps_per_record: int = 10):
@@ -128,8 +133,9 @@ def test_angle_table_rejects_momentum_of_one():
 def test_a_conventional_lr_wd_sweep_is_summarized_through_the_lens(tmp_path):
     import csv
 
-    from spherelab.conventional import summarize_grid
-    from spherelab.sweep import SweepSpec, run_sweep
+    from spherelab.studies.conventional import summarize_grid
+    from spherelab.sweep.run import run_sweep
+    from spherelab.sweep.spec import SweepSpec
 
     common = {
         "model.width": 8,
@@ -170,7 +176,7 @@ def test_a_conventional_lr_wd_sweep_is_summarized_through_the_lens(tmp_path):
 
 
 def test_relaxation_steps_is_the_e_folding_time_of_the_squared_norm_under_decay_alone():
-    from spherelab.conventional import relaxation_steps
+    from spherelab.studies.conventional import relaxation_steps
 
     lr, wd, mu = 0.05, 2e-3, 0.9
     n = relaxation_steps(lr, wd, mu)

@@ -18,17 +18,17 @@ from _metrics_nets import (
 )
 from torch import nn
 
-from spherelab.metrics import (
+from spherelab.metrics.curvature import (
     check_hvp,
     effective_sharpness,
     hutchinson_trace,
     hvp,
-    joint_norm,
-    lanczos,
     lanczos_topk,
     riemannian_hvp,
     riemannian_topk,
 )
+from spherelab.metrics.geometry import joint_norm
+from spherelab.metrics.lanczos import lanczos
 from spherelab.metrics.state import flatten, unflatten
 
 

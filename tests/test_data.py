@@ -9,17 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from spherelab import data
-from spherelab.data import (
-    BatchSampler,
-    DataError,
-    Dataset,
-    augment_images,
-    available_datasets,
-    fixed_batches,
-    load_dataset,
-)
-from spherelab.datasets import base, mnist1d_cache
+from spherelab.data import base, mnist1d_cache
+from spherelab.data import load as data
+from spherelab.data.augment import augment_images
+from spherelab.data.base import DataError
+from spherelab.data.batching import BatchSampler, fixed_batches
+from spherelab.data.load import Dataset, available_datasets, load_dataset
 
 SMALL = "synthetic:2x5x5:60:20:4"
 

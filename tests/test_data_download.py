@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from spherelab.data import DataError, load_dataset
-from spherelab.datasets import base, cifar, fashion_mnist
+from spherelab.data import base, cifar, fashion_mnist
+from spherelab.data.base import DataError
+from spherelab.data.load import load_dataset
 
 REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
 

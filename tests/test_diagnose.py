@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from spherelab.checkpoint import read_records
 from spherelab.cli import main
 from spherelab.config import Config, apply_overrides
 from spherelab.diagnose import DiagnoseOptions, diagnose_run, parse_what
-from spherelab.engine import train_run
+from spherelab.train.checkpoints import read_records
+from spherelab.train.engine import train_run
 
 
 def _cfg(**over) -> Config:
@@ -98,7 +98,8 @@ def test_parse_what_accepts_the_documented_names():
 
 
 def test_diagnosing_a_sweep_adds_the_sharpness_figure_to_its_report(tmp_path):
-    from spherelab.sweep import SweepSpec, run_sweep
+    from spherelab.sweep.run import run_sweep
+    from spherelab.sweep.spec import SweepSpec
 
     spec = SweepSpec(
         elrs=(1e-3, 1e-1),

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from spherelab.checkpoint import read_records, record_steps
 from spherelab.config import Config, apply_overrides
-from spherelab.engine import train_run
+from spherelab.train.checkpoints import read_records, record_steps
+from spherelab.train.engine import train_run
 
 KEYS = (
     "epoch",
@@ -76,7 +76,8 @@ def test_resumed_run_matches_an_unbroken_run_bitwise(tmp_path):
 
 
 def test_non_finite_loss_ends_the_run_cleanly(tmp_path, monkeypatch):
-    from spherelab import engine, training
+    from spherelab.train import engine
+    from spherelab.train import optimizer as training
 
     calls = {"n": 0}
 
@@ -123,7 +124,7 @@ def test_record_steps_are_log_spaced_epochs_with_both_ends():
 
 
 def test_records_report_the_rate_of_the_step_just_taken_and_match_the_ensemble(tmp_path):
-    from spherelab.ensemble import train_ensemble
+    from spherelab.train.pack_engine import train_ensemble
 
     over = {
         "optim.schedule": "piecewise",

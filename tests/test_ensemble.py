@@ -5,18 +5,19 @@ import json
 import pytest
 import torch
 
-from spherelab.checkpoint import list_checkpoints, read_records
 from spherelab.config import Config, apply_overrides
-from spherelab.data import load_dataset
-from spherelab.engine import build_model_for, train_run
-from spherelab.ensemble import can_pack, ensemble_skeleton, pack_key, pack_states, train_ensemble
+from spherelab.data.load import load_dataset
 from spherelab.ensemble.members import member_inputs
-from spherelab.ensemble.modules import MemberNorm1d, batched_names
-from spherelab.ensemble.step import eager_step
-from spherelab.losses import cross_entropy
-from spherelab.optim import SphereSGD
-from spherelab.scale_invariance import si_parameters
-from spherelab.training import make_optimizer, train_step
+from spherelab.ensemble.modules import MemberNorm1d, batched_names, ensemble_skeleton
+from spherelab.ensemble.pack import can_pack, pack_key, pack_states
+from spherelab.sphere.check import si_parameters
+from spherelab.sphere.optim import SphereSGD
+from spherelab.train.checkpoints import list_checkpoints, read_records
+from spherelab.train.engine import build_model_for, train_run
+from spherelab.train.losses import cross_entropy
+from spherelab.train.optimizer import make_optimizer, train_step
+from spherelab.train.pack_engine import train_ensemble
+from spherelab.train.step import eager_step
 
 FAMILIES = {
     "mlp_si": {"model.width": 8, "model.depth": 2, "data.name": "synthetic:12:64:32"},
@@ -131,7 +132,7 @@ def test_the_ensemble_step_never_reads_the_device(k):
 
 
 def test_cuda_graph_replays_exactly_the_full_batches_in_both_layouts(tmp_path, monkeypatch):
-    from spherelab.ensemble import engine as ens_engine
+    from spherelab.train import pack_engine as ens_engine
 
     calls = []
 
@@ -336,8 +337,8 @@ def test_cuda_graph_ensemble_equals_eager_and_single_runs_on_cuda(family, tmp_pa
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("cuda_graph", [False, True])
 def test_training_steps_never_wait_for_the_device(cuda_graph, tmp_path):
-    from spherelab.ensemble.build import build_ensemble
-    from spherelab.ensemble.engine import _next_batch, _Stepper
+    from spherelab.train.pack_build import build_ensemble
+    from spherelab.train.pack_engine import _next_batch, _Stepper
 
     cfgs = [
         _cfg(
@@ -360,8 +361,8 @@ def test_training_steps_never_wait_for_the_device(cuda_graph, tmp_path):
 
 def test_packed_members_honour_test_subset_and_init_from_like_single_runs(tmp_path):
     from spherelab.config import Config, apply_overrides
-    from spherelab.engine import train_run
-    from spherelab.ensemble import train_ensemble
+    from spherelab.train.engine import train_run
+    from spherelab.train.pack_engine import train_ensemble
 
     base = {
         "model.name": "mlp_si",
@@ -388,8 +389,8 @@ def test_packed_members_honour_test_subset_and_init_from_like_single_runs(tmp_pa
 
 def test_a_member_going_nonfinite_leaves_the_others_angles_alone(tmp_path):
     from spherelab.config import Config, apply_overrides
-    from spherelab.engine import train_run
-    from spherelab.ensemble import train_ensemble
+    from spherelab.train.engine import train_run
+    from spherelab.train.pack_engine import train_ensemble
 
     base = {
         "model.name": "mlp_si",
@@ -404,7 +405,7 @@ def test_a_member_going_nonfinite_leaves_the_others_angles_alone(tmp_path):
     cfgs = [apply_overrides(Config(), base | {"optim.elr": e}) for e in (1e300, 2e-3)]
     train_ensemble(cfgs, [tmp_path / "bad", tmp_path / "good"])
     train_run(cfgs[1], tmp_path / "single")
-    from spherelab.checkpoint import read_records
+    from spherelab.train.checkpoints import read_records
 
     good = read_records(tmp_path / "good" / "metrics.jsonl")
     single = read_records(tmp_path / "single" / "metrics.jsonl")

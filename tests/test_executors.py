@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 from test_sweep import failing_runner
 
-from spherelab import executors
 from spherelab.config import Config, ConfigError, apply_overrides
-from spherelab.executors import Task, assign_devices, execute, make_settings, pack_groups
-from spherelab.sweep import SweepSpec, read_summary, run_sweep
+from spherelab.sweep import executors
+from spherelab.sweep.executors import assign_devices, make_settings, pack_groups
+from spherelab.sweep.files import read_summary
+from spherelab.sweep.run import run_sweep
+from spherelab.sweep.spec import SweepSpec
+from spherelab.sweep.tasks import Task, execute
 
 # small: every worker process imports torch (through spherelab/__init__)
 SPEC = SweepSpec(elrs=(1e-3, 0.5), seeds=(0,), epochs=2, axes={"optim.momentum": [0.5]})

@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from spherelab import checkpoint as ckpt
 from spherelab.config import from_dict
-from spherelab.engine import build_run
-from spherelab.finetune import analyse, run_finetune
-from spherelab.scale_invariance import si_parameters
+from spherelab.sphere.check import si_parameters
+from spherelab.studies.finetune import analyse, run_finetune
+from spherelab.train import checkpoints as ckpt
+from spherelab.train.engine import build_run
 
 SETS = ["model.width=8", "data.batch_size=32", "train.records=3", "train.eval_batch_size=64"]
 

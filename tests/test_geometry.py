@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from spherelab.metrics import (
+from spherelab.metrics import cosine
+from spherelab.metrics.geometry import (
     AngularUpdateTracker,
     angle,
     angle_to_init,
-    cosine,
     effective_elr,
     equilibrium_angle,
     joint_norm,

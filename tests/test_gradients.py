@@ -6,7 +6,8 @@ import pytest
 import torch
 from _metrics_nets import bn_convnet, bn_mlp, cross_entropy, make_batches, scale_, trainable
 
-from spherelab.metrics import gradient_stats, joint_norm
+from spherelab.metrics.geometry import joint_norm
+from spherelab.metrics.gradients import gradient_stats
 
 
 def _naive_stats(model, batches, params):

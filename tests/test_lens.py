@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from spherelab.lens import band_of, judge, lens, regime_bands, write_lens
+from spherelab.studies.lens import band_of, judge, lens, regime_bands, write_lens
 
 MAP = {1e-4: "convergence", 1e-3: "convergence", 1e-2: "chaotic_equilibrium", 1e-1: "divergence"}
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from spherelab.models import available_models, build_model
-from spherelab.scale_invariance import check_scale_invariance, graph_si_parameters
+from spherelab.sphere.check import check_scale_invariance, graph_si_parameters
 
 SI_NAMES = [n for n in available_models() if n.endswith("_si")]
 AF_NAMES = [n for n in available_models() if n.endswith("_af")]

@@ -208,7 +208,7 @@ def test_boundary_inputs_are_checked() -> None:
 
 
 def test_toy_model_loss_trajectories_are_labelled_by_the_same_classifier() -> None:
-    from spherelab.toy import QuadraticSphereToy
+    from spherelab.toy.model import QuadraticSphereToy
 
     toy = QuadraticSphereToy(d=12, n=4, seed=0)
     eta1, _ = toy.lyapunov_threshold(steps=4000, chains=4)

@@ -1,6 +1,8 @@
 """The classifier on real short runs: an MLP-SI on MNIST-1D shows all three regimes."""
 
-from spherelab.sweep import SweepSpec, read_summary, run_sweep
+from spherelab.sweep.files import read_summary
+from spherelab.sweep.run import run_sweep
+from spherelab.sweep.spec import SweepSpec
 
 
 def test_real_short_runs_show_the_three_regimes_in_elr_order(tmp_path):

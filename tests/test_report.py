@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from spherelab import plots, report
-from spherelab.plots import REGIME_COLORS, RunData
 from spherelab.regimes import estimate_boundaries
+from spherelab.report import figures as plots
+from spherelab.report import write as report
+from spherelab.report.figures import RunData
+from spherelab.report.style import REGIME_COLORS
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -279,9 +281,9 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError("torch is blocked in this test")
 sys.meta_path.insert(0, Block())
 pkg = types.ModuleType("spherelab"); pkg.__path__ = [sys.argv[1] + "/spherelab"]
-sys.modules["spherelab"] = pkg  # import the two modules without the package __init__
-from spherelab import plots, report
-sweep = report.load_sweep(sys.argv[2])
+sys.modules["spherelab"] = pkg  # import the report without the package __init__
+from spherelab.report import figures as plots, write as report, data
+sweep = data.load_sweep(sys.argv[2])
 plots.figure1(sweep.runs); plots.regime_map(sweep.rows, [])
 print(sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
 """
@@ -346,7 +348,7 @@ def test_each_extra_axis_value_gets_its_own_figures_and_boundaries(
         Path(f"{stem}.png").write_bytes(b"png")
         return [Path(f"{stem}.png"), Path(f"{stem}.svg")]
 
-    monkeypatch.setattr(plots, "save_figure", fake_save)
+    monkeypatch.setattr(report, "save_figure", fake_save)
     html = report.write_report(sweep_dir).read_text()
     assert sorted(s for s in saved if s.startswith("regime_map")) == [
         f"regime_map_{i}" for i in range(len(widths))

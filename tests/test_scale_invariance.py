@@ -8,14 +8,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from spherelab.models import build_model
-from spherelab.scale_invariance import (
-    NotTraceableError,
+from spherelab.sphere.check import (
     check_scale_invariance,
-    freeze_head,
     graph_si_parameters,
-    make_scale_invariant,
     si_parameters,
 )
+from spherelab.sphere.graph import NotTraceableError
+from spherelab.sphere.recipe import freeze_head, make_scale_invariant
 
 
 class UserCNN(nn.Module):

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from spherelab.config import Config
-from spherelab.schedules import constant, cosine, make_schedule, piecewise
+from spherelab.train.schedules import constant, cosine, make_schedule, piecewise
 
 
 def test_constant_schedule_is_one_everywhere():
@@ -52,8 +52,8 @@ def test_make_schedule_rejects_an_unknown_name():
 
 @pytest.mark.parametrize("mode", ["sphere", "conventional"])
 def test_the_engine_applies_the_piecewise_factor_to_the_recorded_rate(tmp_path, mode):
-    from spherelab.checkpoint import read_records
-    from spherelab.engine import train_run
+    from spherelab.train.checkpoints import read_records
+    from spherelab.train.engine import train_run
 
     cfg = Config().with_overrides(
         {

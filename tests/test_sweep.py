@@ -6,15 +6,18 @@ import itertools
 import json
 import logging
 import math
-import sys
-import types
 from pathlib import Path
 
 import pytest
 
-from spherelab import cli, executors, sweep, sweep_spec
+from spherelab import cli
 from spherelab.config import Config, ConfigError, load_json
-from spherelab.sweep import SweepSpec, expand, load_spec, parse_elrs, read_summary, run_sweep
+from spherelab.regimes import FINAL_STATUSES, REGIMES
+from spherelab.sweep import executors
+from spherelab.sweep import spec as sweep_spec
+from spherelab.sweep.files import read_summary
+from spherelab.sweep.run import run_sweep
+from spherelab.sweep.spec import SweepSpec, expand, load_spec, parse_elrs
 
 CONVERGENCE_BELOW, DIVERGENCE_FROM, FAIL_ABOVE = 0.01, 0.1, 0.05
 
@@ -122,7 +125,7 @@ def test_load_spec_reads_fields_the_set_table_and_axes(tmp_path):
     assert spec.elrs == pytest.approx((1e-3, 1e-2, 1e-1)) and spec.seeds == (0, 2)
     assert spec.overrides == {"data.batch_size": 64, "optim.sphere": "per_tensor"}
     assert spec.axes == {"optim.momentum": (0.0, 0.9)}
-    assert sweep.spec_from_dict(spec.to_dict()) == spec
+    assert sweep_spec.spec_from_dict(spec.to_dict()) == spec
 
 
 @pytest.mark.parametrize(
@@ -253,7 +256,6 @@ def test_a_different_spec_is_refused_unless_it_only_adds_points(tmp_path):
 
 
 def test_refine_adds_points_inside_each_boundary_interval_for_every_seed(tmp_path):
-    pytest.importorskip("spherelab.regimes")
     spec = small_spec(elrs=(1e-3, 1e-1), axes={"optim.momentum": [0.0, 0.5]})
     rows = read_summary(run_sweep(spec, tmp_path, runner=fake_runner, refine=2, report=False))
     for momentum in ("0.0", "0.5"):
@@ -277,9 +279,7 @@ def test_a_failing_report_is_logged_and_the_sweep_still_finishes(tmp_path, monke
     def broken_report(sweep_dir):
         raise OSError("disk full")
 
-    monkeypatch.setitem(
-        sys.modules, "spherelab.report", types.SimpleNamespace(write_report=broken_report)
-    )
+    monkeypatch.setattr("spherelab.sweep.run.write_report", broken_report)
     with caplog.at_level(logging.WARNING, logger="spherelab"):
         path = run_sweep(small_spec(), tmp_path, runner=fake_runner)
     assert len(read_summary(path)) == 3 * 2
@@ -288,7 +288,6 @@ def test_a_failing_report_is_logged_and_the_sweep_still_finishes(tmp_path, monke
 
 def test_cli_sweep_runs_prints_the_table_and_where_the_summary_is(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(executors, "train_runner", fake_runner)
-    pytest.importorskip("spherelab.regimes")
     spec = tmp_path / "spec.toml"
     spec.write_text('elrs = [1.0]\nepochs = 3\n[set]\n"data.batch_size" = 16\n')
     code = cli.main(
@@ -337,8 +336,6 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
 
 
 def test_a_real_tiny_sweep_trains_every_run_and_a_rerun_reuses_them(tmp_path):
-    pytest.importorskip("spherelab.engine")
-    regimes = pytest.importorskip("spherelab.regimes")
     spec = SweepSpec(
         elrs=(1e-3, 10.0),
         dataset="synthetic:40:128:64:4",
@@ -347,7 +344,7 @@ def test_a_real_tiny_sweep_trains_every_run_and_a_rerun_reuses_them(tmp_path):
     )
     rows = read_summary(run_sweep(spec, tmp_path, report=False))
     assert [float(r["elr"]) for r in rows] == list(spec.elrs)
-    assert all(r["status"] in sweep.FINAL_STATUSES and r["regime"] in regimes.REGIMES for r in rows)
+    assert all(r["status"] in FINAL_STATUSES and r["regime"] in REGIMES for r in rows)
     stamps = [(tmp_path / r["run_dir"] / "summary.json").stat().st_mtime_ns for r in rows]
     assert read_summary(run_sweep(spec, tmp_path, report=False)) == rows
     assert stamps == [(tmp_path / r["run_dir"] / "summary.json").stat().st_mtime_ns for r in rows]
@@ -380,7 +377,7 @@ def test_packed_inline_sweep_matches_the_unpacked_sweep(tmp_path):
 def test_relabel_rewrites_the_regime_from_the_records(tmp_path):
     import json as _json
 
-    from spherelab.sweep import relabel_sweep
+    from spherelab.sweep.run import relabel_sweep
 
     spec = SweepSpec(
         elrs=(1e-2,),

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from spherelab import toy as toy_module
-from spherelab import toy_theory
-from spherelab.toy import QuadraticSphereToy, run_toy, sweep
+from spherelab.toy import run as toy_module
+from spherelab.toy import theory as toy_theory
+from spherelab.toy.model import QuadraticSphereToy
+from spherelab.toy.run import run_toy, sweep
 
 # Cheap but accurate enough settings for the theory numbers in tests.
 LYAP = {"steps": 6000, "chains": 8}

@@ -18,18 +18,18 @@ from typing import Any
 
 import torch
 
-from spherelab import checkpoint as ckpt
 from spherelab.config import load_json
-from spherelab.metrics import (
+from spherelab.metrics.curvature import hutchinson_trace, lanczos_topk, riemannian_topk
+from spherelab.metrics.geometry import (
     AngularUpdateTracker,
+    angle,
+    cosine,
     equilibrium_angle,
-    gradient_stats,
-    hutchinson_trace,
-    lanczos_topk,
+    joint_norm,
     per_layer_angles,
-    riemannian_topk,
 )
-from spherelab.metrics.geometry import angle, cosine, joint_norm
+from spherelab.metrics.gradients import gradient_stats
+from spherelab.train import checkpoints as ckpt
 
 log = logging.getLogger("spherelab")
 WHAT = ("grad", "angles", "curvature")
@@ -59,7 +59,7 @@ def diagnose_point(
 ) -> dict[str, Any]:
     """All requested diagnostics of `run` (an engine Run) at its current weights."""
     model, si = run.model, run.recorder.si_params
-    from spherelab.losses import get_loss
+    from spherelab.train.losses import get_loss
 
     loss_fn = get_loss(run.cfg.train.loss)
     batches = _landscape_batches(run, opts)
@@ -118,8 +118,8 @@ def _angles(run: Any, prev: Sequence[torch.Tensor] | None) -> dict[str, Any]:
 def _epoch_of_updates(run: Any) -> dict[str, float]:
     """Per-step angular updates over one epoch of training from here; the model, optimizer and
     batch order are restored afterwards, so the measurement leaves no trace."""
-    from spherelab.losses import get_loss
-    from spherelab.training import train_step
+    from spherelab.train.losses import get_loss
+    from spherelab.train.optimizer import train_step
 
     saved = (
         copy.deepcopy(run.model.state_dict()),
@@ -170,7 +170,7 @@ def diagnose_run(
     epochs: Sequence[float] | None = None,
 ) -> Path:
     """Diagnostics at each checkpoint of a run (or those nearest the given epochs)."""
-    from spherelab.engine import build_run
+    from spherelab.train.engine import build_run
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
@@ -205,7 +205,7 @@ def diagnose_sweep(
     """Diagnose every finished run of a sweep (rows of summary.csv), then redraw its report,
     which gains the effective-sharpness vs 2/ELR figure."""
     from spherelab.regimes import FINAL_STATUSES
-    from spherelab.sweep_files import read_summary
+    from spherelab.sweep.files import read_summary
 
     sweep_dir = Path(sweep_dir)
     summary = sweep_dir / "summary.csv"
@@ -217,7 +217,7 @@ def diagnose_sweep(
         run_dir = sweep_dir / row["run_dir"]
         if ckpt.list_checkpoints(run_dir):
             written.append(diagnose_run(run_dir, opts, epochs))
-    from spherelab.report import write_report
+    from spherelab.report.write import write_report
 
     write_report(sweep_dir)
     return written

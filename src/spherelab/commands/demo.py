@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     from spherelab.commands.sweep import show_results
     from spherelab.diagnose import LAST, DiagnoseOptions, diagnose_sweep
-    from spherelab.sweep import SweepSpec, parse_elrs, run_sweep
+    from spherelab.sweep.run import run_sweep
+    from spherelab.sweep.spec import SweepSpec, parse_elrs
 
     logger = logging.getLogger("spherelab")
     if logger.getEffectiveLevel() > logging.INFO:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spherelab.diagnose import LAST, DiagnoseOptions, diagnose_run, diagnose_sweep, parse_what
+from spherelab.diagnose import (
+    LAST,
+    DiagnoseOptions,
+    diagnose_run,
+    diagnose_sweep,
+    parse_what,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.config import parse_assignment
-from spherelab.sweep import parse_elrs, parse_seeds
+from spherelab.sweep.spec import parse_elrs, parse_seeds
 
 
 def register(subparsers: Any) -> None:
@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from spherelab.finetune import run_finetune
+    from spherelab.studies.finetune import run_finetune
 
     path = run_finetune(
         args.model,

@@ -36,15 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     if args.lens:
-        from spherelab.lens import write_lens
+        from spherelab.studies.lens import write_lens
 
         path = write_lens(args.lens, args.sweep_dir)
         print(f"lens written to {path}")
         return 0
-    from spherelab.report import write_report
+    from spherelab.report.write import write_report
 
     if args.relabel:
-        from spherelab.sweep import relabel_sweep
+        from spherelab.sweep.run import relabel_sweep
 
         relabel_sweep(args.sweep_dir)
     path = write_report(args.sweep_dir, title=args.title)

@@ -10,16 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.config import ConfigError, parse_assignment
-from spherelab.executors import AUTO, EXECUTORS
-from spherelab.sweep import (
-    SweepSpec,
-    boundaries_by_group,
-    load_spec,
-    parse_elrs,
-    parse_seeds,
-    run_sweep,
-)
-from spherelab.sweep_files import read_summary
+from spherelab.sweep.executors import AUTO, EXECUTORS
+from spherelab.sweep.files import read_summary
+from spherelab.sweep.run import boundaries_by_group, run_sweep
+from spherelab.sweep.spec import SweepSpec, load_spec, parse_elrs, parse_seeds
 
 # CLI flag -> executor option (passed only when given).
 EXECUTOR_FLAGS = {

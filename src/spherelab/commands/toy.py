@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from spherelab.toy import run_toy
+    from spherelab.toy.run import run_toy
 
     result = run_toy(d=args.d, n=args.n, seed=args.seed, out=args.out, steps=args.steps)
     print(

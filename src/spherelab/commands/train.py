@@ -8,7 +8,7 @@ from typing import Any
 
 from spherelab.commands.progress import progress_bar
 from spherelab.config import Config, apply_overrides, load_config, parse_assignment
-from spherelab.validation import validate_config
+from spherelab.train.validation import validate_config
 
 # CLI flag -> dotted config key
 FLAGS = {
@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from spherelab.engine import train_run
+    from spherelab.train.engine import train_run
 
     cfg = config_from_args(args)
     if args.diagnose_every:

@@ -43,7 +43,7 @@ def packing_pays(cfg: Config) -> bool:
     CUDA for every family; on a CPU only for MLPs, whose small steps are overhead and memory
     bound (an 8-member mlp_si pack is 1.6-4.9x faster than 8 single runs there), while grouped
     convolutions cost more per member than a single run's convolutions."""
-    from spherelab.runtime import resolve_device  # lazy: needs torch
+    from spherelab.runtime import resolve_device
 
     try:
         on_cuda = resolve_device(cfg.train.device).type == "cuda"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from spherelab.scale_invariance import freeze_head
+from spherelab.sphere.recipe import freeze_head
 
 
 def _check_positive_int(name: str, value: object, optional: bool = False) -> None:

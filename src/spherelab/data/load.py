@@ -1,0 +1,158 @@
+"""Datasets as in-memory tensors on the training device, and index-permutation batching.
+
+Names (see available_datasets()):
+  mnist1d        procedural MNIST-1D (4000/1000 x 40, 10 classes), generated once, cached as .npz
+  fashion_mnist  the four IDX files, (1, 28, 28), 10 classes
+  cifar10/100    the official python-pickle batches, (3, 32, 32), 10 / 100 (fine) classes
+  synthetic      synthetic[:SHAPE[:N_TRAIN[:N_TEST[:CLASSES]]]], default synthetic:3x32x32:5000:1000:10
+  npz:PATH       arrays x_train, y_train, x_test, y_test of any sample shape
+
+Files are looked for in data_dir, $SPHERELAB_DATA, ~/.cache/spherelab, /usr/share/datasets (each
+root and its per-dataset subfolder: fashion-mnist, cifar10, cifar100, mnist1d). Downloads and the
+MNIST-1D cache go to the first root's subfolder. Only downloads are md5-checked.
+
+Order of the transforms: uint8 pixels / 255 -> train_subset (first k of a permutation seeded by
+`seed`, original order kept) -> label_noise (exactly round(p * n) training labels, chosen with
+the same seeded generator, each moved to a different uniformly random class; test labels
+untouched) -> normalize (per-channel mean/std of the training split, applied to both splits;
+vectors (N, D) use one global mean/std).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from spherelab.data import cifar, fashion_mnist, mnist1d_cache, npz, synthetic
+from spherelab.data.augment import augment_images
+from spherelab.data.base import DataError, RawSplits
+from spherelab.data.batching import BatchSampler, fixed_batches
+from spherelab.data.transforms import noisy_labels, normalize_, subset_indices
+
+__all__ = [
+    "BatchSampler",
+    "DataError",
+    "Dataset",
+    "augment_images",
+    "available_datasets",
+    "fixed_batches",
+    "load_dataset",
+]
+
+_NAMED = ("mnist1d", "fashion_mnist", "cifar10", "cifar100")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Both splits on one device; x in the requested float dtype, labels int64."""
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        if self.x_train.shape[0] != self.y_train.shape[0] or (
+            self.x_test.shape[0] != self.y_test.shape[0]
+        ):
+            raise DataError(
+                f"dataset {self.name!r}: x/y sample counts differ (train "
+                f"{self.x_train.shape[0]}/{self.y_train.shape[0]}, test "
+                f"{self.x_test.shape[0]}/{self.y_test.shape[0]}); pass matching splits"
+            )
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, e.g. (3, 32, 32) or (40,)."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.x_test.shape[0])
+
+
+def available_datasets() -> list[str]:
+    """Every accepted name; 'synthetic' also takes a size spec and 'npz:PATH' a file path."""
+    return [*_NAMED, "synthetic", "npz:PATH"]
+
+
+def _load_raw(name: str, data_dir: str | Path | None, download: bool) -> tuple[str, RawSplits]:
+    """Dispatch a name to its loader; returns the canonical name and the host arrays."""
+    name = name.strip()
+    if name.startswith("npz:"):
+        return name, npz.load(name[len("npz:") :])
+    if name == "synthetic" or name.startswith("synthetic:"):
+        spec = synthetic.parse_spec(name)
+        return spec.name, synthetic.load(spec)
+    key = name.lower().replace("-", "_")
+    if key == "mnist1d":
+        return key, mnist1d_cache.load(data_dir)
+    if key == "fashion_mnist":
+        return key, fashion_mnist.load(data_dir, download)
+    if key in cifar.ARCHIVES:
+        return key, cifar.load(key, data_dir, download)
+    raise DataError(
+        f"unknown dataset {name!r}; choose one of {', '.join(available_datasets())} "
+        "(PATH: a .npz file; synthetic also accepts synthetic:SHAPE:N_TRAIN[:N_TEST[:CLASSES]])"
+    )
+
+
+def _to_device(x: np.ndarray, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A fresh tensor (safe to normalize in place); uint8 pixels are scaled to [0, 1]."""
+    if not (x.flags.writeable and x.flags.c_contiguous):
+        x = np.array(x)  # torch cannot wrap read-only buffers (e.g. np.frombuffer) safely
+    tensor = torch.from_numpy(x).to(device=device, dtype=dtype, copy=True)
+    return tensor.div_(255.0) if x.dtype == np.uint8 else tensor
+
+
+def load_dataset(
+    name: str = "mnist1d",
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    label_noise: float = 0.0,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    normalize: bool = True,
+) -> Dataset:
+    """Load `name` (see the module docstring) onto `device`; raise DataError with the fix."""
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise DataError(f"dtype={dtype!r} is invalid; pass a floating dtype such as torch.float32")
+    device = torch.device(device)
+    canonical, raw = _load_raw(name, data_dir, download)
+    generator = torch.Generator().manual_seed(seed)
+    x_train, y_train = raw.x_train, torch.from_numpy(raw.y_train.astype(np.int64))
+    if train_subset is not None:
+        keep = subset_indices(x_train.shape[0], train_subset, generator)
+        x_train, y_train = x_train[keep.numpy()], y_train[keep]
+    y_train = noisy_labels(y_train, label_noise, raw.num_classes, generator)
+    x_test, y_test = raw.x_test, torch.from_numpy(raw.y_test.astype(np.int64))
+    if test_subset is not None:  # a fixed (seed-independent) evaluation subset, for speed
+        keep = subset_indices(
+            x_test.shape[0], test_subset, torch.Generator().manual_seed(0), "test_subset"
+        )
+        x_test, y_test = x_test[keep.numpy()], y_test[keep]
+    xs = [_to_device(x, device, dtype) for x in (x_train, x_test)]
+    if normalize:
+        xs = list(normalize_(*xs))
+    return Dataset(
+        name=canonical,
+        x_train=xs[0],
+        y_train=y_train.to(device),
+        x_test=xs[1],
+        y_test=y_test.to(device),
+        num_classes=raw.num_classes,
+    )

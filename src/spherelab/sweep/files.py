@@ -1,0 +1,117 @@
+"""A sweep directory's files: sweep.json (spec + refinement rounds) and summary.csv (one row a run).
+
+Also reads each run's summary.json / config.json to tell a finished run of a given config, so a
+rerun of a sweep skips it. Run directory names are for people only: nothing here parses one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from spherelab.config import Config, ConfigError, apply_overrides, from_dict
+from spherelab.io import read_json_dict
+from spherelab.regimes import FINAL_STATUSES
+from spherelab.sweep.spec import Point, SweepSpec, spec_from_dict
+
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "eff_grad_norm", "si_norm")
+
+
+def _open_sweep_dir(spec: SweepSpec, out: Path) -> list[list[dict[str, Any]]]:
+    """Check an existing sweep.json against spec (a rerun may only add points); its refinement
+    rounds (each a list of {"axes", "elr"} entries)."""
+    stored = read_json_dict(out / "sweep.json")
+    if stored is None:
+        if (out / "sweep.json").exists():
+            raise ConfigError(f"{out / 'sweep.json'} is unreadable; use a new --out directory")
+        return []
+    old = spec_from_dict(stored["spec"], source=str(out / "sweep.json"))
+    for key in ("model", "dataset", "epochs", "overrides"):
+        if getattr(old, key) != getattr(spec, key):
+            raise ConfigError(
+                f"{out} holds a sweep with {key}={getattr(old, key)!r}, not "
+                f"{getattr(spec, key)!r}; use a new --out directory"
+            )
+    if list(old.axes) != list(spec.axes):
+        raise ConfigError(
+            f"{out} holds a sweep with axes {list(old.axes)}, not "
+            f"{list(spec.axes)}; use a new --out directory"
+        )
+    pairs = [("elrs", old.elrs, spec.elrs), ("seeds", old.seeds, spec.seeds)]
+    for label, before, now in pairs + [(k, old.axes[k], spec.axes[k]) for k in old.axes]:
+        dropped = [v for v in before if v not in now]
+        if dropped:
+            raise ConfigError(
+                f"{out} already holds {label} {dropped} that this spec drops; a "
+                "rerun may only add points: keep them or use a new --out directory"
+            )
+    return [list(round_) for round_ in stored.get("refined", [])]
+
+
+def _write_sweep_json(out: Path, spec: SweepSpec, rounds: list[list[dict[str, Any]]]) -> None:
+    payload = {"spec": spec.to_dict(), "refined": rounds}
+    tmp = out / "sweep.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    tmp.replace(out / "sweep.json")
+
+
+def _is_done(run_dir: Path, cfg: Config) -> bool:
+    """A finished run of this very config (the device a worker picked does not count)."""
+    summary, saved = (
+        read_json_dict(run_dir / "summary.json"),
+        read_json_dict(run_dir / "config.json"),
+    )
+    if summary is None or saved is None or summary.get("status") not in FINAL_STATUSES:
+        return False
+    try:
+        saved_cfg = from_dict(saved)
+    except ConfigError:
+        return False
+    return apply_overrides(saved_cfg, {"train.device": cfg.train.device}) == cfg
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    return str(value)
+
+
+def summary_row(
+    point: Point, summary: Mapping[str, Any] | None, error: str | None
+) -> dict[str, str]:
+    """One summary.csv row (all cells as text, exactly as written)."""
+    s = summary or {}
+    row = {
+        "elr": point.elr,
+        "seed": point.seed,
+        **point.axes,
+        "regime": s.get("regime"),
+        "status": s.get("status", "failed" if error else "unfinished"),
+        **{m: s.get(m) for m in METRICS},
+        "epochs": s.get("epoch"),
+        # the ELR at the end: the setting on the sphere, measured lr/||w||^2 in conventional mode
+        "final_elr": s.get("elr"),
+        "run_dir": point.run_dir,
+        "error": error,
+    }
+    return {key: _cell(value) for key, value in row.items()}
+
+
+def read_summary(path: str | Path) -> list[dict[str, str]]:
+    with Path(path).open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_summary(out: Path, rows: list[dict[str, str]]) -> Path:
+    path, tmp = out / "summary.csv", out / "summary.csv.tmp"
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
