@@ -6,9 +6,9 @@ import pytest
 
 from spherelab.cli import main
 from spherelab.config import Config, apply_overrides
-from spherelab.diagnose import DiagnoseOptions, diagnose_run, parse_what
+from spherelab.diagnose import DiagnoseOptions, diagnose_run, hooks_for, parse_what
 from spherelab.train.checkpoints import read_records
-from spherelab.train.engine import train_run
+from spherelab.train import train_ensemble, train_run
 
 
 def _cfg(**over) -> Config:
@@ -63,7 +63,8 @@ def test_diagnose_leaves_the_run_files_untouched(tmp_path):
 
 
 def test_step_angle_matches_elr_times_effective_gradient_on_the_sphere(tmp_path):
-    # tan(dtheta) = ELR * ||g_eff|| (PAPER.md §2): the mean per-step angle is of that size.
+    # tan(dtheta) = ELR * ||g_eff|| (docs/science.md#projected-sgd-on-the-sphere): the mean
+    # per-step angle is of that size.
     run = tmp_path / "run"
     train_run(_cfg(**{"data.batch_size": 128}), run)  # full batch: the step gradient is known
     row = [
@@ -80,10 +81,31 @@ def test_step_angle_matches_elr_times_effective_gradient_on_the_sphere(tmp_path)
 
 def test_online_diagnostics_follow_the_record_schedule(tmp_path):
     run = tmp_path / "run"
-    train_run(_cfg(**{"train.diagnose": "grad", "train.diagnose_every": 2}), run)
+    cfg = _cfg(**{"train.diagnose": "grad", "train.diagnose_every": 2})
+    train_run(cfg, run, hooks=hooks_for(cfg))
     diag = read_records(run / "diagnostics.jsonl")
     records = read_records(run / "metrics.jsonl")
     assert [d["step"] for d in diag] == [r["step"] for r in records][::2]
+
+
+def test_online_diagnostics_without_their_hook_is_a_clear_error(tmp_path):
+    cfg = _cfg(**{"train.diagnose": "grad"})
+    with pytest.raises(ValueError, match="hooks_for"):
+        train_run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_packed_member_gets_the_same_online_diagnostics_as_its_single_run(tmp_path):
+    over = {"train.diagnose": "grad,angles", "model.width": 8, "optim.momentum": 0.5}
+    cfgs = [_cfg(**over | {"optim.elr": e, "train.seed": s}) for s, e in enumerate((1e-2, 3e-2))]
+    train_ensemble(cfgs, [tmp_path / "a", tmp_path / "b"], hooks=hooks_for(cfgs[0]))
+    train_run(cfgs[1], tmp_path / "single", hooks=hooks_for(cfgs[1]))
+    packed = read_records(tmp_path / "b" / "diagnostics.jsonl")
+    single = read_records(tmp_path / "single" / "diagnostics.jsonl")
+    assert [d["step"] for d in packed] == [d["step"] for d in single]
+    for a, b in zip(packed, single):
+        for key in ("grad_loss", "grad_eff_grad_norm", "angle_to_init", "step_angle_mean"):
+            assert a[key] == pytest.approx(b[key], rel=1e-7, abs=1e-10), key
 
 
 def test_cli_rejects_an_unknown_metric_with_exit_2(tmp_path, capsys):

@@ -76,22 +76,27 @@ def test_resumed_run_matches_an_unbroken_run_bitwise(tmp_path):
 
 
 def test_non_finite_loss_ends_the_run_cleanly(tmp_path, monkeypatch):
-    from spherelab.train import engine
-    from spherelab.train import optimizer as training
+    from spherelab.train import loop, step
 
     calls = {"n": 0}
 
-    def poisoned_step(model, loss_fn, opt, x, y):
-        calls["n"] += 1
-        if calls["n"] == 10:  # weights blow up mid-run, as in a diverging run
-            with torch.no_grad():
-                next(p for p in model.parameters() if p.requires_grad).fill_(float("inf"))
-        return training.train_step(model, loss_fn, opt, x, y)
+    def poisoned_step(model, opt, loss, logits=None):
+        eager = step.eager_step(model, opt, loss, logits)
 
-    monkeypatch.setattr(engine, "train_step", poisoned_step)
+        def run(x, y):
+            calls["n"] += 1
+            if calls["n"] == 10:  # weights blow up mid-run, as in a diverging run
+                with torch.no_grad():
+                    next(p for p in model.parameters() if p.requires_grad).fill_(float("inf"))
+            return eager(x, y)
+
+        return run
+
+    monkeypatch.setattr(loop, "eager_step", poisoned_step)
     summary = train_run(_cfg(), tmp_path / "r")
     assert summary["status"] == "nonfinite"
     assert summary["regime"] == "divergence"
+    assert calls["n"] < 20  # it stopped at the first check after the blow-up
 
 
 def test_directory_with_a_different_run_is_refused(tmp_path):
@@ -124,7 +129,7 @@ def test_record_steps_are_log_spaced_epochs_with_both_ends():
 
 
 def test_records_report_the_rate_of_the_step_just_taken_and_match_the_ensemble(tmp_path):
-    from spherelab.train.pack_engine import train_ensemble
+    from spherelab.train import train_ensemble
 
     over = {
         "optim.schedule": "piecewise",

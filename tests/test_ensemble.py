@@ -13,11 +13,10 @@ from spherelab.ensemble.pack import can_pack, pack_key, pack_states
 from spherelab.sphere.check import si_parameters
 from spherelab.sphere.optim import SphereSGD
 from spherelab.train.checkpoints import list_checkpoints, read_records
-from spherelab.train.engine import build_model_for, train_run
-from spherelab.train.losses import cross_entropy
-from spherelab.train.optimizer import make_optimizer, train_step
-from spherelab.train.pack_engine import train_ensemble
-from spherelab.train.step import eager_step
+from spherelab.train import train_ensemble, train_run
+from spherelab.train.build import build_model_for
+from spherelab.train.optimizer import make_optimizer
+from spherelab.train.step import eager_step, solo_logits
 
 FAMILIES = {
     "mlp_si": {"model.width": 8, "model.depth": 2, "data.name": "synthetic:12:64:32"},
@@ -77,7 +76,7 @@ def test_one_ensemble_step_equals_each_single_step(family, layout):
     x = member_inputs(data.x_train[index], ens.member_layout)
     eager_step(ens, opt, "cross_entropy")(x, data.y_train[index])
     for k, (model, o) in enumerate(zip(singles, opts)):
-        train_step(model, cross_entropy, o, data.x_train[index[k]], data.y_train[index[k]])
+        eager_step(model, o, "cross_entropy", solo_logits)(data.x_train[index[k]], data.y_train[index[k]])
         for name in si_names:
             got = packed[name].reshape(len(cfgs), -1)[k]
             assert (got - model.get_parameter(name).reshape(-1)).abs().max() < 1e-12, name
@@ -132,7 +131,7 @@ def test_the_ensemble_step_never_reads_the_device(k):
 
 
 def test_cuda_graph_replays_exactly_the_full_batches_in_both_layouts(tmp_path, monkeypatch):
-    from spherelab.train import pack_engine as ens_engine
+    from spherelab.train import loop
 
     calls = []
 
@@ -145,7 +144,7 @@ def test_cuda_graph_replays_exactly_the_full_batches_in_both_layouts(tmp_path, m
 
         return replay
 
-    monkeypatch.setattr(ens_engine, "cuda_graph_step", recording_graph)
+    monkeypatch.setattr(loop, "cuda_graph_step", recording_graph)
     # 40 samples in batches of 16: two full batches and a short one per epoch; K = B = 16
     # members is the case where the members' count could pass for the batch size
     over = {"data.name": "synthetic:12:40:32", "train.steps": 6, "train.records": 2}
@@ -337,8 +336,8 @@ def test_cuda_graph_ensemble_equals_eager_and_single_runs_on_cuda(family, tmp_pa
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("cuda_graph", [False, True])
 def test_training_steps_never_wait_for_the_device(cuda_graph, tmp_path):
-    from spherelab.train.pack_build import build_ensemble
-    from spherelab.train.pack_engine import _next_batch, _Stepper
+    from spherelab.train.build import build_pack
+    from spherelab.train.loop import Stepper, next_batch
 
     cfgs = [
         _cfg(
@@ -347,14 +346,14 @@ def test_training_steps_never_wait_for_the_device(cuda_graph, tmp_path):
         )
         for s, e in enumerate(ELRS)
     ]
-    ens = build_ensemble(cfgs, [tmp_path / str(k) for k in range(3)], False)
-    stepper = _Stepper(ens, cuda_graph)
-    data = ens.runs[0].data
-    stepper(*_next_batch(ens, data.x_train, data.y_train))  # warm-up (and capture)
+    ens = build_pack(cfgs, [tmp_path / str(k) for k in range(3)])
+    stepper = Stepper(ens, cuda_graph)
+    data = ens.data
+    stepper(*next_batch(ens, data.x_train, data.y_train))  # warm-up (and capture)
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):  # within the first epoch: no new permutation is drawn
-            stepper(*_next_batch(ens, data.x_train, data.y_train))
+            stepper(*next_batch(ens, data.x_train, data.y_train))
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
@@ -362,8 +361,7 @@ def test_training_steps_never_wait_for_the_device(cuda_graph, tmp_path):
 def test_packed_members_honour_test_subset_and_init_from_like_single_runs(tmp_path):
     from spherelab.config import Config, apply_overrides
     from spherelab.train.engine import train_run
-    from spherelab.train.pack_engine import train_ensemble
-
+    
     base = {
         "model.name": "mlp_si",
         "model.width": 8,
@@ -390,8 +388,7 @@ def test_packed_members_honour_test_subset_and_init_from_like_single_runs(tmp_pa
 def test_a_member_going_nonfinite_leaves_the_others_angles_alone(tmp_path):
     from spherelab.config import Config, apply_overrides
     from spherelab.train.engine import train_run
-    from spherelab.train.pack_engine import train_ensemble
-
+    
     base = {
         "model.name": "mlp_si",
         "model.width": 8,

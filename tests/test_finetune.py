@@ -10,7 +10,7 @@ from spherelab.config import from_dict
 from spherelab.sphere.check import si_parameters
 from spherelab.studies.finetune import analyse, run_finetune
 from spherelab.train import checkpoints as ckpt
-from spherelab.train.engine import build_run
+from spherelab.train import build_run
 
 SETS = ["model.width=8", "data.batch_size=32", "train.records=3", "train.eval_batch_size=64"]
 

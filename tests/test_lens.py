@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from spherelab.studies.lens import band_of, judge, lens, regime_bands, write_lens
+from spherelab.regimes import classify_stretch
+from spherelab.studies.lens import band_of, lens, regime_bands, write_lens
 
 MAP = {1e-4: "convergence", 1e-3: "convergence", 1e-2: "chaotic_equilibrium", 1e-1: "divergence"}
 
@@ -72,11 +73,15 @@ def test_bands_need_a_classified_run():
         regime_bands([])
 
 
-def test_judge_tells_falling_flat_and_chance_level_losses_apart():
+def test_a_stretch_is_judged_by_the_rules_that_label_a_whole_run():
     epochs = [4.0, 6.0, 8.0, 10.0]
-    assert judge(epochs, [1.0, 0.4, 0.2, 0.1], 12.0, 10)[0] == "convergence"
-    assert judge(epochs, [0.5, 0.55, 0.48, 0.52], 12.0, 10)[0] == "chaotic_equilibrium"
-    assert judge(epochs, [2.4, 2.5, 2.3, 2.4], 12.0, 10)[0] == "divergence"
+
+    def judge(loss):
+        return classify_stretch(epochs, loss, init_loss=12.0, num_classes=10).regime
+
+    assert judge([1.0, 0.4, 0.2, 0.1]) == "convergence"
+    assert judge([0.5, 0.55, 0.48, 0.52]) == "chaotic_equilibrium"
+    assert judge([2.4, 2.5, 2.3, 2.4]) == "divergence"
 
 
 def test_each_stretch_gets_its_band_and_agrees_with_the_runs_behaviour(tmp_path):

@@ -13,12 +13,17 @@ from spherelab.regimes import (
     Boundary,
     classify,
     classify_records,
+    classify_stretch,
     estimate_boundaries,
+    majority_regime,
     refine_points,
+    sweep_boundaries,
+    sweep_labels,
 )
 
 INIT_LOSS, INIT_GRAD, CLASSES = 9.5, 600.0, 10
-# PAPER.md §3 table: ELR -> (regime, train loss at epoch 1000, mean eff. grad norm).
+# The paper's Figure 1, read off the plot (docs/science.md#figure-1-values):
+# ELR -> (regime, train loss at epoch 1000, mean eff. grad norm).
 TABLE = {
     1e-5: ("convergence", 7e-3, 7.5),
     1e-4: ("convergence", 9e-4, 0.85),
@@ -186,6 +191,50 @@ def test_boundaries_use_the_majority_label_across_seeds() -> None:
         many_elrs += [elr] * 3
         many_labels += [label, label, dissent]  # one outlier seed per ELR
     assert estimate_boundaries(many_elrs, many_labels) == estimate_boundaries(elrs, labels)
+
+
+def test_a_tie_between_seeds_goes_to_the_lower_numbered_regime_in_any_order() -> None:
+    for labels in (
+        ["chaotic_equilibrium", "convergence"],
+        ["convergence", "chaotic_equilibrium"],
+        ["divergence", "chaotic_equilibrium"],
+        ["divergence", "chaotic_equilibrium", "convergence"],
+    ):
+        lowest = min(labels, key=REGIMES.index)
+        assert majority_regime(labels) == lowest
+        assert majority_regime(reversed(labels)) == lowest
+    assert majority_regime(["divergence", "divergence", "convergence"]) == "divergence"
+    with pytest.raises(ValueError, match="unknown regime"):
+        majority_regime(["convergence", "unclassified"])
+    with pytest.raises(ValueError, match="at least one"):
+        majority_regime([])
+
+
+def test_sweep_labels_count_only_runs_that_ended_with_a_regime() -> None:
+    rows = [  # cells as summary.csv holds them (text)
+        {"elr": "0.001", "status": "finished", "regime": "chaotic_equilibrium"},
+        {"elr": "0.001", "status": "nonfinite", "regime": "convergence"},
+        {"elr": "0.001", "status": "failed", "regime": ""},
+        {"elr": "0.001", "status": "finished", "regime": "unclassified"},
+        {"elr": "0.01", "status": "unfinished", "regime": "divergence"},
+        {"elr": "0.1", "status": "finished", "regime": "divergence"},
+    ]
+    assert sweep_labels(rows) == {1e-3: "convergence", 0.1: "divergence"}
+    assert sweep_boundaries(rows) == [Boundary(1e-3, 0.1, "convergence", "divergence")]
+    assert sweep_labels([]) == {} and sweep_boundaries([]) == []
+
+
+def test_a_stretch_is_labelled_with_the_whole_stretch_as_the_window() -> None:
+    epochs = [4.0, 6.0, 8.0, 10.0]
+    falling = classify_stretch(epochs, [1.0, 0.4, 0.2, 0.1], init_loss=12.0, num_classes=10)
+    assert falling.regime == "convergence" and falling.stats["window_start"] == 4.0
+    at_chance = classify_stretch(
+        epochs, [0.5, 0.55, 0.48, 0.52], init_loss=12.0, num_classes=10, train_acc=[0.1] * 4
+    )
+    assert at_chance.stats["available_votes"] == 2.0  # loss and accuracy; no init gradient
+    assert at_chance.regime == "chaotic_equilibrium"  # a strict majority is needed to diverge
+    with pytest.raises(ValueError, match="epochs must be > 0"):
+        classify_stretch([0.0, 1.0, 2.0], [1.0, 0.5, 0.4], init_loss=2.0)
 
 
 def test_refine_points_are_geometric_midpoints_inside_each_bracket() -> None:

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import subprocess
 import sys
@@ -18,10 +19,10 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from spherelab.regimes import estimate_boundaries
+from spherelab.regimes import estimate_boundaries, sweep_boundaries
 from spherelab.report import figures as plots
 from spherelab.report import write as report
-from spherelab.report.figures import RunData
+from spherelab.report.data import RunData
 from spherelab.report.style import REGIME_COLORS
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -56,7 +57,7 @@ FAILED_ERROR = "RuntimeError: CUDA out of memory (synthetic failure for the repo
 
 
 def _record(elr: float, regime: str, epoch: int, rng: np.random.Generator) -> dict:
-    """A plausible metrics record for the given regime (shapes as in PAPER.md §4)."""
+    """A plausible metrics record for the given regime (shapes as in docs/science.md#the-three-regimes)."""
     t = epoch + 1.0
     if regime == "convergence":
         loss = 9.5 * t ** (-1.0 - 300 * elr)
@@ -118,7 +119,7 @@ def _row(index: int, point: tuple[float, str, str], sweep: Path) -> dict:
 
 
 def _make_sweep(parent: Path) -> Path:
-    """A sweep directory following the contract of DESIGN.md §2."""
+    """A sweep directory following the contract of docs/run_files.md#sweep-directory."""
     sweep = parent / "sweep"
     sweep.mkdir()
     rows = [_row(i, p, sweep) for i, p in enumerate(POINTS)]
@@ -257,7 +258,7 @@ def test_figure1_draws_every_run_in_each_panel_coloured_by_elr(sweep_dir: Path) 
 
 def test_regime_map_shades_each_regime_and_marks_failed_runs(sweep_dir: Path) -> None:
     sweep = report.load_sweep(sweep_dir)
-    fig = plots.regime_map(sweep.rows, report.estimate_sweep_boundaries(sweep.rows))
+    fig = plots.regime_map(sweep.rows, sweep_boundaries(sweep.rows))
     shaded = {p.get_facecolor()[:3] for p in fig.axes[0].patches}
     import matplotlib.colors as mcolors
 
@@ -334,7 +335,8 @@ def test_each_extra_axis_value_gets_its_own_figures_and_boundaries(
     sweep_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     summary = sweep_dir / "summary.csv"
-    rows = list(csv.DictReader(summary.open()))
+    with summary.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
     widths = ["4", "8"]
     with summary.open("w", newline="") as handle:  # the same runs again at a second width
         writer = csv.DictWriter(handle, fieldnames=[*COLUMNS, "model.width"])
@@ -372,3 +374,81 @@ def test_regime_map_of_a_single_elr_lays_out_without_warnings() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plots.regime_map([row], []).savefig(io.BytesIO(), dpi=40)
+
+
+_SHADING = """
+import json, sys
+from pathlib import Path
+from matplotlib.colors import to_hex
+from spherelab.report import write
+from spherelab.report.style import REGIME_COLORS
+drawn = {}
+def fake_save(fig, stem):  # keep the regime map the report drew; rendering is not the point
+    drawn[Path(stem).name] = fig
+    Path(f"{stem}.png").parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{stem}.png").write_bytes(b"png")
+    return [Path(f"{stem}.png"), Path(f"{stem}.svg")]
+write.save_figure = fake_save
+write.write_report(sys.argv[1])
+regime_of = {to_hex(c): r for r, c in REGIME_COLORS.items()}
+spans = sorted(
+    (p.get_x(), p.get_x() + p.get_width(), regime_of[to_hex(p.get_facecolor())])
+    for p in drawn["regime_map"].axes[0].patches
+    if to_hex(p.get_facecolor()) in regime_of
+)
+print(json.dumps({"spans": spans, "boundaries": json.loads(Path(sys.argv[1], "boundaries.json").read_text())}))
+"""
+
+
+def _split_sweep(parent: Path) -> Path:
+    """Two seeds per ELR; at ELR 1e-3 one converges and one is chaotic (a 1:1 tie)."""
+    labels = {
+        1e-4: ("convergence", "convergence"),
+        1e-3: ("convergence", "chaotic_equilibrium"),
+        1e-2: ("chaotic_equilibrium", "chaotic_equilibrium"),
+        1e-1: ("divergence", "divergence"),
+    }
+    sweep, rows = parent / "split", []
+    for elr, pair in labels.items():
+        for seed, regime in enumerate(pair):
+            run_dir = f"runs/run_{len(rows):03d}"
+            final = _write_run(sweep / run_dir, elr, regime, seed=len(rows))
+            row = dict.fromkeys(COLUMNS, "")
+            row.update({k: final[k] for k in COLUMNS if k in final})
+            row.update(elr=elr, seed=seed, regime=regime, status="finished", run_dir=run_dir)
+            rows.append(row)
+    with (sweep / "summary.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return sweep
+
+
+def test_a_tied_elr_is_shaded_as_boundaries_json_says_under_any_hash_seed(
+    tmp_path: Path,
+) -> None:
+    sweep = _split_sweep(tmp_path)
+    outputs = []
+    # With the old set-order majority these two seeds shade the tie differently (CPython 3.11).
+    for hash_seed in ("0", "1"):
+        out = subprocess.run(
+            [sys.executable, "-c", _SHADING, str(sweep)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+        )
+        assert out.returncode == 0, out.stderr
+        outputs.append(json.loads(out.stdout))
+    assert outputs[0] == outputs[1]
+    spans, boundaries = outputs[0]["spans"], outputs[0]["boundaries"]
+    assert [r for _, _, r in spans] == [
+        "convergence",  # 1e-4
+        "convergence",  # 1e-3: the 1:1 tie goes to the lower-numbered regime
+        "chaotic_equilibrium",
+        "divergence",
+    ]
+    changes = [(a[1], a[2], b[2]) for a, b in zip(spans, spans[1:]) if a[2] != b[2]]
+    assert [(c[1], c[2]) for c in changes] == [(b["below"], b["above"]) for b in boundaries]
+    assert [c[0] for c in changes] == pytest.approx([b["mid"] for b in boundaries])

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from spherelab.config import load_json
+from spherelab.config import Config, load_json
+from spherelab.io import append_jsonl
 from spherelab.metrics.curvature import hutchinson_trace, lanczos_topk, riemannian_topk
 from spherelab.metrics.geometry import (
     AngularUpdateTracker,
@@ -29,7 +30,10 @@ from spherelab.metrics.geometry import (
     per_layer_angles,
 )
 from spherelab.metrics.gradients import gradient_stats
+from spherelab.train import RecordEvent, Run, build_run
 from spherelab.train import checkpoints as ckpt
+from spherelab.train.losses import get_loss
+from spherelab.train.step import eager_step, solo_logits
 
 log = logging.getLogger("spherelab")
 WHAT = ("grad", "angles", "curvature")
@@ -55,12 +59,10 @@ def parse_what(text: str) -> tuple[str, ...]:
 
 
 def diagnose_point(
-    run: Any, opts: DiagnoseOptions, step: int, prev: Sequence[torch.Tensor] | None = None
+    run: Run, opts: DiagnoseOptions, step: int, prev: Sequence[torch.Tensor] | None = None
 ) -> dict[str, Any]:
-    """All requested diagnostics of `run` (an engine Run) at its current weights."""
-    model, si = run.model, run.recorder.si_params
-    from spherelab.train.losses import get_loss
-
+    """All requested diagnostics of `run` (one run, spherelab.train.Run) at its current weights."""
+    model, si = run.model, run.si_params
     loss_fn = get_loss(run.cfg.train.loss)
     batches = _landscape_batches(run, opts)
     out: dict[str, Any] = {
@@ -79,14 +81,14 @@ def diagnose_point(
     return out
 
 
-def _elr_now(run: Any) -> float:
+def _elr_now(run: Run) -> float:
     cfg = run.cfg.optim
     if cfg.mode == "sphere":
         return cfg.elr
-    return cfg.lr / float(joint_norm(run.recorder.si_params)) ** 2
+    return cfg.lr / float(joint_norm(run.si_params)) ** 2
 
 
-def _landscape_batches(run: Any, opts: DiagnoseOptions) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _landscape_batches(run: Run, opts: DiagnoseOptions) -> list[tuple[torch.Tensor, torch.Tensor]]:
     n = min(opts.samples, run.data.n_train)
     x, y = run.data.x_train[:n], run.data.y_train[:n]
     return [
@@ -95,8 +97,8 @@ def _landscape_batches(run: Any, opts: DiagnoseOptions) -> list[tuple[torch.Tens
     ]
 
 
-def _angles(run: Any, prev: Sequence[torch.Tensor] | None) -> dict[str, Any]:
-    si, names, init = run.recorder.si_params, run.recorder.si_names, run.recorder.init
+def _angles(run: Run, prev: Sequence[torch.Tensor] | None) -> dict[str, Any]:
+    si, names, init = run.si_params, run.si_names, run.init
     out: dict[str, Any] = {
         "angle_to_init": angle(si, init),
         "cos_to_init": cosine(si, init),
@@ -115,28 +117,20 @@ def _angles(run: Any, prev: Sequence[torch.Tensor] | None) -> dict[str, Any]:
     return out
 
 
-def _epoch_of_updates(run: Any) -> dict[str, float]:
+def _epoch_of_updates(run: Run) -> dict[str, float]:
     """Per-step angular updates over one epoch of training from here; the model, optimizer and
     batch order are restored afterwards, so the measurement leaves no trace."""
-    from spherelab.train.losses import get_loss
-    from spherelab.train.optimizer import train_step
-
     saved = (
         copy.deepcopy(run.model.state_dict()),
         copy.deepcopy(run.optimizer.state_dict()),
         run.sampler.state_dict(),
     )
-    tracker, loss_fn, si = (
-        AngularUpdateTracker(),
-        get_loss(run.cfg.train.loss),
-        run.recorder.si_params,
-    )
+    tracker, si = AngularUpdateTracker(), run.si_params
+    step = eager_step(run.model, run.optimizer, run.cfg.train.loss, solo_logits)
     try:
         for idx in run.sampler.epoch_indices():
             before = [p.detach().clone() for p in si]
-            train_step(
-                run.model, loss_fn, run.optimizer, run.data.x_train[idx], run.data.y_train[idx]
-            )
+            step(run.data.x_train[idx], run.data.y_train[idx])
             tracker.update(before, si)
     finally:
         run.model.load_state_dict(saved[0])
@@ -164,14 +158,34 @@ def _curvature(
     }
 
 
+class OnlineDiagnostics:
+    """A record hook for the training engine: diagnostics at every `train.diagnose_every`-th
+    record of each run, appended to its diagnostics.jsonl (the run itself is left untouched)."""
+
+    serves = "train.diagnose"  # the config setting this hook carries out
+
+    def __init__(self, cfg: Config) -> None:
+        self.opts = DiagnoseOptions(what=parse_what(cfg.train.diagnose))
+        self.every = max(cfg.train.diagnose_every, 1)
+
+    def __call__(self, event: RecordEvent) -> None:
+        if event.index % self.every:
+            return
+        row = diagnose_point(event.run(), self.opts, event.step)
+        append_jsonl(event.out / "diagnostics.jsonl", row)
+
+
+def hooks_for(cfg: Config) -> list[OnlineDiagnostics]:
+    """The record hooks a config asks for (train.diagnose): pass them to train_run."""
+    return [OnlineDiagnostics(cfg)] if cfg.train.diagnose else []
+
+
 def diagnose_run(
     run_dir: str | Path,
     opts: DiagnoseOptions = DiagnoseOptions(),
     epochs: Sequence[float] | None = None,
 ) -> Path:
     """Diagnostics at each checkpoint of a run (or those nearest the given epochs)."""
-    from spherelab.train.engine import build_run
-
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise ValueError(
@@ -182,7 +196,7 @@ def diagnose_run(
     if not paths:
         raise ValueError(f"{run_dir} has no checkpoints; train with train.checkpoints=log")
     run = build_run(load_json(run_dir / "config.json"))
-    run.recorder.init = ckpt.load_init(run_dir, run.device)
+    run.init = ckpt.load_init(run_dir, run.device)
     paths = _select(paths, epochs, run.sampler.steps_per_epoch)
     out_path, prev = run_dir / "diagnostics.jsonl", None
     rows = []
@@ -191,7 +205,7 @@ def diagnose_run(
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
         rows.append(diagnose_point(run, opts, int(state["step"]), prev))
-        prev = [p.detach().clone() for p in run.recorder.si_params]
+        prev = [p.detach().clone() for p in run.si_params]
         log.info("diagnosed %s step %d", run_dir, state["step"])
     out_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return out_path

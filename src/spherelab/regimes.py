@@ -1,20 +1,23 @@
 """Label a run's regime from its trajectory (never from its ELR) and locate regime boundaries.
 
-The three regimes of PAPER.md §4: ``convergence`` (the loss keeps falling, in log space, with no
-floor), ``chaotic_equilibrium`` (after a transient the loss is stationary well below the init
-level), ``divergence`` (the loss sits at the chance/init level, accuracy at chance, the effective
-gradient norm jumped). ``classify`` reads losses at log-spaced epochs (epoch 0 = init);
-``estimate_boundaries`` and ``refine_points`` turn a labelled ELR sweep into brackets and the
-next ELRs to run (one bisection round in log-ELR).
+The three regimes (docs/science.md#the-three-regimes): ``convergence`` (the loss keeps falling,
+in log space, with no floor), ``chaotic_equilibrium`` (after a transient the loss is stationary
+well below the init level), ``divergence`` (the loss sits at the chance/init level, accuracy at
+chance, the effective gradient norm jumped). ``classify`` reads losses at log-spaced epochs (epoch 0 = init);
+``classify_stretch`` applies the same rules to a stretch of records (the regime lens).
+``majority_regime`` is the one rule for several seeds' labels at one ELR; ``sweep_labels``,
+``estimate_boundaries`` / ``sweep_boundaries`` and ``refine_points`` turn a labelled ELR sweep
+into a label per ELR, brackets and the next ELRs to run (one bisection round in log-ELR).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 
@@ -108,24 +111,92 @@ def classify(
     acc = _optional_series("train_acc", train_acc, ep.size)
     if not np.all(np.isfinite(loss)) or (grads is not None and not np.all(np.isfinite(grads))):
         return Classification("divergence", {"nonfinite": 1.0})
-    init = float(init_loss if init_loss is not None else loss[0])
+    init = _init_loss(init_loss if init_loss is not None else loss[0])
+    window = _final_window(ep)
+    grad_jump = (
+        float(np.median(grads[window]) / grads[0]) if grads is not None and grads[0] > 0 else None
+    )
+    return _judge_window(
+        ep[window],
+        loss[window],
+        init,
+        _chance_loss(chance_loss, num_classes),
+        acc[window] if acc is not None and num_classes is not None else None,
+        num_classes,
+        grad_jump,
+    )
+
+
+def classify_stretch(
+    epochs: Sequence[float],
+    train_loss: Sequence[float],
+    *,
+    init_loss: float,
+    chance_loss: float | None = None,
+    train_acc: Sequence[float] | None = None,
+    num_classes: int | None = None,
+) -> Classification:
+    """Label a stretch of a run (three or more records at epochs > 0, no init point) by the
+    rules of `classify`, with the whole stretch as the final window.
+
+    The regime lens labels each stretch of a conventional run's trajectory this way. There is
+    no init point, so the effective gradient norm casts no divergence vote.
+    """
+    ep, loss = _validated(epochs, train_loss)
+    if ep[0] <= 0:
+        raise ValueError(
+            f"a stretch starts at epoch {ep[0]}: its epochs must be > 0 (leave out the init "
+            "point, or use classify for a whole trajectory)"
+        )
+    acc = _optional_series("train_acc", train_acc, ep.size)
+    if not np.all(np.isfinite(loss)):
+        return Classification("divergence", {"nonfinite": 1.0})
+    return _judge_window(
+        ep,
+        loss,
+        _init_loss(init_loss),
+        _chance_loss(chance_loss, num_classes),
+        acc if num_classes is not None else None,
+        num_classes,
+        None,
+    )
+
+
+def _init_loss(value: float) -> float:
+    init = float(value)
     if not (math.isfinite(init) and init > 0):
         raise ValueError(
             f"init_loss={init}: the init loss must be positive and finite; pass "
             "init_loss explicitly (e.g. the loss of a random direction)"
         )
-    stats: dict[str, float] = {"init_loss": init, "nonfinite": 0.0}
+    return init
+
+
+def _chance_loss(chance_loss: float | None, num_classes: int | None) -> float | None:
     if chance_loss is None and num_classes is not None:
-        chance_loss = math.log(num_classes)
-    window = _final_window(ep)
-    stats.update(_trend_stats(ep[window], loss[window]))
+        return math.log(num_classes)
+    return chance_loss
+
+
+def _judge_window(
+    ep: np.ndarray,
+    loss: np.ndarray,
+    init: float,
+    chance_loss: float | None,
+    acc: np.ndarray | None,
+    num_classes: int | None,
+    grad_jump: float | None,
+) -> Classification:
+    """The labelling rule itself, on the records of a window (epochs > 0, finite losses)."""
+    stats: dict[str, float] = {"init_loss": init, "nonfinite": 0.0}
+    stats.update(_trend_stats(ep, loss))
     stats["final_to_init"] = stats["final_loss"] / stats["init_loss"]
     votes = [_loss_vote(stats, chance_loss)]
     if acc is not None and num_classes is not None:
-        votes.append(_accuracy_vote(stats, acc[window], num_classes))
-    if grads is not None and grads[0] > 0:
-        stats["grad_jump"] = float(np.median(grads[window]) / grads[0])
-        votes.append(stats["grad_jump"] >= GRAD_JUMP)
+        votes.append(_accuracy_vote(stats, acc, num_classes))
+    if grad_jump is not None:
+        stats["grad_jump"] = grad_jump
+        votes.append(grad_jump >= GRAD_JUMP)
     stats["divergence_votes"] = float(sum(votes))
     stats["available_votes"] = float(len(votes))
     return Classification(_decide(stats, votes), stats)
@@ -256,22 +327,32 @@ def classify_records(
     )
 
 
-def majority_labels(elrs: Sequence[float], regimes: Sequence[str]) -> dict[float, str]:
-    """One label per distinct ELR: the most common one; ties go to the earliest in REGIMES."""
-    if len(elrs) != len(regimes):
-        raise ValueError(f"{len(elrs)} ELRs but {len(regimes)} labels: pass one label per run")
-    bad = sorted({r for r in regimes if r not in REGIMES})
+def majority_regime(labels: Iterable[str]) -> str:
+    """The label most runs got; a tie goes to the lowest-numbered regime (earliest in REGIMES).
+
+    The regimes follow each other up the ELR axis, so on a tie the ELR keeps the label of the
+    smaller ELRs: a higher regime needs a strict majority of seeds. The rule reads only counts
+    and REGIMES, never set or dict order, so it is the same in every process.
+    """
+    votes = Counter(labels)
+    bad = sorted(set(votes) - set(REGIMES))
     if bad:
         raise ValueError(f"unknown regime labels {bad}: use one of {REGIMES}")
-    votes: dict[float, Counter[str]] = {}
+    if not votes:
+        raise ValueError("no labels to take the majority of: pass at least one")
+    return max(REGIMES, key=lambda r: (votes[r], -REGIMES.index(r)))
+
+
+def majority_labels(elrs: Sequence[float], regimes: Sequence[str]) -> dict[float, str]:
+    """One label per distinct ELR, sorted by ELR: the `majority_regime` of its runs."""
+    if len(elrs) != len(regimes):
+        raise ValueError(f"{len(elrs)} ELRs but {len(regimes)} labels: pass one label per run")
+    groups: dict[float, list[str]] = {}
     for elr, regime in zip(elrs, regimes):
         if not elr > 0:
             raise ValueError(f"elr={elr}: ELRs must be positive")
-        votes.setdefault(float(elr), Counter())[regime] += 1
-    return {
-        elr: max(REGIMES, key=lambda r: (c[r], -REGIMES.index(r)))
-        for elr, c in sorted(votes.items())
-    }
+        groups.setdefault(float(elr), []).append(regime)
+    return {elr: majority_regime(labels) for elr, labels in sorted(groups.items())}
 
 
 def estimate_boundaries(elrs: Sequence[float], regimes: Sequence[str]) -> list[Boundary]:
@@ -282,6 +363,38 @@ def estimate_boundaries(elrs: Sequence[float], regimes: Sequence[str]) -> list[B
         for (lo, below), (hi, above) in pairwise(labels)
         if below != above
     ]
+
+
+def _sweep_votes(rows: Iterable[Mapping[str, Any]]) -> tuple[list[float], list[str]]:
+    """(ELRs, labels) of the summary rows that vote: runs that ended (status in FINAL_STATUSES)
+    with one of REGIMES at a positive, finite ELR. Cells may be text (summary.csv) or parsed."""
+    elrs, labels = [], []
+    for row in rows:
+        if row.get("status") not in FINAL_STATUSES or row.get("regime") not in REGIMES:
+            continue
+        try:
+            elr = float(row.get("elr"))
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(elr) and elr > 0:
+            elrs.append(elr)
+            labels.append(str(row["regime"]))
+    return elrs, labels
+
+
+def sweep_labels(rows: Iterable[Mapping[str, Any]]) -> dict[float, str]:
+    """The majority regime per ELR of a sweep's summary rows (sorted by ELR).
+
+    Only runs that ended with a regime label vote (a failed or unclassified run does not); the
+    regime map, boundaries.json and the regime lens all read a sweep through this.
+    """
+    return majority_labels(*_sweep_votes(rows))
+
+
+def sweep_boundaries(rows: Iterable[Mapping[str, Any]]) -> list[Boundary]:
+    """The regime boundaries of a sweep's summary rows (one group of runs): where adjacent
+    `sweep_labels` differ."""
+    return estimate_boundaries(*_sweep_votes(rows))
 
 
 def refine_points(boundaries: Sequence[Boundary]) -> list[float]:

@@ -79,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from spherelab.train.engine import train_run
+    from spherelab.diagnose import hooks_for  # lazy: `spherelab --help` stays fast (no torch)
+    from spherelab.train import train_run
 
     cfg = config_from_args(args)
     if args.diagnose_every:
@@ -90,7 +91,8 @@ def handle(args: argparse.Namespace) -> int:
                 "train.diagnose_every": args.diagnose_every,
             },
         )
-    summary = train_run(cfg, args.out, resume=args.resume, progress=progress_bar() or True)
+    progress = progress_bar() or True
+    summary = train_run(cfg, args.out, resume=args.resume, progress=progress, hooks=hooks_for(cfg))
     keys = ("status", "regime", "epoch", "train_loss", "train_acc", "test_acc", "eff_grad_norm")
     print(json.dumps({k: summary.get(k) for k in keys}, indent=1))
     if summary.get("regime_note"):

@@ -1,4 +1,4 @@
-"""Per-member math on packed tensors: inputs in member layout, per-member losses, norms, angles.
+"""Per-member math on packed tensors: inputs in member layout, per-member norms and angles.
 
 A packed tensor holds member k in block k of dim 0 (see modules.py); ``views`` are the [K, -1]
 flattenings of such tensors. Everything returns [K] tensors on the device, without a host sync.
@@ -10,9 +10,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
-
-LOSS_KINDS = ("cross_entropy", "mse")
 
 
 def member_inputs(x: Tensor, layout: str) -> Tensor:
@@ -27,30 +24,6 @@ def member_inputs(x: Tensor, layout: str) -> Tensor:
 def shared_inputs(x: Tensor, members: int, layout: str) -> Tensor:
     """One batch [B, ...] fed to every member -> the ensemble's input."""
     return member_inputs(x.unsqueeze(0).expand(members, *x.shape), layout)
-
-
-def _member_labels(logits: Tensor, y: Tensor) -> Tensor:
-    k, b, _ = logits.shape
-    return y.expand(k, b) if y.dim() == 1 else y
-
-
-def member_losses(logits: Tensor, y: Tensor, loss: str) -> Tensor:
-    """Batch-mean loss of each member [K] from logits [K, B, classes] and labels [K, B] or [B]
-    (the single-run losses of spherelab.losses, one per member, with the same rounding)."""
-    k, b, c = logits.shape
-    labels = _member_labels(logits, y)
-    if loss == "cross_entropy":
-        flat = F.cross_entropy(logits.reshape(k * b, c), labels.reshape(k * b), reduction="none")
-        return flat.view(k, b).mean(1)
-    if loss == "mse":
-        target = F.one_hot(labels, c).to(logits.dtype)
-        return (logits - target).square().sum(-1).mean(1)
-    raise ValueError(f"loss={loss!r} is unknown; use one of {LOSS_KINDS}")
-
-
-def member_correct(logits: Tensor, y: Tensor) -> Tensor:
-    """Number of correct arg-max predictions of each member [K]."""
-    return (logits.detach().argmax(-1) == _member_labels(logits, y)).sum(1)
 
 
 def views(tensors: Sequence[Tensor], members: int) -> list[Tensor]:

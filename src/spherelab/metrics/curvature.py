@@ -5,9 +5,10 @@ The loss is the mean loss over FIXED batches, L = sum_b (n_b / N) L_b, with Batc
 mode: each L_b is differentiated twice through its own batch statistics (so the Hessian includes
 the BN coupling between samples), and the model's buffers are restored after every call.
 
-Scaling (PAPER.md §1): for an SI loss H(a w) = H(w) / a^2, so the curvature at the unit-norm point
-is rho^2 · H(w) with rho = ||w||; every ``effective_*`` quantity is multiplied by rho^2 and is
-directly comparable with the stability line 2 / ELR of (projected) gradient descent at that ELR.
+Scaling (docs/science.md#scale-invariance): for an SI loss H(a w) = H(w) / a^2, so the curvature
+at the unit-norm point is rho^2 · H(w) with rho = ||w||; every ``effective_*`` quantity is
+multiplied by rho^2 and is directly comparable with the stability line 2 / ELR of (projected)
+gradient descent at that ELR (docs/science.md#curvature-and-the-stability-line).
 
 Riemannian Hessian on the sphere S_rho = {w : ||w|| = rho}, with P = I − w w^T / rho^2 the
 projection on the tangent space and g = grad L(w): for a tangent v, differentiate the Riemannian

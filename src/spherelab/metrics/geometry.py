@@ -1,7 +1,7 @@
 """Geometry of the SI weights on the sphere: norms, angles, angular updates and effective learning rates.
 
-A list of tensors is treated as one flat vector (the joint vector of all SI weights, PAPER.md §1).
-Functions returning ``Tensor`` stay on the device without a host sync; functions returning
+A list of tensors is treated as one flat vector: the joint vector of all SI weights
+(docs/science.md#fully-scale-invariant-networks). Functions returning ``Tensor`` stay on the device without a host sync; functions returning
 ``float`` read the device once at the end.
 """
 
@@ -148,7 +148,8 @@ class AngularUpdateTracker:
 
 
 def effective_elr(lr: float, params: Sequence[Tensor]) -> float:
-    """Effective learning rate lr / ||w||^2 at the joint norm of the SI weights (PAPER.md §1)."""
+    """Effective learning rate lr / ||w||^2 at the joint norm of the SI weights
+    (docs/science.md#effective-learning-rate)."""
     lr = positive(lr, "lr")
     return lr / float(joint_norm(params)) ** 2
 
@@ -162,8 +163,8 @@ def per_layer_effective_elr(lr: float, named_params: NamedTensors) -> dict[str, 
 def equilibrium_angle(lr: float, weight_decay: float, momentum: float = 0.0) -> float:
     """Per-step angle at the norm equilibrium of SGD with weight decay: sqrt(2·lr·wd / (1 + mu)).
 
-    PAPER.md §6: with plain SGD the norm balance (1 − lr·wd)^2 ||w||^2 + lr^2 ||g||^2 = ||w||^2
-    gives tan(angle) = lr ||g|| / ||w|| ≈ sqrt(2·lr·wd); momentum mu divides the argument by 1 + mu.
+    With plain SGD the norm balance (1 − lr·wd)^2 ||w||^2 + lr^2 ||g||^2 = ||w||^2
+    (docs/science.md#conventional-training-with-weight-decay) gives tan(angle) = lr ||g|| / ||w|| ≈ sqrt(2·lr·wd); momentum mu divides the argument by 1 + mu.
     """
     lr = positive(lr, "lr")
     if not (math.isfinite(weight_decay) and weight_decay >= 0):

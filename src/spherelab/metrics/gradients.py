@@ -7,9 +7,9 @@ batch's mean loss w.r.t. the SI parameters, BatchNorm in train mode):
 - ``loss``, ``accuracy``: sum_b p_b · (batch mean), i.e. the per-sample mean over all N samples.
 - ``grad_norm``: sum_b p_b ||g_b||, the mean batch-gradient norm (the plain mean over batches
   when all batches have the same size, as in the paper).
-- ``eff_grad_norm``: radius · grad_norm, the paper's "mean effective gradient norm" (PAPER.md §3):
-  the gradient norm the same batches would have at the unit-norm point, since grad L(a w) =
-  grad L(w) / a for an SI loss.
+- ``eff_grad_norm``: radius · grad_norm, the paper's "mean effective gradient norm"
+  (docs/science.md#measurement-conventions): the gradient norm the same batches would have at
+  the unit-norm point, since grad L(a w) = grad L(w) / a for an SI loss.
 - ``full_grad_norm``: ||g_mean|| with g_mean = sum_b p_b g_b, the gradient of the loss over all N
   samples (each batch normalized with its own statistics); ``eff_full_grad_norm`` = radius times it.
 - ``grad_variance``: sum_b p_b ||g_b − g_mean||^2, the trace of the covariance of the batch

@@ -1,4 +1,5 @@
-"""ConvNet-SI of the paper (PAPER.md §3) at any width and depth, and its affine twin."""
+"""ConvNet-SI of the paper (docs/science.md#the-headline-experiment) at any width and depth, and
+its affine twin."""
 
 from __future__ import annotations
 

@@ -9,15 +9,13 @@ Used by the sweep report and by analyses built on a sweep (the regime lens, conv
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spherelab.io import read_json_dict
-from spherelab.report.figures import RunData
+from spherelab.io import read_json_dict, read_jsonl
 
 log = logging.getLogger("spherelab")
 
@@ -48,6 +46,19 @@ TABLE_COLUMNS = (
 )
 # Columns that are results, not sweep axes (a sweep's axes are its other columns).
 CONTRACT_COLUMNS = {*TABLE_COLUMNS, "run_dir", "final_elr"}
+
+
+@dataclass(frozen=True)
+class RunData:
+    """One run of a sweep: its ELR, seed, regime and the records of its run directory."""
+
+    elr: float
+    seed: int
+    regime: str  # convergence | chaotic_equilibrium | divergence | "" (unclassified)
+    records: list[dict[str, Any]]  # metrics.jsonl, one dict per evaluation, epoch 0 = init
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)  # diagnostics.jsonl
+    status: str = "finished"
+    run_dir: str = ""  # relative to the sweep directory (for grouping; never parsed)
 
 
 @dataclass
@@ -90,22 +101,6 @@ def _parse_row(raw: dict[str, str]) -> dict[str, Any]:
     return row
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; garbled lines (e.g. a killed writer) are skipped."""
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            log.warning("%s line %d is not valid JSON; skipping the line", path, number)
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
 def _load_run(root: Path, row: dict[str, Any]) -> tuple[RunData | None, dict[str, Any] | None]:
     """The run of one summary row (None if its metrics cannot be read) and its config."""
     failed = row.get("status") == "failed"
@@ -122,12 +117,17 @@ def _load_run(root: Path, row: dict[str, Any]) -> tuple[RunData | None, dict[str
         else None
     )
     try:
-        records = _read_jsonl(run_dir / "metrics.jsonl")
-    except (OSError, UnicodeDecodeError) as exc:
+        if not (run_dir / "metrics.jsonl").is_file():
+            raise FileNotFoundError(f"no {run_dir / 'metrics.jsonl'}")
+        records = read_jsonl(run_dir / "metrics.jsonl")  # drops a torn last line
+    except (OSError, ValueError) as exc:  # missing, unreadable or damaged
         (log.info if failed else log.warning)("cannot read metrics of %s (%s)", run_dir, exc)
         return None, config
-    diag = run_dir / "diagnostics.jsonl"
-    diagnostics = _read_jsonl(diag) if diag.is_file() else []
+    try:
+        diagnostics = read_jsonl(run_dir / "diagnostics.jsonl")  # [] when there is none
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read diagnostics of %s (%s); drawing the run without", run_dir, exc)
+        diagnostics = []
     run = RunData(
         elr=row["elr"],
         seed=row["seed"] or 0,

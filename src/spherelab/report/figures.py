@@ -2,15 +2,14 @@
 
 Figures are built on `matplotlib.figure.Figure` with an explicit Agg canvas, so nothing here
 touches pyplot's global state or needs a display; inputs are plain data (`RunData`, dicts). The
-regime colours, the figure factory and `save_figure` live in ``spherelab.plot_common`` and are
-importable from here too.
+regime colours, the figure factory and `save_figure` live in ``spherelab.report.style``; the
+regime of each ELR (shading) is ``spherelab.regimes.sweep_labels``, as for boundaries.json.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,23 +20,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from spherelab.regimes import FINAL_STATUSES
-from spherelab.report.style import REGIME_COLORS, REGIME_NUMBERS, _new_figure
+from spherelab.regimes import FINAL_STATUSES, Boundary, sweep_labels
+from spherelab.report.data import RunData
+from spherelab.report.style import REGIME_COLORS, REGIME_NUMBERS, new_figure
 
 ELR_CMAP = "viridis"
-
-
-@dataclass(frozen=True)
-class RunData:
-    """One run of a sweep: its ELR, seed, regime and the records of its run directory."""
-
-    elr: float
-    seed: int
-    regime: str  # convergence | chaotic_equilibrium | divergence | "" (unclassified)
-    records: list[dict[str, Any]]  # metrics.jsonl, one dict per evaluation, epoch 0 = init
-    diagnostics: list[dict[str, Any]] = field(default_factory=list)  # diagnostics.jsonl
-    status: str = "finished"
-    run_dir: str = ""  # relative to the sweep directory (for grouping; never parsed)
 
 
 def _num(value: Any) -> float:
@@ -75,7 +62,7 @@ def _require_runs(runs: Sequence[RunData], what: str) -> None:
 def figure1(runs: Sequence[RunData]) -> Figure:
     """Figure 1 of the paper: train loss, test error % and eff. grad norm against epoch."""
     _require_runs(runs, "figure1")
-    fig = _new_figure(12, 3.8)
+    fig = new_figure(12, 3.8)
     axes = fig.subplots(1, 3)
     mapper = _elr_colours([run.elr for run in runs])
     for run in sorted(runs, key=lambda r: r.elr):
@@ -101,7 +88,7 @@ def figure1(runs: Sequence[RunData]) -> Figure:
 def grad_vs_loss(runs: Sequence[RunData]) -> Figure:
     """Effective gradient norm against train loss (log-log), one trajectory per run."""
     _require_runs(runs, "grad_vs_loss")
-    fig = _new_figure(7, 5.2)
+    fig = new_figure(7, 5.2)
     ax = fig.subplots()
     mapper = _elr_colours([run.elr for run in runs])
     starts = []
@@ -132,16 +119,6 @@ def _all(runs: Sequence[RunData], key: str) -> np.ndarray:
     return np.where(values > 0, values, np.nan)
 
 
-def _majority_regimes(rows: Sequence[Mapping[str, Any]]) -> list[tuple[float, str]]:
-    """(elr, regime) per distinct ELR of the classified rows, by majority over seeds."""
-    votes: dict[float, list[str]] = {}
-    for row in rows:
-        elr, regime = _num(row.get("elr")), str(row.get("regime") or "")
-        if regime in REGIME_COLORS and elr > 0:
-            votes.setdefault(elr, []).append(regime)
-    return [(elr, max(set(v), key=v.count)) for elr, v in sorted(votes.items())]
-
-
 def _shade_regimes(ax: Axes, regimes: list[tuple[float, str]]) -> None:
     """Shade each ELR's regime from the geometric midpoint with its left to its right neighbour."""
     if not regimes:
@@ -153,7 +130,7 @@ def _shade_regimes(ax: Axes, regimes: list[tuple[float, str]]) -> None:
         ax.axvspan(10**lo, 10**hi, color=REGIME_COLORS[regime], alpha=0.18, lw=0)
 
 
-def _mark_boundaries(ax: Axes, boundaries: Sequence[Any], label: bool) -> None:
+def _mark_boundaries(ax: Axes, boundaries: Sequence[Boundary], label: bool) -> None:
     for b in boundaries:
         ax.axvspan(b.lo, b.hi, facecolor="none", edgecolor="0.3", hatch="//", lw=0, alpha=0.5)
         ax.axvline(math.sqrt(b.lo * b.hi), color="0.2", ls="--", lw=1)
@@ -184,15 +161,15 @@ def _plot_final_metric(ax: Axes, rows: Sequence[Mapping[str, Any]], key: str) ->
             ax.plot(elr, value, "o", color=colour, mec="k", ms=7, zorder=4)
 
 
-def regime_map(rows: Sequence[Mapping[str, Any]], boundaries: Sequence[Any]) -> Figure:
+def regime_map(rows: Sequence[Mapping[str, Any]], boundaries: Sequence[Boundary]) -> Figure:
     """Final train loss, test accuracy and eff. grad norm against ELR, shaded by regime."""
     if not rows:
         raise ValueError(
             "regime_map needs at least one summary row, got none; check the sweep's summary.csv"
         )
-    fig = _new_figure(7.5, 8)
+    fig = new_figure(7.5, 8)
     axes = fig.subplots(3, 1, sharex=True)
-    regimes = _majority_regimes(rows)
+    regimes = list(sweep_labels(rows).items())
     failed = [_num(r.get("elr")) for r in rows if r.get("status") == "failed"]
     specs = (
         ("train_loss", "final train loss", "log"),
@@ -251,7 +228,7 @@ def sharpness_vs_stability(runs: Sequence[RunData]) -> Figure:
             f"sharpness_vs_stability needs runs with diagnostics (sharpness_eff); "
             f"none of the {len(runs)} runs has any: compute diagnostics first"
         )
-    fig = _new_figure(7, 5)
+    fig = new_figure(7, 5)
     ax = fig.subplots()
     for run in with_diag:
         elrs = np.array([_num(d.get("elr", run.elr)) for d in run.diagnostics])

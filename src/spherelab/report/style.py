@@ -19,7 +19,8 @@ REGIME_COLORS = {
 REGIME_NUMBERS = {"convergence": "1", "chaotic_equilibrium": "2", "divergence": "3"}
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure of `width` x `height` inches, constrained layout, on its own Agg canvas."""
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)  # attaches itself to fig: savefig needs no pyplot backend
     return fig

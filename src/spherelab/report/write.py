@@ -1,7 +1,8 @@
 """Write an ELR sweep's figures, boundaries.json and one report.html.
 
-Reads only files (loaded by ``spherelab.report_data``, whose Sweep and load_sweep are importable
-from here too) and never imports torch, so a report is fast and works without it.
+Reads only files (loaded by ``spherelab.report.data``) and never imports torch, so a report is
+fast and works without it. Boundaries and the regime map's shading both come from
+``spherelab.regimes`` (``sweep_boundaries``, ``sweep_labels``), so they always agree.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from spherelab.regimes import FINAL_STATUSES
+from spherelab.io import atomic_write_text
+from spherelab.regimes import Boundary, sweep_boundaries
 from spherelab.report import figures as plots
 from spherelab.report.data import (
     TABLE_COLUMNS,
@@ -47,24 +49,8 @@ CAPTIONS = {
 }
 
 
-def estimate_sweep_boundaries(rows: list[dict[str, Any]]) -> list[Any]:
-    """Regime boundaries from the rows of one group that ran to the end with a regime."""
-    classified = [
-        r
-        for r in rows
-        if r.get("status") in FINAL_STATUSES and r.get("regime") and not math.isnan(r["elr"])
-    ]
-    if not classified:
-        return []
-    from spherelab.regimes import estimate_boundaries
-
-    return list(
-        estimate_boundaries([r["elr"] for r in classified], [r["regime"] for r in classified])
-    )
-
-
 def _figures(
-    rows: list[dict[str, Any]], runs: list[RunData], boundaries: list[Any]
+    rows: list[dict[str, Any]], runs: list[RunData], boundaries: list[Boundary]
 ) -> list[tuple[str, str, Callable[[], Any]]]:
     """(file stem, caption, builder) of every figure one group's data allows."""
     builders: dict[str, Callable[[], Any]] = {}
@@ -78,7 +64,9 @@ def _figures(
     return [(stem, CAPTIONS[stem], build) for stem, build in builders.items()]
 
 
-def _add_figures(page: Page, sweep: Sweep, bounds: list[tuple[dict[str, str], list[Any]]]) -> None:
+def _add_figures(
+    page: Page, sweep: Sweep, bounds: list[tuple[dict[str, str], list[Boundary]]]
+) -> None:
     """Save every group's figures under figures/ (PNG + SVG) and embed the PNGs."""
     groups = sweep.groups()
     for index, ((axes, rows, runs), (_, boundaries)) in enumerate(zip(groups, bounds)):
@@ -132,7 +120,9 @@ def _overview(sweep: Sweep) -> str:
     )
 
 
-def _add_tables(page: Page, sweep: Sweep, bounds: list[tuple[dict[str, str], list[Any]]]) -> None:
+def _add_tables(
+    page: Page, sweep: Sweep, bounds: list[tuple[dict[str, str], list[Boundary]]]
+) -> None:
     page.heading("Regime boundaries")
     rows = [[*axes.values(), b.below, b.above, b.lo, b.hi] for axes, bs in bounds for b in bs]
     if rows:
@@ -172,11 +162,11 @@ def _cell(row: dict[str, Any], column: str) -> Any:
 def write_report(sweep_dir: str | Path, title: str | None = None) -> Path:
     """Write figures (PNG+SVG in figures/), boundaries.json and report.html; returns the page."""
     sweep = load_sweep(sweep_dir)
-    bounds = [(axes, estimate_sweep_boundaries(rows)) for axes, rows, _ in sweep.groups()]
-    (sweep.root / "boundaries.json").write_text(
+    bounds = [(axes, sweep_boundaries(rows)) for axes, rows, _ in sweep.groups()]
+    atomic_write_text(
+        sweep.root / "boundaries.json",
         json.dumps([{**b.to_dict(), "axes": axes} for axes, bs in bounds for b in bs], indent=2)
         + "\n",
-        encoding="utf-8",
     )
     page = Page(title or _default_title(sweep))
     page.paragraph(_overview(sweep))

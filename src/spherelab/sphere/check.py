@@ -4,7 +4,7 @@ A set of weights is SI when scaling all of them by one factor a > 0 leaves the m
 train mode, i.e. with batch statistics) unchanged. ``si_parameters`` returns a model's declared SI
 weights, or finds them from its torch.fx graph; ``make_scale_invariant`` turns a user's model with
 normalization layers into a fully SI one (the paper's recipe; it and ``freeze_head`` live in
-``spherelab.si_recipe`` and are importable from here); ``check_scale_invariance`` proves a
+``spherelab.sphere.recipe``); ``check_scale_invariance`` proves a
 declaration numerically. Invariance is exact up to the eps of the normalizations:
 BN(a*x) = (x - mean) / sqrt(var + eps / a**2); at PyTorch's default init var ~ 1/6 after a
 BN-ReLU, so eps = 1e-5 alone moves outputs by ~1e-4 at a = 0.5. The check therefore judges with

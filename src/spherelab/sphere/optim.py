@@ -1,6 +1,7 @@
 """SphereSGD: SGD at a fixed effective learning rate with the sphere constraint inside the step.
 
-The update (paper's rule, PAPER.md §2), for a group on the sphere of radius R:
+The update (the paper's rule, docs/science.md#projected-sgd-on-the-sphere), for a group on the
+sphere of radius R:
 
     lr = elr * R**2
     b  <- momentum * b + grad                      (b = grad when momentum == 0)
@@ -11,9 +12,9 @@ The update (paper's rule, PAPER.md §2), for a group on the sphere of radius R:
 
 With momentum 0 this is exactly plain SGD with lr = ELR * rho0**2 followed by one global
 rescale, i.e. u <- normalize(u - ELR * grad L(u)) for u = w / R. The momentum definition is
-ours (the public code leaves it undefined): the buffer lives in the tangent space, so it never
-pushes the point off the sphere and its radial part (which the retraction would discard
-anyway) does not accumulate.
+ours, as the paper trains without momentum (docs/science.md#momentum-and-sphere-granularity):
+the buffer lives in the tangent space, so it never pushes the point off the sphere and its
+radial part (which the retraction would discard anyway) does not accumulate.
 
 Sphere granularity (`sphere`):
 - ``global``: all tensors of the group share one sphere (the paper); R = joint norm.

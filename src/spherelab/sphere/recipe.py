@@ -1,9 +1,10 @@
-"""Make a user's model fully scale-invariant in place: the paper's recipe (PAPER.md §1).
+"""Make a user's model fully scale-invariant in place: the paper's recipe
+(docs/science.md#fully-scale-invariant-networks).
 
 Every normalization loses its affine parameters, the convs/linears that feed a norm lose their
 bias, and the logit layer is redrawn at a fixed Frobenius norm and frozen (``freeze_head``). Which
-weights are SI is decided by the torch.fx graph analysis (``spherelab._si_graph``); the public
-entry points are re-exported by ``spherelab.scale_invariance``.
+weights are SI is decided by the torch.fx graph analysis (``spherelab.sphere.graph``); the public
+entry points are importable from ``spherelab.sphere`` and ``spherelab``.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def _drop_affine(norm: nn.Module) -> None:
 def make_scale_invariant(
     model: nn.Module, *, head: nn.Linear | None = None, head_norm: float = 10.0, head_seed: int = 0
 ) -> list[nn.Parameter]:
-    """Turn ``model`` into a fully SI network in place (PAPER.md §1) and return its SI weights.
+    """Turn ``model`` into a fully SI network in place and return its SI weights
+    (docs/science.md#fully-scale-invariant-networks).
 
     Every normalization loses its affine parameters, the convs/linears that feed a norm lose
     their bias, and the last nn.Linear of the forward pass (or ``head``) is redrawn at Frobenius

@@ -23,11 +23,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from spherelab.metrics.geometry import joint_norm
 from spherelab.metrics.state import preserved_state
+from spherelab.report.style import new_figure
 from spherelab.sphere.check import si_parameters
+from spherelab.train.checkpoints import load_checkpoint
 from spherelab.train.losses import LossFn, batch_sums, cross_entropy
 
 Batches = Sequence[tuple[Tensor, Tensor]]
@@ -103,8 +106,6 @@ def swa(
 
 def load_states(paths: Sequence[str | Path], device: torch.device | str = "cpu") -> list[dict]:
     """The model state dicts of checkpoint files (runs' checkpoints/step_*.pt)."""
-    from spherelab.train.checkpoints import load_checkpoint
-
     return [load_checkpoint(Path(p), device)["model"] for p in paths]
 
 
@@ -190,11 +191,9 @@ def geodesic(
     )
 
 
-def geodesic_figure(paths: Mapping[str, GeodesicResult]) -> object:
+def geodesic_figure(paths: Mapping[str, GeodesicResult]) -> Figure:
     """Train loss along each named geodesic (t = 0 and 1 are the two solutions)."""
-    from spherelab.report.style import _new_figure
-
-    fig = _new_figure(6, 3.8)
+    fig = new_figure(6, 3.8)
     ax = fig.subplots()
     for name, result in paths.items():
         ax.plot(

@@ -3,7 +3,8 @@
 Two diagnostics of a conventional run's records (rows of metrics.jsonl):
 
 * ``angle_table``: per record, the effective ELR, the equilibrium prediction of the per-step
-  angle sqrt(2 lr wd / (1 + mu)) (PAPER.md §6) and two measurements of it:
+  angle sqrt(2 lr wd / (1 + mu)) (docs/science.md#conventional-training-with-weight-decay) and
+  two measurements of it:
   ``angle_step_grad`` = ELR * ||g_eff|| / sqrt(1 - mu^2), the angle of one step whose gradient
   has the recorded effective norm (momentum over noise-dominated gradients multiplies the step
   by 1/sqrt(1 - mu^2); with this factor the norm balance gives exactly the prediction), and
@@ -11,14 +12,13 @@ Two diagnostics of a conventional run's records (rows of metrics.jsonl):
   lower bound: steps in different directions partly cancel). ``eff_grad_norm`` is measured on
   batches of ``train.eval_batch_size``; set it to the training batch size for this comparison.
 * ``detect_spikes``: periodic destabilizations (loss spikes while the SI norm shrinks); defined
-  in ``spherelab.spikes`` with ``SpikeReport`` and ``spike_figure``, importable from here too.
+  in ``spherelab.studies.spikes`` with ``SpikeReport`` and ``spike_figure``.
 
 ``summarize_grid`` applies both to every run of an lr x weight-decay sweep.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -27,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from spherelab.io import read_jsonl, write_csv, write_json
 from spherelab.metrics.geometry import equilibrium_angle
-from spherelab.studies.spikes import (
-    SpikeReport,
-    detect_spikes,
-    spike_figure,
-)
+from spherelab.report.data import load_sweep
+from spherelab.report.html import Page
+from spherelab.report.style import REGIME_COLORS, new_figure, save_figure
+from spherelab.studies.lens import write_lens
+from spherelab.studies.spikes import SpikeReport, detect_spikes, spike_figure
 
 
 def angle_table(
@@ -140,15 +141,11 @@ def summarize_grid(grid_dir: str | Path, map_dir: str | Path | None, out: str | 
     map_dir), out/figures/spikes_<run>.{png,svg} (runs with spikes), out/report.html; returns
     the summary.csv path.
     """
-    from spherelab.report.data import load_sweep
-    from spherelab.report.style import save_figure
-    from spherelab.studies.lens import write_lens
-
     grid, out = load_sweep(grid_dir), Path(out)
     rows, lenses = [], []
     for row in grid.rows:
         run_dir, name = Path(grid_dir) / row["run_dir"], Path(row["run_dir"]).name
-        records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        records = read_jsonl(run_dir / "metrics.jsonl")
         diag = run_diagnostics(records, json.loads((run_dir / "config.json").read_text())["optim"])
         agreement = math.nan
         if map_dir is not None:
@@ -174,11 +171,7 @@ def summarize_grid(grid_dir: str | Path, map_dir: str | Path | None, out: str | 
                 "run_dir": row["run_dir"],
             }
         )
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "summary.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(GRID_COLUMNS))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "summary.csv", rows, GRID_COLUMNS)
     _grid_page(out, rows, lenses)
     return out / "summary.csv"
 
@@ -186,9 +179,6 @@ def summarize_grid(grid_dir: str | Path, map_dir: str | Path | None, out: str | 
 def _grid_page(
     out: Path, rows: Sequence[Mapping[str, Any]], lenses: Sequence[Mapping[str, Any]]
 ) -> None:
-    from spherelab.report.html import Page
-    from spherelab.train.checkpoints import write_json
-
     judged = [r["lens_agreement"] for r in rows if math.isfinite(r["lens_agreement"])]
     write_json(
         out / "conventional.json",
@@ -207,9 +197,7 @@ def _grid_page(
 def _trajectories(
     out: Path, rows: Sequence[Mapping[str, Any]], lenses: Sequence[Mapping[str, Any]]
 ) -> Path:
-    from spherelab.report.style import REGIME_COLORS, _new_figure, save_figure
-
-    fig = _new_figure(7.5, 4.5)
+    fig = new_figure(7.5, 4.5)
     ax = fig.subplots()
     lo = min(min(x["elr_effective"]) for x in lenses) / 3
     hi = max(max(x["elr_effective"]) for x in lenses) * 3

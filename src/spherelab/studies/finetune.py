@@ -12,12 +12,11 @@
   pre-training run's own classification, the baseline, the gain), figures and ``report.html``.
 
 Accuracies are the final records' test accuracy (fractions); seeds are averaged. The figures and
-report.html are drawn by ``spherelab.finetune_report`` (importable from here too).
+report.html are drawn by ``spherelab.studies.finetune_report``.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -27,12 +26,14 @@ from typing import Any
 import numpy as np
 
 from spherelab.config import apply_overrides
-from spherelab.io import read_json_dict
+from spherelab.io import read_json_dict, write_csv, write_json
+from spherelab.regimes import REGIMES, majority_regime
 from spherelab.studies.finetune_report import write_finetune_report
 from spherelab.sweep.run import run_sweep
 from spherelab.sweep.spec import SweepSpec, expand
 from spherelab.train import checkpoints as ckpt
-from spherelab.train.engine import train_run
+from spherelab.diagnose import hooks_for
+from spherelab.train import train_run
 
 log = logging.getLogger("spherelab")
 COLUMNS = (
@@ -122,7 +123,7 @@ def run_finetune(
         "seeds": list(seeds),
         "overrides": dict(sets),
     }
-    ckpt.write_json(root / "finetune.json", result | settings)
+    write_json(root / "finetune.json", result | settings)
     write_finetune_report(root, result)
     return path
 
@@ -142,7 +143,7 @@ def _branch(
     )
     name = f"pre_{pre_cfg.optim.elr:.4g}__ft_{elr:.4g}__seed_{pre_cfg.train.seed}"
     run_dir = root / "runs" / "finetune" / name
-    summary = train_run(cfg, run_dir, resume=True)
+    summary = train_run(cfg, run_dir, resume=True, hooks=hooks_for(cfg))
     log.info("fine-tune %s: test_acc %.4f", name, summary.get("test_acc", math.nan))
     return {
         "pretrain_elr": pre_cfg.optim.elr,
@@ -174,11 +175,8 @@ def _scratch_rows(spec: SweepSpec, sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
-        writer.writeheader()
-        writer.writerows({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS} for r in rows)
+    cells = ({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS} for r in rows)
+    write_csv(path, cells, COLUMNS)
     return path
 
 
@@ -195,7 +193,9 @@ def _mean_by(
 
 
 def _majority(labels: Sequence[str]) -> str:
-    return max(sorted(set(labels)), key=labels.count) if labels else ""
+    """The seeds' majority regime (regimes.majority_regime); "" when no seed has a label."""
+    voting = [label for label in labels if label in REGIMES]
+    return majority_regime(voting) if voting else ""
 
 
 def analyse(

@@ -1,8 +1,7 @@
 """Figures (PNG + SVG) and report.html of a pre-train / fine-tune directory (``run_finetune``).
 
-Draws from the result of ``spherelab.finetune.analyse``: the accuracy heatmap over (pre-train
-ELR, fine-tune ELR) and the comparison with the scratch baseline. matplotlib is imported only
-when a figure is drawn.
+Draws from the result of ``spherelab.studies.finetune.analyse``: the accuracy heatmap over (pre-train
+ELR, fine-tune ELR) and the comparison with the scratch baseline.
 """
 
 from __future__ import annotations
@@ -13,18 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
+
+from spherelab.report.html import Page
+from spherelab.report.style import REGIME_COLORS, REGIME_NUMBERS, new_figure, save_figure
 
 
-def heatmap(result: Mapping[str, Any]) -> Any:
+def heatmap(result: Mapping[str, Any]) -> Figure:
     """Final test accuracy (seed mean) of every (pre-train ELR, fine-tune ELR) branch."""
-    from spherelab.report.style import REGIME_NUMBERS, _new_figure
-
     ps = sorted({g["pretrain_elr"] for g in result["grid"]})
     fs = sorted({g["finetune_elr"] for g in result["grid"]})
     acc = np.full((len(ps), len(fs)), np.nan)
     for g in result["grid"]:
         acc[ps.index(g["pretrain_elr"]), fs.index(g["finetune_elr"])] = g["test_acc"]
-    fig = _new_figure(1.6 + 1.3 * len(fs), 1.2 + 0.7 * len(ps))
+    fig = new_figure(1.6 + 1.3 * len(fs), 1.2 + 0.7 * len(ps))
     ax = fig.subplots()
     image = ax.imshow(acc, cmap="viridis", aspect="auto", origin="lower")
     for (i, j), value in np.ndenumerate(acc):
@@ -40,11 +41,9 @@ def heatmap(result: Mapping[str, Any]) -> Any:
     return fig
 
 
-def comparison(result: Mapping[str, Any]) -> Any:
+def comparison(result: Mapping[str, Any]) -> Figure:
     """Pre-trained and best fine-tuned accuracy against the pre-train ELR, with the baseline."""
-    from spherelab.report.style import REGIME_COLORS, _new_figure
-
-    fig = _new_figure(6, 3.8)
+    fig = new_figure(6, 3.8)
     ax = fig.subplots()
     rows = result["pretrain"]
     elrs = [r["elr"] for r in rows]
@@ -86,9 +85,6 @@ def comparison(result: Mapping[str, Any]) -> Any:
 
 def write_finetune_report(root: Path, result: Mapping[str, Any]) -> Path:
     """figures/ (PNG + SVG) and a self-contained report.html for a fine-tune directory."""
-    from spherelab.report.html import Page
-    from spherelab.report.style import save_figure
-
     page = Page("Pre-train at ELR p, fine-tune at ELR f")
     base = result.get("scratch_baseline") or {}
     page.paragraph(

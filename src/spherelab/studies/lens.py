@@ -10,26 +10,27 @@ Each interval between consecutive records gets the band of the geometric mean of
 its ends; consecutive intervals with one band form a stretch. Intervals that start before epoch
 TRANSIENT_EPOCHS (the init transient, where every run drops from the init loss) are left
 out. A stretch of >= MIN_INTERVALS intervals is then judged by the run's own behaviour over it,
-with the thresholds of spherelab.regimes: divergence if its loss sits at >= 90 % of
-min(init, chance) loss or its accuracy near chance; convergence if the loss falls as a power
-of the epoch with log-log slope <= -0.5 and ends >= 25 % lower;
-otherwise chaotic equilibrium. ``agreement`` is the fraction of judged intervals whose stretch's
-observed behaviour equals its band's label.
+by the rules that label a whole run (``spherelab.regimes.classify_stretch``: the stretch is the
+window, the run's first loss the init loss). ``agreement`` is the fraction of judged intervals
+whose stretch's observed behaviour equals its band's label.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from matplotlib.figure import Figure
 
-from spherelab import regimes as rg
+from spherelab.io import read_json_dict, read_jsonl, write_json
+from spherelab.regimes import classify_stretch, sweep_labels
+from spherelab.report.data import load_sweep
+from spherelab.report.html import Page
+from spherelab.report.style import REGIME_COLORS, REGIME_NUMBERS, new_figure, save_figure
 
 MIN_INTERVALS = 2  # a stretch needs >= 2 intervals (3 records) to show a trend
 TRANSIENT_EPOCHS = 1.0  # intervals starting earlier are the init transient: not labelled
@@ -95,52 +96,17 @@ def band_of(elr: float, bands: Sequence[tuple[float, float, str]]) -> str:
     return bands[-1][2] if elr >= bands[-1][0] else bands[0][2]
 
 
-def judge(
-    epochs: Sequence[float],
-    loss: Sequence[float],
-    init_loss: float,
-    num_classes: int | None,
-    acc: Sequence[float] | None = None,
-) -> tuple[str, dict[str, float]]:
-    """Behaviour of a stretch of records (epochs > 0): one of regimes.REGIMES, with its stats."""
-    ep, lo = np.asarray(epochs, float), np.asarray(loss, float)
-    if not np.all(np.isfinite(lo)):
-        return "divergence", {"nonfinite": 1.0}
-    ref = min(init_loss, math.log(num_classes)) if num_classes else init_loss
-    late = lo[lo.size // 2 :]
-    slope = float(np.polyfit(np.log(ep), np.log(np.maximum(lo, rg.LOSS_FLOOR)), 1)[0])
-    stats = {
-        "slope": slope,
-        "end_over_start": float(lo[-1] / lo[0]) if lo[0] > 0 else 1.0,
-        "late_loss_over_ref": float(late.mean() / ref),
-    }
-    chance_acc = False
-    if acc is not None and num_classes:
-        above = (float(np.mean(np.asarray(acc, float)[lo.size // 2 :])) - 1 / num_classes) / (
-            1 - 1 / num_classes
-        )
-        stats["acc_above_chance"] = above
-        chance_acc = above <= rg.CHANCE_ACC_MARGIN
-    if stats["late_loss_over_ref"] >= rg.DIVERGENCE_LOSS_RATIO or chance_acc:
-        return "divergence", stats
-    converging = (
-        slope <= rg.CONVERGENCE_SLOPE and stats["end_over_start"] <= 1 - rg.CONVERGENCE_LEVEL_DROP
-    )
-    if converging or lo[-1] <= rg.TINY_LOSS_RATIO * init_loss:
-        return "convergence", stats
-    return "chaotic_equilibrium", stats
-
-
 def _read_records(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    try:
-        cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as err:
-        raise ValueError(
-            f"{run_dir} is not a run directory ({err.filename} is missing); pass "
-            "the directory `spherelab train` wrote"
-        ) from None
-    records = sorted((json.loads(x) for x in lines if x.strip()), key=lambda r: r["step"])
+    for name in ("config.json", "metrics.jsonl"):
+        if not (run_dir / name).is_file():
+            raise ValueError(
+                f"{run_dir} is not a run directory ({run_dir / name} is missing); pass "
+                "the directory `spherelab train` wrote"
+            )
+    cfg = read_json_dict(run_dir / "config.json")
+    if cfg is None:
+        raise ValueError(f"{run_dir / 'config.json'} is unreadable; pass an intact run directory")
+    records = sorted(read_jsonl(run_dir / "metrics.jsonl"), key=lambda r: r["step"])
     if len(records) < 3:
         raise ValueError(
             f"{run_dir} has {len(records)} records; the lens needs >= 3 (set train.records higher)"
@@ -149,12 +115,8 @@ def _read_records(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 def _sweep_labels(sweep_dir: Path) -> tuple[list[tuple[float, str]], float]:
-    from spherelab.regimes import FINAL_STATUSES
-    from spherelab.report.data import load_sweep
-
     sweep = load_sweep(sweep_dir)
-    done = [r for r in sweep.rows if r.get("status") in FINAL_STATUSES and r.get("regime")]
-    labels = rg.majority_labels([r["elr"] for r in done], [r["regime"] for r in done])
+    labels = sweep_labels(sweep.rows)
     moms = {float(c.get("optim", {}).get("momentum", 0.0)) for c in sweep.configs} or {0.0}
     if len(moms) > 1:
         raise ValueError(f"{sweep_dir} mixes momenta {sorted(moms)}; pass a sweep with one")
@@ -172,6 +134,7 @@ def lens(conv_run_dir: str | Path, sweep_dir: str | Path) -> LensResult:
     elr = [float(r["elr"]) / (1 - momentum) for r in records]
     loss = [float(r["train_loss"]) for r in records]
     acc = [float(r.get("train_acc", math.nan)) for r in records]
+    accuracies = acc if all(math.isfinite(a) for a in acc) else None  # votes only if complete
     skip = next((i for i, e in enumerate(epochs) if e >= TRANSIENT_EPOCHS), len(epochs))
     # label j: the interval from record skip + j to record skip + j + 1
     labels = [band_of(math.sqrt(elr[i] * elr[i + 1]), bands) for i in range(skip, len(elr) - 1)]
@@ -183,7 +146,14 @@ def lens(conv_run_dir: str | Path, sweep_dir: str | Path) -> LensResult:
             part = slice(first, last + 1)
             observed, stats = "", {}
             if k - start >= MIN_INTERVALS:
-                observed, stats = judge(epochs[part], loss[part], loss[0], num_classes, acc[part])
+                verdict = classify_stretch(
+                    epochs[part],
+                    loss[part],
+                    init_loss=loss[0],
+                    train_acc=accuracies[part] if accuracies is not None else None,
+                    num_classes=num_classes,
+                )
+                observed, stats = verdict.regime, verdict.stats
             stretches.append(
                 Stretch(
                     epochs[first],
@@ -209,20 +179,15 @@ def lens(conv_run_dir: str | Path, sweep_dir: str | Path) -> LensResult:
 
 
 def _num_classes(run_dir: Path) -> int | None:
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    summary = read_json_dict(run_dir / "summary.json") or {}
     value = summary.get("num_classes")
     return int(value) if value else None
 
 
-def lens_figure(result: LensResult) -> Any:
+def lens_figure(result: LensResult) -> Figure:
     """Top: effective ELR over the sweep's regime bands. Bottom: train loss, stretches shaded
     by their band (hatched where the run's own behaviour disagrees)."""
-    from spherelab.report.style import REGIME_COLORS, REGIME_NUMBERS, _new_figure
-
-    fig = _new_figure(7.5, 6)
+    fig = new_figure(7.5, 6)
     top, bottom = fig.subplots(2, 1, sharex=True)
     finite = [e for e in result.elr_effective if e > 0 and math.isfinite(e)]
     lo, hi = min(finite) / 3, max(finite) * 3
@@ -272,10 +237,6 @@ def write_lens(
     conv_run_dir: str | Path, sweep_dir: str | Path, out_dir: str | Path | None = None
 ) -> Path:
     """lens.json, lens.png/.svg and lens.html into out_dir (default CONV_RUN/lens/)."""
-    from spherelab.report.html import Page
-    from spherelab.report.style import save_figure
-    from spherelab.train.checkpoints import write_json
-
     result = lens(conv_run_dir, sweep_dir)
     out = Path(out_dir) if out_dir is not None else Path(conv_run_dir) / "lens"
     write_json(out / "lens.json", result.to_dict())

@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
+
+from spherelab.report.style import new_figure
 
 SPIKE_RATIO = 3.0  # loss must rise to >= 3x the trough since the last spike...
 SPIKE_MIN_RISE = 0.1  # ...and by >= 0.1 nats (tiny converged losses jitter by large ratios)
@@ -101,13 +104,11 @@ def _report(
 
 def spike_figure(
     records: Sequence[Mapping[str, Any]], report: SpikeReport, momentum: float = 0.0
-) -> Any:
+) -> Figure:
     """Train loss, SI norm and effective ELR against epoch; spike onsets as vertical lines."""
-    from spherelab.report.style import _new_figure
-
     rows = sorted(records, key=lambda r: r["step"])
     epochs = [float(r["epoch"]) for r in rows]
-    fig = _new_figure(7, 6.5)
+    fig = new_figure(7, 6.5)
     axes = fig.subplots(3, 1, sharex=True)
     series = (
         ("train loss", [r["train_loss"] for r in rows]),

@@ -28,8 +28,8 @@ from spherelab.sweep.tasks import (
     Runner,
     Settings,
     Task,
-    _gather,
     execute,
+    gather,
     one_line_error,
 )
 
@@ -44,14 +44,25 @@ AUTO = "auto"  # pack where it pays (ensemble.packing_pays), up to AUTO_PACK run
 AUTO_PACK = 16
 
 
-def train_runner(config: Config, run_dir: str) -> dict[str, Any]:
-    """The default runner: train (or resume, or reuse) one run with spherelab.engine."""
-    from spherelab.train.engine import train_run
+class EngineRunner:
+    """The default runner: train (or resume, or reuse) one run with the engine, with the record
+    hooks its config asks for (train.diagnose). It can also train a pack of packable runs as
+    one module (`train_pack`); a runner without `train_pack` trains runs one by one."""
 
-    return train_run(config, run_dir, resume=True, progress=False)
+    def __call__(self, config: Config, run_dir: str) -> dict[str, Any]:
+        return self.train_pack([config], [run_dir])[0]
+
+    def train_pack(
+        self, configs: Sequence[Config], run_dirs: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        # lazy: the sweep's parent process stays torch-free; only the workers import the engine
+        from spherelab.diagnose import hooks_for
+        from spherelab.train import train_ensemble
+
+        return train_ensemble(configs, run_dirs, resume=True, hooks=hooks_for(configs[0]))
 
 
-_ENGINE_RUNNER = train_runner  # packs need the engine; a swapped-in runner trains one by one
+train_runner = EngineRunner()
 
 
 def pack_groups(tasks: Sequence[Task], pack: int | str) -> list[list[Task]]:
@@ -80,17 +91,17 @@ def pack_groups(tasks: Sequence[Task], pack: int | str) -> list[list[Task]]:
 
 
 def run_pack(group: Sequence[Task], runner: Runner) -> Iterator[Outcome]:
-    """Train a pack of compatible runs as ONE ensemble module (spherelab.ensemble) when the
-    default runner is in use and the configs can share a module; else one by one. If the
-    ensemble itself fails, its runs are retried one by one, so nothing is lost."""
-    if len(group) > 1 and runner is _ENGINE_RUNNER:
-        from spherelab.ensemble.pack import can_pack
-        from spherelab.train.pack_engine import train_ensemble
+    """Train a pack of compatible runs as ONE module when the runner can (it has `train_pack`,
+    as the default EngineRunner does) and the configs can share a module; else one by one. If
+    the pack itself fails, its runs are retried one by one, so nothing is lost."""
+    train_pack = getattr(runner, "train_pack", None)
+    if len(group) > 1 and train_pack is not None:
+        from spherelab.ensemble.pack import can_pack  # lazy: needs torch
 
         if can_pack([t.config for t in group]):
             start = time.perf_counter()
             try:
-                summaries = train_ensemble([t.config for t in group], [t.run_dir for t in group])
+                summaries = train_pack([t.config for t in group], [t.run_dir for t in group])
             except Exception as err:  # noqa: BLE001 - fall back, and say why
                 log.warning(
                     "ensemble of %d runs failed (%s); running them one by one",
@@ -159,7 +170,7 @@ def run_local(
     ) as pool:
         futures = {pool.submit(execute, runner, task): i for i, task in enumerate(tasks)}
         pairs = ((futures[f], f.result) for f in as_completed(futures))
-        return _gather(pairs, tasks, on_done)
+        return gather(pairs, tasks, on_done)
 
 
 def run_submitit(
@@ -186,7 +197,7 @@ def run_submitit(
         jobs = [executor.submit(execute, runner, task) for task in tasks]
     index = {id(job): i for i, job in enumerate(jobs)}
     completed = submitit.helpers.as_completed(jobs, poll_frequency=opts["poll_s"])
-    return _gather(((index[id(job)], job.result) for job in completed), tasks, on_done)
+    return gather(((index[id(job)], job.result) for job in completed), tasks, on_done)
 
 
 def _ray_completed(ray: Any, refs: list[Any]) -> Iterator[tuple[int, Callable[[], Outcome]]]:
@@ -210,7 +221,7 @@ def run_ray(
     try:
         remote = ray.remote(num_cpus=opts["cpus_per_run"], num_gpus=opts["gpus_per_run"])
         refs = [remote(execute).remote(runner, task) for task in tasks]
-        return _gather(_ray_completed(ray, refs), tasks, on_done)
+        return gather(_ray_completed(ray, refs), tasks, on_done)
     finally:
         if started:
             ray.shutdown()

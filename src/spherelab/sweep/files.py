@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.config import Config, ConfigError, apply_overrides, from_dict
-from spherelab.io import read_json_dict
+from spherelab.io import atomic_write_text, read_json_dict, write_csv
 from spherelab.regimes import FINAL_STATUSES
 from spherelab.sweep.spec import Point, SweepSpec, spec_from_dict
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "eff_grad_norm", "si_norm")
 
 
-def _open_sweep_dir(spec: SweepSpec, out: Path) -> list[list[dict[str, Any]]]:
-    """Check an existing sweep.json against spec (a rerun may only add points); its refinement
-    rounds (each a list of {"axes", "elr"} entries)."""
+def open_sweep_dir(spec: SweepSpec, out: Path) -> list[list[dict[str, Any]]]:
+    """Check an existing sweep.json against spec (a rerun may only add points); return its
+    refinement rounds (each a list of {"axes", "elr"} entries; [] for a new sweep)."""
     stored = read_json_dict(out / "sweep.json")
     if stored is None:
         if (out / "sweep.json").exists():
@@ -51,15 +51,15 @@ def _open_sweep_dir(spec: SweepSpec, out: Path) -> list[list[dict[str, Any]]]:
     return [list(round_) for round_ in stored.get("refined", [])]
 
 
-def _write_sweep_json(out: Path, spec: SweepSpec, rounds: list[list[dict[str, Any]]]) -> None:
+def write_sweep_json(out: Path, spec: SweepSpec, rounds: list[list[dict[str, Any]]]) -> None:
+    """Write out/sweep.json (atomically): the spec and its refinement rounds."""
     payload = {"spec": spec.to_dict(), "refined": rounds}
-    tmp = out / "sweep.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    tmp.replace(out / "sweep.json")
+    atomic_write_text(out / "sweep.json", json.dumps(payload, indent=2))
 
 
-def _is_done(run_dir: Path, cfg: Config) -> bool:
-    """A finished run of this very config (the device a worker picked does not count)."""
+def is_done(run_dir: Path, cfg: Config) -> bool:
+    """Whether run_dir holds a finished run of this very config (the device a worker picked
+    does not count), so a rerun of the sweep can skip it."""
     summary, saved = (
         read_json_dict(run_dir / "summary.json"),
         read_json_dict(run_dir / "config.json"),
@@ -73,7 +73,8 @@ def _is_done(run_dir: Path, cfg: Config) -> bool:
     return apply_overrides(saved_cfg, {"train.device": cfg.train.device}) == cfg
 
 
-def _cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
+    """A value as summary.csv holds it: "" for None, JSON for a list or tuple, else str()."""
     if value is None:
         return ""
     if isinstance(value, (list, tuple)):
@@ -99,19 +100,17 @@ def summary_row(
         "run_dir": point.run_dir,
         "error": error,
     }
-    return {key: _cell(value) for key, value in row.items()}
+    return {key: csv_cell(value) for key, value in row.items()}
 
 
 def read_summary(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a summary.csv, every cell as text."""
     with Path(path).open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
-def _write_summary(out: Path, rows: list[dict[str, str]]) -> Path:
-    path, tmp = out / "summary.csv", out / "summary.csv.tmp"
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+def write_summary(out: Path, rows: list[dict[str, str]]) -> Path:
+    """Write out/summary.csv (atomically) with the columns of the first row; returns its path."""
+    path = out / "summary.csv"
+    write_csv(path, rows, list(rows[0]))
     return path

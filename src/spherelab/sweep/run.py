@@ -3,8 +3,8 @@
 A sweep directory holds sweep.json (the spec and any refined ELRs), runs/<name>/ (one run per
 point) and summary.csv (one row per run). Run directory names are for people only: the values
 live in each config.json and in the summary columns, and nothing parses a name back. The spec
-and its expansion live in ``spherelab.sweep_spec``, the reading and writing of sweep.json and
-summary.csv in ``spherelab.sweep_files``; their public names are importable from here too.
+and its expansion live in ``spherelab.sweep.spec``, the reading and writing of sweep.json and
+summary.csv in ``spherelab.sweep.files``.
 """
 
 from __future__ import annotations
@@ -18,17 +18,18 @@ from typing import Any
 
 from spherelab.config import ConfigError
 from spherelab.io import read_json_dict
-from spherelab.regimes import FINAL_STATUSES, estimate_boundaries, refine_points
+from spherelab.regimes import FINAL_STATUSES, Boundary, refine_points, sweep_boundaries
 from spherelab.report import write_report
+from spherelab.sweep import executors
 from spherelab.sweep.executors import make_settings, run_tasks
 from spherelab.sweep.files import (
-    _cell,
-    _is_done,
-    _open_sweep_dir,
-    _write_summary,
-    _write_sweep_json,
+    csv_cell,
+    is_done,
+    open_sweep_dir,
     read_summary,
     summary_row,
+    write_summary,
+    write_sweep_json,
 )
 from spherelab.sweep.spec import (
     SAME_ELR,
@@ -48,6 +49,7 @@ def _short(value: Any) -> str:
 def relabel_sweep(sweep_dir: str | Path) -> Path:
     """Re-classify every finished run of a sweep with the current classifier; rewrite each
     summary.json and the regime column of summary.csv."""
+    # Lazy: the engine's run files import torch, which a sweep's parent process can do without.
     from spherelab.train.run_files import relabel_run
 
     out = Path(sweep_dir)
@@ -55,24 +57,18 @@ def relabel_sweep(sweep_dir: str | Path) -> Path:
     for row in rows:
         if row["status"] in FINAL_STATUSES:
             row["regime"] = relabel_run(out / row["run_dir"])["regime"]
-    return _write_summary(out, rows)
+    return write_summary(out, rows)
 
 
 def boundaries_by_group(
     rows: Sequence[Mapping[str, str]], axis_keys: Sequence[str]
-) -> dict[tuple[str, ...], list[Any]]:
-    """Regime boundaries (spherelab.regimes.Boundary) per combination of the other axes."""
-
+) -> dict[tuple[str, ...], list[Boundary]]:
+    """Regime boundaries (spherelab.regimes.sweep_boundaries) per combination of the other
+    axes, keyed by the axes' summary.csv cells."""
     groups: dict[tuple[str, ...], list[Mapping[str, str]]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in axis_keys), []).append(row)
-    out = {}
-    for key, group in groups.items():  # several seeds per ELR: regimes takes the majority
-        done = [r for r in group if r["status"] in FINAL_STATUSES and r["regime"]]
-        out[key] = list(
-            estimate_boundaries([float(r["elr"]) for r in done], [r["regime"] for r in done])
-        )
-    return out
+    return {key: sweep_boundaries(group) for key, group in groups.items()}
 
 
 def _refine_points(
@@ -80,7 +76,7 @@ def _refine_points(
 ) -> list[dict[str, Any]]:
     """New {"axes", "elr"} entries: geometric midpoints of every boundary interval."""
 
-    combos = {tuple(_cell(p.axes[k]) for k in spec.axes): p.axes for p in points}
+    combos = {tuple(csv_cell(p.axes[k]) for k in spec.axes): p.axes for p in points}
     new = []
     for key, boundaries in boundaries_by_group(rows, list(spec.axes)).items():
         known = [p.elr for p in points if dict(p.axes) == dict(combos[key])]
@@ -102,7 +98,7 @@ class _Session:
         self.outcomes: dict[str, Outcome] = {}
 
     def run(self, points: Sequence[Point]) -> None:
-        pending = [p for p in points if not _is_done(self.out / p.run_dir, p.config)]
+        pending = [p for p in points if not is_done(self.out / p.run_dir, p.config)]
         if len(pending) < len(points):
             log.info("skipping %d finished runs", len(points) - len(pending))
         by_dir = {str(self.out / p.run_dir): p for p in pending}
@@ -178,24 +174,23 @@ def run_sweep(
     pack: runs per ensemble module (inline only; the hook is executors.run_pack); "auto"
     packs up to 16 runs where packing is faster (ensemble.packing_pays: any model on CUDA,
     MLPs on a CPU), 1 never packs.
-    runner(config, run_dir) -> summary: defaults to executors.train_runner (spherelab.engine).
+    runner(config, run_dir) -> summary: defaults to executors.train_runner (spherelab.train).
     Every input is validated before anything runs; a failing run is recorded, not raised.
     """
-    from spherelab.sweep import executors
-
     out = Path(out_dir).absolute()  # workers may run in another working directory
     if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
         raise ConfigError(f"refine={refine!r} must be an integer >= 0 (rounds of refinement)")
     settings = make_settings(
         executor, workers=workers, pack=pack, options=executor_options, work_dir=out
     )
-    rounds = _open_sweep_dir(spec, out)
+    rounds = open_sweep_dir(spec, out)
     points = expand(spec, [entry for round_ in rounds for entry in round_])  # validates all
     out.mkdir(parents=True, exist_ok=True)
-    _write_sweep_json(out, spec, rounds)
+    write_sweep_json(out, spec, rounds)
+    # executors.train_runner is read now, not at import: tests swap it for a fake runner
     session = _Session(out, runner or executors.train_runner, executor, settings, progress)
     session.run(points)
-    path = _write_summary(out, session.rows(points))
+    path = write_summary(out, session.rows(points))
     while len(rounds) < refine:  # rounds already in sweep.json count, so a rerun is a no-op
         new = _refine_points(spec, points, session.rows(points))
         if not new:
@@ -204,9 +199,9 @@ def run_sweep(
         rounds.append(new)
         log.info("refinement round %d: %d new ELRs", len(rounds), len(new))
         points = expand(spec, [entry for round_ in rounds for entry in round_])
-        _write_sweep_json(out, spec, rounds)
+        write_sweep_json(out, spec, rounds)
         session.run(points)
-        path = _write_summary(out, session.rows(points))
+        path = write_summary(out, session.rows(points))
     if report:
         _write_report(out)
     return path

@@ -2,7 +2,7 @@
 
 A runner `runner(config, run_dir) -> summary dict` trains one run; `execute` turns an exception
 into a failed Outcome (one line: type and message) so one bad run never stops a sweep, and
-`_gather` does the same for infrastructure errors (a killed worker, a lost job).
+`gather` does the same for infrastructure errors (a killed worker, a lost job).
 """
 
 from __future__ import annotations
@@ -60,10 +60,12 @@ def execute(runner: Runner, task: Task) -> Outcome:
     return Outcome(task.run_dir, summary, None, time.perf_counter() - start)
 
 
-def _gather(
+def gather(
     pairs: Iterable[tuple[int, Callable[[], Outcome]]], tasks: Sequence[Task], on_done: OnDone
 ) -> list[Outcome]:
-    """Collect results as they complete; infrastructure errors (a killed worker) fail the task."""
+    """Collect the outcomes of (task index, result getter) pairs as they complete, calling
+    on_done on each; an infrastructure error (a killed worker, a lost job) fails that task
+    instead of the sweep. Returns the outcomes in task order."""
     outcomes: list[Outcome | None] = [None] * len(tasks)
     for index, get in pairs:
         try:

@@ -1,6 +1,6 @@
 """Figure (PNG + SVG) and HTML page for ``spherelab.toy.run_toy``; matplotlib, no torch.
 
-Like ``spherelab.plots``: a ``Figure`` on an explicit Agg canvas, no pyplot global state.
+Like ``spherelab.report.figures``: a ``Figure`` on an explicit Agg canvas, no pyplot global state.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""The quadratic SI toy instance of PAPER.md §5 and its vectorised SGD-on-the-sphere simulation.
+"""The quadratic SI toy instance (docs/science.md#the-toy-model, docs/toy.md) and its vectorised
+SGD-on-the-sphere simulation.
 
 f_i(u) = 1/2 (a_i . u)^2 on the unit sphere S^(d-1), a_i iid N(0, I_d), n < d. Arrays are
-float64 numpy (``A`` is n x d); the theory numbers live in ``spherelab.toy_theory``. The
-experiment around it (ELR sweep, labels, boundaries, outputs) is ``spherelab.toy``.
+float64 numpy (``A`` is n x d); the theory numbers live in ``spherelab.toy.theory``. The
+experiment around it (ELR sweep, labels, boundaries, outputs) is ``spherelab.toy.run``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""The quadratic SI toy experiment of PAPER.md §5: ELR sweep, regime labels, boundaries, outputs.
+"""The quadratic SI toy experiment (docs/science.md#the-toy-model, docs/toy.md): ELR sweep, regime
+labels, boundaries, outputs.
 
 f_i(u) = 1/2 (a_i . u)^2 on the unit sphere S^(d-1), a_i iid N(0, I_d), n < d. The instance and
-its vectorised SGD-on-the-sphere simulation live in ``spherelab.toy_model`` (QuadraticSphereToy,
-ToySimulation, log_schedule; importable from here too), the theory numbers in
-``spherelab.toy_theory``, the figure and HTML page in ``spherelab.toy_plots``. ``run_toy`` is the
-end-to-end experiment: theory, an ELR sweep labelled by ``spherelab.regimes.classify``,
-bisection of the boundaries.
+its vectorised SGD-on-the-sphere simulation live in ``spherelab.toy.model`` (QuadraticSphereToy,
+ToySimulation, log_schedule), the theory numbers in ``spherelab.toy.theory``, the figure and
+HTML page in ``spherelab.toy.figures``. ``run_toy`` is the end-to-end experiment: theory, an
+ELR sweep labelled by ``spherelab.regimes.classify``, bisection of the boundaries.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from spherelab.regimes import Boundary, classify, estimate_boundaries, refine_points
+from spherelab.io import atomic_write_text
+from spherelab.toy import figures as toy_plots
 from spherelab.toy import theory as toy_theory
 from spherelab.toy.model import (
     DEFAULT_INITS,
@@ -110,8 +112,6 @@ def run_toy(
 
     Default ELRs: DEFAULT_GRID times ``reflection_elr()``; default steps: DEFAULT_STEPS.
     """
-    from spherelab.toy import figures as toy_plots
-
     start = time.perf_counter()
     toy = QuadraticSphereToy(d, n, seed)
     steps = DEFAULT_STEPS if steps is None else int(steps)
@@ -157,7 +157,7 @@ def run_toy(
     out.mkdir(parents=True, exist_ok=True)
     summary["files"] = toy_plots.write_outputs(summary, sphere_paths(seed), out)
     summary["seconds"] = time.perf_counter() - start
-    (out / "toy.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    atomic_write_text(out / "toy.json", json.dumps(summary, indent=2))
     return summary
 
 

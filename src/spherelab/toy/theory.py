@@ -1,4 +1,5 @@
-"""Theory for the quadratic SI toy of PAPER.md §5: the numbers that predict its three regimes.
+"""Theory for the quadratic SI toy (docs/science.md#the-toy-model): the numbers that predict its
+three regimes.
 
 Everything here takes the data matrix ``A`` (n x d, rows a_i, float64 numpy) and is pure numpy.
 Derivations are in docs/toy.md; each function's docstring carries the short version.

@@ -58,8 +58,12 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return run_dir / CKPT_DIR / f"step_{step:09d}.pt"
+
+
 def save_checkpoint(run_dir: Path, step: int, payload: dict[str, Any]) -> Path:
-    path = run_dir / CKPT_DIR / f"step_{step:09d}.pt"
+    path = checkpoint_path(run_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt.")
     os.close(fd)

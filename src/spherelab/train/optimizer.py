@@ -1,15 +1,14 @@
-"""The optimizer for a config (sphere or conventional), its rate under a schedule, and one step."""
+"""The optimizer of a single run's config (sphere or conventional) and its rate under a schedule."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from spherelab.config import OptimConfig
 from spherelab.sphere.optim import SphereSGD
-from spherelab.train.losses import LossFn
 
 MODES = ("sphere", "conventional")
 
@@ -64,14 +63,3 @@ def set_rate(opt: torch.optim.Optimizer, cfg: OptimConfig, factor: float) -> tup
         if isinstance(group["radius"], float):
             lr = elr * group["radius"] ** 2
     return lr, elr
-
-
-def train_step(
-    model: nn.Module, loss_fn: LossFn, opt: torch.optim.Optimizer, x: Tensor, y: Tensor
-) -> Tensor:
-    """One SGD step on a batch; returns the detached batch loss (no host sync)."""
-    loss, _ = loss_fn(model, x, y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.detach()

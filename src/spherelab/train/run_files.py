@@ -1,25 +1,24 @@
-"""A run directory's files: refuse or reuse what is there, restore and save checkpoints, write
-the summary (with the regime label), and relabel a finished run.
+"""A run directory's files, for every member of a pack: refuse or reuse what is there, start
+afresh, save and restore checkpoints (always in the single-run format), write the summary
+(with the regime label), and relabel a finished run.
 
-The contract (DESIGN.md §2): config.json, metrics.jsonl, summary.json, checkpoints/.
+The contract is docs/run_files.md: config.json, metrics.jsonl, summary.json, checkpoints/.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from spherelab.config import Config, from_dict
 from spherelab.regimes import FINAL_STATUSES, classify_records
+from spherelab.runtime import environment
 from spherelab.train import checkpoints as ckpt
-
-if TYPE_CHECKING:
-    from spherelab.train.engine import Run
+from spherelab.train.build import Pack
 
 log = logging.getLogger("spherelab")
 
@@ -63,45 +62,82 @@ def comparable(cfg: Config) -> dict[str, Any]:
     return data
 
 
-def restore(run: Run, out: Path) -> tuple[list[dict[str, Any]], int]:
-    """Load the latest checkpoint; keep the records up to it. (records, step)."""
-    paths = ckpt.list_checkpoints(out)
-    if not paths:
-        return [], 0
-    # On the CPU first: RNG states must stay CPU ByteTensors (load_state_dict moves the rest).
-    state = ckpt.load_checkpoint(paths[-1], "cpu")
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.sampler.load_state_dict(state["sampler"])
-    torch.set_rng_state(state["torch_rng"])
-    if run.aug_gen is not None:
-        run.aug_gen.set_state(state["aug_rng"])
-    run.recorder.init = ckpt.load_init(out, run.device)
-    run.recorder.prev = [t.to(run.device) for t in state["prev"]]
-    run.remaining = deque(t.to(run.device) for t in state["remaining"])
-    step = int(state["step"])
-    records = [r for r in ckpt.read_records(out / "metrics.jsonl") if r["step"] <= step]
-    ckpt.write_records(out / "metrics.jsonl", records)
-    log.info("resumed %s at step %d", out, step)
-    return records, step
+def start(pack: Pack, resume: bool) -> int:
+    """Write each member's config.json; resume from the latest checkpoint common to all members
+    (or start afresh: old records dropped, the init saved). Returns the step to start from."""
+    step = restore(pack) if resume else 0
+    if step == 0:
+        for k, m in enumerate(pack.members):
+            m.records = []
+            (m.out / "metrics.jsonl").unlink(missing_ok=True)
+            ckpt.save_init(m.out, pack.share.member_tensors(pack.recorder.init, k))
+    env = environment(pack.device)
+    for m in pack.members:
+        ckpt.write_json(m.out / "config.json", m.cfg.to_dict() | {"environment": env})
+    return step
 
 
-def save(run: Run, out: Path, step: int, remaining: deque) -> None:
-    if run.cfg.train.checkpoints == "none":
+def common_step(outs: list[Path]) -> int:
+    """The latest checkpoint step every directory holds (0: none); newer files come from a save
+    round that was cut short and are removed, so that round is redone."""
+    steps = [{ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(o)} for o in outs]
+    common = set.intersection(*steps) if steps else set()
+    if not common:
+        return 0
+    latest = max(common)
+    for out in outs:
+        for path in ckpt.list_checkpoints(out):
+            if ckpt.checkpoint_step(path) > latest:
+                path.unlink()
+    return latest
+
+
+def restore(pack: Pack) -> int:
+    """Load every member's checkpoint at the latest common step; keep the records up to it."""
+    step = common_step([m.out for m in pack.members])
+    if step == 0:
+        return 0
+    states, inits, prevs = [], [], []
+    for m in pack.members:
+        # On the CPU first: RNG states must stay CPU ByteTensors (load_state_dict moves the rest).
+        state = ckpt.load_checkpoint(ckpt.checkpoint_path(m.out, step), "cpu")
+        states.append((state["model"], state["optimizer"]))
+        m.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        if m.aug_gen is not None:
+            m.aug_gen.set_state(state["aug_rng"])
+        inits.append(ckpt.load_init(m.out, pack.device))
+        prevs.append([t.to(pack.device) for t in state["prev"]])
+        m.remaining.clear()
+        m.remaining.extend(t.to(pack.device) for t in state["remaining"])
+        m.records = [r for r in ckpt.read_records(m.out / "metrics.jsonl") if r["step"] <= step]
+        ckpt.write_records(m.out / "metrics.jsonl", m.records)
+        log.info("resumed %s at step %d", m.out, step)
+    pack.share.load_members(states)
+    pack.recorder.init = pack.share.join(inits)
+    pack.recorder.prev = pack.share.join(prevs)
+    return step
+
+
+def save(pack: Pack, step: int, only: list[int]) -> None:
+    """Members `only`'s checkpoints at `step`: exactly what each single run would save."""
+    policy = pack.cfg.train.checkpoints
+    if policy == "none" or (policy == "last" and step != pack.total_steps):
         return
-    if run.cfg.train.checkpoints == "last" and step != run.total_steps:
-        return
-    payload = {
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "sampler": run.sampler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "aug_rng": run.aug_gen.get_state() if run.aug_gen is not None else None,
-        "prev": run.recorder.prev,
-        "remaining": [t.cpu() for t in remaining],
-        "step": step,
-    }
-    ckpt.save_checkpoint(out, step, payload)
+    for k in only:
+        m = pack.members[k]
+        model, optimizer = pack.share.member_state(k)
+        payload = {
+            "model": model,
+            "optimizer": optimizer,
+            "sampler": m.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "aug_rng": m.aug_gen.get_state() if m.aug_gen is not None else None,
+            "prev": pack.share.member_tensors(pack.recorder.prev, k),
+            "remaining": [t.cpu() for t in m.remaining],
+            "step": step,
+        }
+        ckpt.save_checkpoint(m.out, step, payload)
 
 
 def label(
@@ -116,20 +152,23 @@ def label(
     return ("divergence" if status == "nonfinite" else verdict.regime), verdict.stats
 
 
-def finish(run: Run, out: Path, records: list[dict[str, Any]], status: str) -> dict[str, Any]:
-    regime, stats = label(records, status, run.data.num_classes)
-    summary = dict(records[-1]) | {
+def finish(pack: Pack, k: int, status: str) -> dict[str, Any]:
+    """Write member k's summary.json (the one summary schema) and keep it on the member:
+    the last record's metrics plus the status, the regime label and what it rests on."""
+    m, num_classes = pack.members[k], pack.data.num_classes
+    regime, stats = label(m.records, status, num_classes)
+    m.summary = dict(m.records[-1]) | {
         "status": status,
         "regime": regime,
         "regime_stats": stats,
-        "elr_config": run.cfg.optim.elr,
-        "seed": run.cfg.train.seed,
-        "num_classes": run.data.num_classes,
-        "init_train_loss": records[0]["train_loss"],
-        "regime_note": regime_note(records),
+        "elr_config": m.cfg.optim.elr,
+        "seed": m.cfg.train.seed,
+        "num_classes": num_classes,
+        "init_train_loss": m.records[0]["train_loss"],
+        "regime_note": regime_note(m.records),
     }
-    ckpt.write_json(out / "summary.json", summary)
-    return summary
+    ckpt.write_json(m.out / "summary.json", m.summary)
+    return m.summary
 
 
 # Fewer post-init records than this make a trajectory too short for a trustworthy label.

@@ -1,4 +1,5 @@
-"""The ensemble's training step: eager, torch.compile'd, or one CUDA graph replay.
+"""The training step of a pack (a single run is the pack of one): eager, torch.compile'd, or one
+CUDA graph replay.
 
 The step never reads the device: per-member losses stay a [K] tensor that the loop accumulates
 and reads once per epoch/record.
@@ -11,17 +12,29 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from spherelab.ensemble.members import member_losses
+from spherelab.train.losses import member_losses
 
 StepFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def eager_step(model: nn.Module, opt: torch.optim.Optimizer, loss: str) -> StepFn:
+def solo_logits(out: Tensor) -> Tensor:
+    """A single model's logits [B, C] as the pack of one's [1, B, C]."""
+    return out.unsqueeze(0)
+
+
+def eager_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    loss: str,
+    logits: Callable[[Tensor], Tensor] | None = None,
+) -> StepFn:
     """forward, backward of the SUM of member losses (member k's slice of its gradient is
-    member k's own gradient), one SphereSGD step; returns the detached [K] losses."""
+    member k's own gradient), one optimizer step; returns the detached [K] losses. `logits`
+    turns the model's output into [K, B, classes] (None: it already is)."""
 
     def step(x: Tensor, y: Tensor) -> Tensor:
-        losses = member_losses(model(x), y, loss)
+        out = model(x)
+        losses = member_losses(logits(out) if logits else out, y, loss)
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()
