@@ -1,8 +1,7 @@
 """Training speed of spherelab: s/epoch and throughput of single runs and K-member ensembles.
 
-Measures the engine's own code paths (engine.build_run + BatchSampler + training.set_rate +
-training.train_step for a single run; ensemble.build_ensemble + its batch gather and step for
-an ensemble) on the configs of issue 7:
+Measures the engine's own code paths (train.build.build_pack, then the loop's next_batch and
+Stepper: a single run is the pack of one, an ensemble a pack of K) on these configs:
   * mlp_si on MNIST-1D (4000 training samples, batch 128: 32 steps per epoch), measured over
     whole epochs, plus end-to-end train_run x K vs train_ensemble (K members, 2 records);
   * convnet_si c=32 on synthetic CIFAR-shaped data (3x32x32, batch 128), measured over a few
@@ -31,11 +30,9 @@ import torch
 from torch.nn import functional as F
 
 from spherelab.config import Config, apply_overrides
-from spherelab.train.engine import build_run, train_run
-from spherelab.train.losses import cross_entropy
-from spherelab.train.optimizer import set_rate, train_step
-from spherelab.train.pack_build import build_ensemble
-from spherelab.train.pack_engine import _next_batch, _Stepper, train_ensemble
+from spherelab.train import train_ensemble, train_run
+from spherelab.train.build import Pack, build_pack
+from spherelab.train.loop import Stepper, next_batch
 
 CIFAR_STEPS = 391
 ELRS = (1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 1e-1)
@@ -68,49 +65,40 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def pack_steps(cfgs: list[Config], layout: str | None = None):
+    """n steps of a pack through the loop's own functions (the body of train.loop.run_loop)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = [Path(tmp) / str(k) for k in range(len(cfgs))]
+        pack = build_pack(cfgs, outs, layout=layout)
+    stepper = Stepper(pack, cuda_graph=False)
+    x_all, y_all = pack.share.train_inputs(pack.data.x_train), pack.data.y_train
+
+    def go(n: int) -> None:
+        for _ in range(n):
+            stepper(*next_batch(pack, x_all, y_all))
+
+    return go, pack
+
+
 def single_steps(cfg: Config):
-    """n steps of one run through the engine's functions (the body of engine._loop)."""
-    run = build_run(cfg)
-    x_all, y_all = run.data.x_train, run.data.y_train
-    if cfg.train.channels_last:
-        x_all = x_all.contiguous(memory_format=torch.channels_last)
-
-    def go(n: int) -> None:
-        for _ in range(n):
-            if not run.remaining:
-                run.remaining.extend(run.sampler.epoch_indices())
-            idx = run.remaining.popleft()
-            set_rate(run.optimizer, cfg.optim, 1.0)
-            train_step(run.model, cross_entropy, run.optimizer, x_all[idx], y_all[idx])
-
-    return go, run
-
-
-def bare_steps(run, cfg: Config):
-    """Forward+backward of the same model on one fixed batch: no data, optimizer or metrics."""
-    x = run.data.x_train[: cfg.data.batch_size]
-    if cfg.train.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = run.data.y_train[: cfg.data.batch_size]
-
-    def go(n: int) -> None:
-        for _ in range(n):
-            run.model.zero_grad(set_to_none=True)
-            F.cross_entropy(run.model(x), y).backward()
-
-    return go
+    """n steps of one run: the pack of one."""
+    return pack_steps([cfg])
 
 
 def ensemble_steps(cfgs: list[Config], layout: str | None = None):
-    with tempfile.TemporaryDirectory() as tmp:
-        outs = [Path(tmp) / str(k) for k in range(len(cfgs))]
-        ens = build_ensemble(cfgs, outs, False, layout)
-    stepper = _Stepper(ens, cuda_graph=False)
-    x_all, y_all = ens.runs[0].data.x_train, ens.runs[0].data.y_train
+    return pack_steps(cfgs, layout)[0]
+
+
+def bare_steps(pack: Pack, cfg: Config):
+    """Forward+backward of the same model on one fixed batch: no data, optimizer or metrics."""
+    x = pack.share.train_inputs(pack.data.x_train[: cfg.data.batch_size])
+    y = pack.data.y_train[: cfg.data.batch_size]
+    model = pack.share.model
 
     def go(n: int) -> None:
         for _ in range(n):
-            stepper(*_next_batch(ens, x_all, y_all))
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
 
     return go
 

@@ -7,7 +7,7 @@ import pytest
 from spherelab.cli import main
 from spherelab.config import Config, apply_overrides
 from spherelab.diagnose import DiagnoseOptions, diagnose_run, hooks_for, parse_what
-from spherelab.train.checkpoints import read_records
+from spherelab.io import read_jsonl
 from spherelab.train import train_ensemble, train_run
 
 
@@ -83,8 +83,8 @@ def test_online_diagnostics_follow_the_record_schedule(tmp_path):
     run = tmp_path / "run"
     cfg = _cfg(**{"train.diagnose": "grad", "train.diagnose_every": 2})
     train_run(cfg, run, hooks=hooks_for(cfg))
-    diag = read_records(run / "diagnostics.jsonl")
-    records = read_records(run / "metrics.jsonl")
+    diag = read_jsonl(run / "diagnostics.jsonl")
+    records = read_jsonl(run / "metrics.jsonl")
     assert [d["step"] for d in diag] == [r["step"] for r in records][::2]
 
 
@@ -100,8 +100,8 @@ def test_a_packed_member_gets_the_same_online_diagnostics_as_its_single_run(tmp_
     cfgs = [_cfg(**over | {"optim.elr": e, "train.seed": s}) for s, e in enumerate((1e-2, 3e-2))]
     train_ensemble(cfgs, [tmp_path / "a", tmp_path / "b"], hooks=hooks_for(cfgs[0]))
     train_run(cfgs[1], tmp_path / "single", hooks=hooks_for(cfgs[1]))
-    packed = read_records(tmp_path / "b" / "diagnostics.jsonl")
-    single = read_records(tmp_path / "single" / "diagnostics.jsonl")
+    packed = read_jsonl(tmp_path / "b" / "diagnostics.jsonl")
+    single = read_jsonl(tmp_path / "single" / "diagnostics.jsonl")
     assert [d["step"] for d in packed] == [d["step"] for d in single]
     for a, b in zip(packed, single):
         for key in ("grad_loss", "grad_eff_grad_norm", "angle_to_init", "step_angle_mean"):
@@ -154,4 +154,4 @@ def test_diagnosing_a_sweep_adds_the_sharpness_figure_to_its_report(tmp_path):
     )
     assert (tmp_path / "s" / "figures" / "sharpness_vs_stability.png").exists()
     for run in (tmp_path / "s" / "runs").iterdir():
-        assert len(read_records(run / "diagnostics.jsonl")) == 1
+        assert len(read_jsonl(run / "diagnostics.jsonl")) == 1

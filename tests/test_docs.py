@@ -15,7 +15,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "spherelab"
-SCANNED = ("src", "docs", "benchmarks", "README.md", "BENCHMARKS.md")
+SCANNED = (
+    "src",
+    "docs",
+    "benchmarks",
+    "tests",
+    "README.md",
+    "BENCHMARKS.md",
+    "Makefile",
+    "pyproject.toml",
+)
 # Files outside the repository that the docs must never point to: the paper notes and design
 # notes that live beside the checkout, the paper's own code, absolute paths of a machine.
 FORBIDDEN = {
@@ -37,10 +46,11 @@ def _doc_pages() -> list[Path]:
 
 
 def _scanned_files() -> list[Path]:
-    """Tracked files under SCANNED (every file there when git is not available)."""
+    """Tracked (or new, not ignored) files under SCANNED, but this one, which names what it
+    forbids; every file there when git is not available."""
     try:
         out = subprocess.run(
-            ["git", "ls-files", "-z", "--", *SCANNED],
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *SCANNED],
             cwd=ROOT,
             capture_output=True,
             check=True,
@@ -52,12 +62,11 @@ def _scanned_files() -> list[Path]:
             for s in SCANNED
             for p in ([ROOT / s] if (ROOT / s).is_file() else (ROOT / s).rglob("*"))
         ]
-    # Untracked new pages count too: a new doc must not wait for a commit to be checked.
-    files += [p for p in _doc_pages() if p not in files]
+    skip = ("__pycache__", ".egg-info", ".pytest_cache")
     return [
         p
-        for p in files
-        if p.is_file() and "__pycache__" not in p.parts and ".egg-info" not in str(p)
+        for p in dict.fromkeys(files)
+        if p.is_file() and p != Path(__file__).resolve() and not any(s in str(p) for s in skip)
     ]
 
 

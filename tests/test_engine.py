@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from spherelab.config import Config, apply_overrides
-from spherelab.train.checkpoints import read_records, record_steps
+from spherelab.io import read_jsonl as read_records
+from spherelab.train.checkpoints import record_steps
 from spherelab.train.engine import train_run
 
 KEYS = (

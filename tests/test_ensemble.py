@@ -10,11 +10,12 @@ from spherelab.data.load import load_dataset
 from spherelab.ensemble.members import member_inputs
 from spherelab.ensemble.modules import MemberNorm1d, batched_names, ensemble_skeleton
 from spherelab.ensemble.pack import can_pack, pack_key, pack_states
+from spherelab.io import read_jsonl as read_records
+from spherelab.models import build_from_config
 from spherelab.sphere.check import si_parameters
 from spherelab.sphere.optim import SphereSGD
-from spherelab.train.checkpoints import list_checkpoints, read_records
 from spherelab.train import train_ensemble, train_run
-from spherelab.train.build import build_model_for
+from spherelab.train.checkpoints import list_checkpoints
 from spherelab.train.optimizer import make_optimizer
 from spherelab.train.step import eager_step, solo_logits
 
@@ -50,7 +51,7 @@ def _members(cfgs):
     models = []
     for cfg in cfgs:
         torch.manual_seed(cfg.train.seed)
-        models.append(build_model_for(cfg, data).double())
+        models.append(build_from_config(cfg.model, data.input_shape, data.num_classes).double())
     return data, models
 
 
@@ -76,7 +77,9 @@ def test_one_ensemble_step_equals_each_single_step(family, layout):
     x = member_inputs(data.x_train[index], ens.member_layout)
     eager_step(ens, opt, "cross_entropy")(x, data.y_train[index])
     for k, (model, o) in enumerate(zip(singles, opts)):
-        eager_step(model, o, "cross_entropy", solo_logits)(data.x_train[index[k]], data.y_train[index[k]])
+        eager_step(model, o, "cross_entropy", solo_logits)(
+            data.x_train[index[k]], data.y_train[index[k]]
+        )
         for name in si_names:
             got = packed[name].reshape(len(cfgs), -1)[k]
             assert (got - model.get_parameter(name).reshape(-1)).abs().max() < 1e-12, name
@@ -361,7 +364,7 @@ def test_training_steps_never_wait_for_the_device(cuda_graph, tmp_path):
 def test_packed_members_honour_test_subset_and_init_from_like_single_runs(tmp_path):
     from spherelab.config import Config, apply_overrides
     from spherelab.train.engine import train_run
-    
+
     base = {
         "model.name": "mlp_si",
         "model.width": 8,
@@ -388,7 +391,7 @@ def test_packed_members_honour_test_subset_and_init_from_like_single_runs(tmp_pa
 def test_a_member_going_nonfinite_leaves_the_others_angles_alone(tmp_path):
     from spherelab.config import Config, apply_overrides
     from spherelab.train.engine import train_run
-    
+
     base = {
         "model.name": "mlp_si",
         "model.width": 8,
@@ -402,7 +405,6 @@ def test_a_member_going_nonfinite_leaves_the_others_angles_alone(tmp_path):
     cfgs = [apply_overrides(Config(), base | {"optim.elr": e}) for e in (1e300, 2e-3)]
     train_ensemble(cfgs, [tmp_path / "bad", tmp_path / "good"])
     train_run(cfgs[1], tmp_path / "single")
-    from spherelab.train.checkpoints import read_records
 
     good = read_records(tmp_path / "good" / "metrics.jsonl")
     single = read_records(tmp_path / "single" / "metrics.jsonl")

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from spherelab.config import from_dict
+from spherelab.io import read_jsonl
 from spherelab.sphere.check import si_parameters
 from spherelab.studies.finetune import analyse, run_finetune
-from spherelab.train import checkpoints as ckpt
 from spherelab.train import build_run
+from spherelab.train import checkpoints as ckpt
 
 SETS = ["model.width=8", "data.batch_size=32", "train.records=3", "train.eval_batch_size=64"]
 
@@ -69,8 +70,8 @@ def test_every_fine_tune_branch_starts_exactly_from_its_pretraining_checkpoint(g
         names = [n for n, p in model.named_parameters() if id(p) in si_ids]
         assert len(names) == len(branch_init) > 0
         assert all(torch.equal(a, pre_weights[n]) for a, n in zip(branch_init, names))
-        first = ckpt.read_records(branch / "metrics.jsonl")[0]
-        final = ckpt.read_records(pre_dir / "metrics.jsonl")[-1]
+        first = read_jsonl(branch / "metrics.jsonl")[0]
+        final = read_jsonl(pre_dir / "metrics.jsonl")[-1]
         # same weights, same batches; the pre-training runs may be packed (an ensemble sums
         # in another order), so equal up to float32 rounding
         assert first["train_loss"] == pytest.approx(final["train_loss"], rel=1e-5)

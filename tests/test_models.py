@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from spherelab.models import available_models, build_model
+from spherelab.config import ModelConfig
+from spherelab.models import available_models, build_from_config, build_model
+from spherelab.models.heads import ModelSpec
 from spherelab.sphere.check import check_scale_invariance, graph_si_parameters
 
 SI_NAMES = [n for n in available_models() if n.endswith("_si")]
@@ -143,6 +147,25 @@ def test_config_rebuilds_the_same_model():
     assert model.config["name"] == "convnet_si"
     assert again.state_dict().keys() == model.state_dict().keys()
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"), [("convnet_si", (1, 16, 16)), ("mlp_af", (40,)), ("mlp_si", (1, 8, 8))]
+)
+def test_a_model_config_builds_the_model_sized_for_its_data(name, shape):
+    cfg = ModelConfig(name=name, width=4, depth=1, head_seed=3, head_norm=5.0)
+    model = build_from_config(cfg, shape, num_classes=7)
+    hyper = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(ModelConfig)}
+    assert model.config == model.config | hyper  # every [model] key reaches the model
+    assert model.config["num_classes"] == 7 and model.config["in_features"] == math.prod(shape)
+    assert model(torch.randn(2, *shape)).shape == (2, 7)
+
+
+def test_every_model_config_field_is_a_build_model_keyword_and_a_spec_field():
+    keywords = set(inspect.signature(build_model).parameters)
+    spec_fields = {f.name for f in dataclasses.fields(ModelSpec)}
+    for f in dataclasses.fields(ModelConfig):
+        assert f.name in keywords and f.name in spec_fields
 
 
 def test_kwargs_a_family_does_not_use_are_ignored():

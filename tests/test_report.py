@@ -1,4 +1,4 @@
-"""Tests for spherelab.plots and spherelab.report on a synthetic three-regime sweep directory."""
+"""Tests for spherelab.report (data, figures, page) on a synthetic three-regime sweep directory."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ def test_make_schedule_rejects_an_unknown_name():
 
 @pytest.mark.parametrize("mode", ["sphere", "conventional"])
 def test_the_engine_applies_the_piecewise_factor_to_the_recorded_rate(tmp_path, mode):
-    from spherelab.train.checkpoints import read_records
+    from spherelab.io import read_jsonl
     from spherelab.train.engine import train_run
 
     cfg = Config().with_overrides(
@@ -74,7 +74,7 @@ def test_the_engine_applies_the_piecewise_factor_to_the_recorded_rate(tmp_path, 
         }
     )
     train_run(cfg, tmp_path / mode, resume=False)
-    rows = read_records(tmp_path / mode / "metrics.jsonl")
+    rows = read_jsonl(tmp_path / mode / "metrics.jsonl")
     key, base = ("elr", 1e-2) if mode == "sphere" else ("lr", 0.05)
     by_epoch = {r["epoch"]: r[key] for r in rows}
     assert math.isclose(by_epoch[1.0], base)

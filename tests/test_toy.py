@@ -1,4 +1,4 @@
-"""Tests for the quadratic SI toy (spherelab.toy, spherelab.toy_theory) and run_toy."""
+"""Tests for the quadratic SI toy (spherelab.toy, spherelab.toy.theory) and run_toy."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from spherelab.config import apply_overrides, load_json
 from spherelab.report.style import save_figure
 from spherelab.sphere.check import si_parameters
 from spherelab.studies.averaging import geodesic, geodesic_figure, load_states, swa
+from spherelab.io import write_json
 from spherelab.train import checkpoints as ckpt
 from spherelab.train.engine import build_run, train_run
 from spherelab.train.losses import batch_sums, get_loss
@@ -98,6 +99,6 @@ out["geodesics"] = {
     for k, v in geo.items()
 }
 save_figure(geodesic_figure(geo), root / "figures" / "geodesic")
-ckpt.write_json(root / "swa_geodesic.json", out)
+write_json(root / "swa_geodesic.json", out)
 print(json.dumps({k: v for k, v in out.items() if k != "geodesics"}, indent=1))
 print({k: (round(v["barrier"], 4), round(v["angle"], 3)) for k, v in out["geodesics"].items()})

@@ -178,10 +178,6 @@ def load_config(path: str | Path) -> Config:
     return from_dict(load_toml(path))
 
 
-def save_json(cfg: Config, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
-    payload = cfg.to_dict() | dict(extra or {})
-    Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
-
-
 def load_json(path: str | Path) -> Config:
+    """The Config of a config.json (as a run directory holds it; extra keys are ignored)."""
     return from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -8,7 +8,6 @@ called online by the engine when `train.diagnose` is set.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -19,17 +18,19 @@ from typing import Any
 import torch
 
 from spherelab.config import Config, load_json
-from spherelab.io import append_jsonl
+from spherelab.io import append_jsonl, read_csv, write_jsonl
 from spherelab.metrics.curvature import hutchinson_trace, lanczos_topk, riemannian_topk
 from spherelab.metrics.geometry import (
     AngularUpdateTracker,
     angle,
     cosine,
+    elr_at_norm,
     equilibrium_angle,
     joint_norm,
     per_layer_angles,
 )
 from spherelab.metrics.gradients import gradient_stats
+from spherelab.regimes import FINAL_STATUSES
 from spherelab.train import RecordEvent, Run, build_run
 from spherelab.train import checkpoints as ckpt
 from spherelab.train.losses import get_loss
@@ -85,7 +86,7 @@ def _elr_now(run: Run) -> float:
     cfg = run.cfg.optim
     if cfg.mode == "sphere":
         return cfg.elr
-    return cfg.lr / float(joint_norm(run.si_params)) ** 2
+    return elr_at_norm(cfg.lr, float(joint_norm(run.si_params)))
 
 
 def _landscape_batches(run: Run, opts: DiagnoseOptions) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -109,7 +110,7 @@ def _angles(run: Run, prev: Sequence[torch.Tensor] | None) -> dict[str, Any]:
     lr = run.optimizer.param_groups[0].get("lr", math.nan)
     if run.cfg.optim.mode == "sphere":
         lr = run.cfg.optim.elr * float(joint_norm(si)) ** 2
-    out["layer_elr"] = {n: lr / float(p.detach().norm()) ** 2 for n, p in zip(names, si)}
+    out["layer_elr"] = {n: elr_at_norm(lr, float(p.detach().norm())) for n, p in zip(names, si)}
     out |= _epoch_of_updates(run)
     if run.cfg.optim.mode == "conventional" and run.cfg.optim.weight_decay > 0:
         o = run.cfg.optim
@@ -207,7 +208,7 @@ def diagnose_run(
         rows.append(diagnose_point(run, opts, int(state["step"]), prev))
         prev = [p.detach().clone() for p in run.si_params]
         log.info("diagnosed %s step %d", run_dir, state["step"])
-    out_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    write_jsonl(out_path, rows)
     return out_path
 
 
@@ -216,24 +217,19 @@ def diagnose_sweep(
     opts: DiagnoseOptions = DiagnoseOptions(),
     epochs: Sequence[float] | None = None,
 ) -> list[Path]:
-    """Diagnose every finished run of a sweep (rows of summary.csv), then redraw its report,
-    which gains the effective-sharpness vs 2/ELR figure."""
-    from spherelab.regimes import FINAL_STATUSES
-    from spherelab.sweep.files import read_summary
-
+    """Diagnose every finished run with checkpoints of a sweep (rows of summary.csv); returns
+    the diagnostics files written. The caller redraws the report (``write_report``, as the CLI
+    does) for it to gain the effective-sharpness vs 2/ELR figure."""
     sweep_dir = Path(sweep_dir)
     summary = sweep_dir / "summary.csv"
     if not summary.exists():
         raise ValueError(f"{sweep_dir} has no summary.csv; pass a sweep directory or a run")
-    rows = [r for r in read_summary(summary) if r["status"] in FINAL_STATUSES]
+    rows = [r for r in read_csv(summary) if r["status"] in FINAL_STATUSES]
     written = []
     for row in rows:
         run_dir = sweep_dir / row["run_dir"]
         if ckpt.list_checkpoints(run_dir):
             written.append(diagnose_run(run_dir, opts, epochs))
-    from spherelab.report.write import write_report
-
-    write_report(sweep_dir)
     return written
 
 

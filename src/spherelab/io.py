@@ -20,6 +20,11 @@ from typing import Any
 
 log = logging.getLogger("spherelab")
 
+# The process's umask, read once at import (reading it means setting it), so that a file written
+# through a private temporary file gets the permissions a plain open() would give it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` (UTF-8, newlines as given) to `path` through a temporary file in the same
@@ -29,6 +34,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp made it private (0600)
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -126,6 +132,12 @@ def append_jsonl(path: str | Path, row: Mapping[str, Any]) -> None:
     which `read_jsonl` drops; rewrite the file with `write_jsonl` before appending again)."""
     with Path(path).open("a", encoding="utf-8") as handle:
         handle.write(_dumps(row) + "\n")
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header line, every cell as text."""
+    with Path(path).open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
 
 
 def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:

@@ -3,8 +3,9 @@
 The three regimes (docs/science.md#the-three-regimes): ``convergence`` (the loss keeps falling,
 in log space, with no floor), ``chaotic_equilibrium`` (after a transient the loss is stationary
 well below the init level), ``divergence`` (the loss sits at the chance/init level, accuracy at
-chance, the effective gradient norm jumped). ``classify`` reads losses at log-spaced epochs (epoch 0 = init);
-``classify_stretch`` applies the same rules to a stretch of records (the regime lens).
+chance, the effective gradient norm jumped). ``classify`` reads losses at log-spaced epochs
+(epoch 0 = init); ``classify_stretch`` applies the same rules to a stretch of records (the
+regime lens).
 ``majority_regime`` is the one rule for several seeds' labels at one ELR; ``sweep_labels``,
 ``estimate_boundaries`` / ``sweep_boundaries`` and ``refine_points`` turn a labelled ELR sweep
 into a label per ELR, brackets and the next ELRs to run (one bisection round in log-ELR).
@@ -24,6 +25,7 @@ import numpy as np
 REGIMES = ("convergence", "chaotic_equilibrium", "divergence")
 # Run statuses that end with a regime label (a `failed` run has none).
 FINAL_STATUSES = ("finished", "nonfinite")
+UNCLASSIFIED = "unclassified"  # the label of a run too short to have a trajectory
 
 # The final window is the last decade of epochs (epoch >= 10% of the last one): records are
 # log-spaced, so this holds several points, and any transient (a few epochs in regime 2) is over.
@@ -91,8 +93,8 @@ class Boundary:
 
 
 def classify(
-    epochs: Sequence[float],
-    train_loss: Sequence[float],
+    epochs: Sequence[float] | np.ndarray,
+    train_loss: Sequence[float] | np.ndarray,
     eff_grad_norm: Sequence[float] | None = None,
     *,
     init_loss: float | None = None,
@@ -218,7 +220,9 @@ def _decide(stats: Mapping[str, float], votes: Sequence[bool]) -> str:
     return "chaotic_equilibrium"
 
 
-def _validated(epochs: Sequence[float], losses: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _validated(
+    epochs: Sequence[float] | np.ndarray, losses: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     ep = np.asarray(epochs, dtype=np.float64)
     loss = np.asarray(losses, dtype=np.float64)
     if ep.ndim != 1 or ep.shape != loss.shape or ep.size < 3:
@@ -315,15 +319,42 @@ def classify_records(
         )
 
     def series(key: str) -> list[float] | None:
-        values = [r.get(key) for r in rows]
-        return None if any(v is None for v in values) else [float(v) for v in values]
+        values = [float(v) for r in rows if (v := r.get(key)) is not None]
+        return values if len(values) == len(rows) else None
 
     return classify(
         [r["epoch"] for r in rows],
-        series("train_loss"),
+        [r["train_loss"] for r in rows],
         series("eff_grad_norm"),
         train_acc=series("train_acc"),
         num_classes=num_classes,
+    )
+
+
+def label_run(
+    records: Sequence[Mapping[str, Any]], status: str, num_classes: int | None
+) -> tuple[str, dict[str, Any]]:
+    """(regime, the statistics behind it) of a run's records; a non-finite run is divergence
+    however short, a run too short to have a trajectory is `unclassified`."""
+    try:
+        verdict = classify_records(records, num_classes=num_classes)
+    except ValueError as err:
+        return ("divergence" if status == "nonfinite" else UNCLASSIFIED), {"reason": str(err)}
+    return ("divergence" if status == "nonfinite" else verdict.regime), verdict.stats
+
+
+# Fewer post-init records than this make a trajectory too short for a trustworthy label.
+RELIABLE_RECORDS = 4
+
+
+def regime_note(records: Sequence[Mapping[str, Any]]) -> str:
+    """'' when the label rests on enough records, else a warning that says what to change."""
+    after_init = sum(1 for r in records if r["step"] > 0)
+    if after_init >= RELIABLE_RECORDS:
+        return ""
+    return (
+        f"only {after_init} records after init: too short for a reliable regime label; "
+        "train longer or raise train.records"
     )
 
 
@@ -373,8 +404,8 @@ def _sweep_votes(rows: Iterable[Mapping[str, Any]]) -> tuple[list[float], list[s
         if row.get("status") not in FINAL_STATUSES or row.get("regime") not in REGIMES:
             continue
         try:
-            elr = float(row.get("elr"))
-        except (TypeError, ValueError):
+            elr = float(row["elr"])
+        except (KeyError, TypeError, ValueError):
             continue
         if math.isfinite(elr) and elr > 0:
             elrs.append(elr)

@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     from spherelab.commands.sweep import show_results
     from spherelab.diagnose import LAST, DiagnoseOptions, diagnose_sweep
+    from spherelab.report import write_report
     from spherelab.sweep.run import run_sweep
     from spherelab.sweep.spec import SweepSpec, parse_elrs
 
@@ -56,6 +57,7 @@ def handle(args: argparse.Namespace) -> int:
         DiagnoseOptions(what=("curvature",), samples=512, probes=4, top_k=3, iters=12),
         LAST,
     )
+    write_report(args.out)
     code = show_results(summary, spec, args.out)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; open {args.out / 'report.html'}")
     return code

@@ -12,6 +12,7 @@ from spherelab.diagnose import (
     diagnose_sweep,
     parse_what,
 )
+from spherelab.report import write_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +60,7 @@ def handle(args: argparse.Namespace) -> int:
     )
     if (Path(args.run_dir) / "summary.csv").exists():
         paths = diagnose_sweep(args.run_dir, opts, epochs)
+        write_report(args.run_dir)  # it gains the effective sharpness vs 2/ELR figure
         print(
             f"diagnosed {len(paths)} runs; report redrawn in {Path(args.run_dir) / 'report.html'}"
         )

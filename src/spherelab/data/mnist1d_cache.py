@@ -56,7 +56,7 @@ def _save(arrays: dict[str, np.ndarray], path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.{os.getpid()}.part.npz")
-        np.savez(partial, **arrays)
+        np.savez(partial, **arrays)  # type: ignore[arg-type]  # stub: **arrays vs allow_pickle
         os.replace(partial, path)
     except OSError as err:
         logger.warning("could not cache MNIST-1D at %s (%s); it will be regenerated", path, err)

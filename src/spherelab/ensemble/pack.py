@@ -1,7 +1,7 @@
 """Pack K single runs into one ensemble module and unpack member k; which runs can be packed.
 
 Packing never re-implements a model: member k is built exactly as the single-run engine builds
-it (seed, then build_model_for), and its state dict is laid into block k of the ensemble's
+it (seed, then models.build_from_config), and its state dict is laid into block k of the ensemble's
 tensors. Unpacking gives back a state dict that the single model (and `spherelab diagnose`)
 loads as is.
 """

@@ -76,8 +76,10 @@ def _grad_and_hvp(
     with preserved_state(model, train=True), torch.enable_grad():
         for (x, y), w in zip(batches, weights):
             loss, _ = loss_fn(model, x, y)
-            g = torch.autograd.grad(loss, params, create_graph=vec is not None, allow_unused=True)
-            g = _zeros_if_none(g, params)
+            g = _zeros_if_none(
+                torch.autograd.grad(loss, params, create_graph=vec is not None, allow_unused=True),
+                params,
+            )
             torch._foreach_add_(grad, [t.detach() for t in g], alpha=w)
             if hv is not None and vec is not None:
                 gv = dot(g, vec)
@@ -104,7 +106,7 @@ def hvp(
 
 def _project(vec: Sequence[Tensor], w: Sequence[Tensor], w_sq: Tensor) -> list[Tensor]:
     """P v = v − (<v, w> / ||w||^2) w."""
-    return torch._foreach_sub(list(vec), torch._foreach_mul(list(w), dot(vec, w) / w_sq))
+    return list(torch._foreach_sub(list(vec), torch._foreach_mul(list(w), dot(vec, w) / w_sq)))
 
 
 def riemannian_hvp(

@@ -1,8 +1,8 @@
 """Geometry of the SI weights on the sphere: norms, angles, angular updates and effective learning rates.
 
 A list of tensors is treated as one flat vector: the joint vector of all SI weights
-(docs/science.md#fully-scale-invariant-networks). Functions returning ``Tensor`` stay on the device without a host sync; functions returning
-``float`` read the device once at the end.
+(docs/science.md#fully-scale-invariant-networks). Functions returning ``Tensor`` stay on the
+device without a host sync; functions returning ``float`` read the device once at the end.
 """
 
 from __future__ import annotations
@@ -147,24 +147,30 @@ class AngularUpdateTracker:
         return {"mean": total / self._count, "max": peak, "count": self._count}
 
 
+def elr_at_norm(lr: float, norm: float) -> float:
+    """The effective learning rate lr / norm^2 of a step of size `lr` at weights of norm `norm`
+    (docs/science.md#effective-learning-rate): the one formula every ELR in spherelab uses.
+    A zero norm counts as 1e-30; a NaN lr (unknown) gives NaN."""
+    return lr / max(norm, 1e-30) ** 2
+
+
 def effective_elr(lr: float, params: Sequence[Tensor]) -> float:
-    """Effective learning rate lr / ||w||^2 at the joint norm of the SI weights
-    (docs/science.md#effective-learning-rate)."""
-    lr = positive(lr, "lr")
-    return lr / float(joint_norm(params)) ** 2
+    """Effective learning rate lr / ||w||^2 at the joint norm of the SI weights."""
+    return elr_at_norm(positive(lr, "lr"), float(joint_norm(params)))
 
 
 def per_layer_effective_elr(lr: float, named_params: NamedTensors) -> dict[str, float]:
     """Per-tensor effective learning rate lr / ||w_l||^2, keyed by name."""
     lr = positive(lr, "lr")
-    return {name: lr / norm**2 for name, norm in per_tensor_norms(named_params).items()}
+    return {name: elr_at_norm(lr, norm) for name, norm in per_tensor_norms(named_params).items()}
 
 
 def equilibrium_angle(lr: float, weight_decay: float, momentum: float = 0.0) -> float:
     """Per-step angle at the norm equilibrium of SGD with weight decay: sqrt(2·lr·wd / (1 + mu)).
 
     With plain SGD the norm balance (1 − lr·wd)^2 ||w||^2 + lr^2 ||g||^2 = ||w||^2
-    (docs/science.md#conventional-training-with-weight-decay) gives tan(angle) = lr ||g|| / ||w|| ≈ sqrt(2·lr·wd); momentum mu divides the argument by 1 + mu.
+    (docs/science.md#conventional-training-with-weight-decay) gives
+    tan(angle) = lr ||g|| / ||w|| ≈ sqrt(2·lr·wd); momentum mu divides the argument by 1 + mu.
     """
     lr = positive(lr, "lr")
     if not (math.isfinite(weight_decay) and weight_decay >= 0):

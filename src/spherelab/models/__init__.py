@@ -4,20 +4,33 @@
 linears, frozen seeded head of norm ``head_norm``); ``<family>_af`` is the same architecture with
 affine norms and a trainable head with bias, everything trained. Every model exposes ``.head``,
 ``.fully_si``, ``.si_parameters()`` and ``.config`` (``build_model(**model.config)`` rebuilds it).
+``build_from_config`` is the one place a run's [model] config becomes a model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import nn
 
+from spherelab.config import ModelConfig
 from spherelab.models.convnet import ConvNet
 from spherelab.models.heads import ModelSpec, ZooModel
 from spherelab.models.mlp import MLP
 from spherelab.models.resnet import PreActResNet18
 
-__all__ = ["MLP", "ConvNet", "PreActResNet18", "ZooModel", "available_models", "build_model"]
+__all__ = [
+    "MLP",
+    "ConvNet",
+    "PreActResNet18",
+    "ZooModel",
+    "available_models",
+    "build_from_config",
+    "build_model",
+]
 
 _FAMILIES: dict[str, Callable[[ModelSpec], ZooModel]] = {
     "convnet": ConvNet,
@@ -53,7 +66,7 @@ def build_model(
     family, _, suffix = str(name).rpartition("_")
     if family not in _FAMILIES or suffix not in _VARIANTS:
         raise ValueError(f"unknown model {name!r}; choose one of {available_models()}")
-    kwargs = {
+    kwargs: dict[str, Any] = {  # ModelSpec checks each value
         "num_classes": num_classes,
         "in_channels": in_channels,
         "image_size": image_size,
@@ -63,6 +76,23 @@ def build_model(
         "head_seed": head_seed,
         "head_norm": head_norm,
     }
-    model = _FAMILIES[family](ModelSpec(fully_si=_VARIANTS[suffix], **kwargs))
+    model = _FAMILIES[family](ModelSpec(name=name, fully_si=_VARIANTS[suffix], **kwargs))
     model.config = {"name": name, **kwargs}
     return model
+
+
+def build_from_config(
+    model_cfg: ModelConfig, input_shape: Sequence[int], num_classes: int
+) -> nn.Module:
+    """The model of a run's [model] config, sized for its data: ``input_shape`` is one sample's
+    shape ((C, H, W) images feed conv families as channels and square size; every family may
+    flatten it to ``in_features``) and ``num_classes`` the head's outputs.
+
+    Every ModelConfig field but ``name`` is passed to build_model as the keyword of that name.
+    """
+    shape = tuple(int(n) for n in input_shape)
+    sizes: dict[str, int] = {"num_classes": num_classes, "in_features": math.prod(shape)}
+    if len(shape) == 3:  # conv families read these; the MLP flattens images
+        sizes.update(in_channels=shape[0], image_size=shape[1])
+    hyper = dataclasses.asdict(model_cfg)
+    return build_model(hyper.pop("name"), **hyper, **sizes)

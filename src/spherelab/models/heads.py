@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from torch import nn
 
+from spherelab.config import ModelConfig
 from spherelab.sphere.recipe import freeze_head
 
 
@@ -16,19 +18,17 @@ def _check_positive_int(name: str, value: object, optional: bool = False) -> Non
         raise ValueError(f"{name}={value!r} must be a positive integer")
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything a model family needs to build one network (the kwargs of build_model)."""
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec(ModelConfig):
+    """Everything a model family needs to build one network: the hyperparameters of a run's
+    [model] config (inherited from ModelConfig, declared there once) plus the variant and what
+    the data decides (the other kwargs of build_model)."""
 
     fully_si: bool
     num_classes: int = 10
     in_channels: int = 3
     image_size: int = 32  # pixels per side
     in_features: int | None = None  # vector inputs (MLP); None for images
-    width: int | None = None  # None: the family's default
-    depth: int | None = None  # None: the family's default
-    head_seed: int = 0
-    head_norm: float = 10.0  # Frobenius norm of the frozen head (fully SI models only)
 
     def __post_init__(self) -> None:
         for name in ("num_classes", "in_channels", "image_size"):
@@ -56,7 +56,7 @@ class ZooModel(nn.Module):
     def si_parameters(self) -> list[nn.Parameter]:
         """Weights of every conv/linear except the head: in the zoo, each one feeds a norm."""
         return [
-            m.weight
+            cast(nn.Parameter, m.weight)  # torch types a layer's weight as a plain Tensor
             for m in self.modules()
             if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not self.head
         ]

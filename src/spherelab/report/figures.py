@@ -66,7 +66,7 @@ def figure1(runs: Sequence[RunData]) -> Figure:
     axes = fig.subplots(1, 3)
     mapper = _elr_colours([run.elr for run in runs])
     for run in sorted(runs, key=lambda r: r.elr):
-        colour = mapper.to_rgba(run.elr)
+        colour = mapper.to_rgba(run.elr)  # type: ignore[arg-type]  # stub: arrays only
         epochs, loss = _series(run.records, "train_loss")
         _, acc = _series(run.records, "test_acc")
         _, grad = _series(run.records, "eff_grad_norm")
@@ -95,7 +95,8 @@ def grad_vs_loss(runs: Sequence[RunData]) -> Figure:
     for run in sorted(runs, key=lambda r: r.elr):
         _, loss = _series(run.records, "train_loss")
         _, grad = _series(run.records, "eff_grad_norm")
-        ax.plot(loss, grad, color=mapper.to_rgba(run.elr), lw=1, marker="o", ms=3, alpha=0.85)
+        colour = mapper.to_rgba(run.elr)  # type: ignore[arg-type]  # stub: arrays only
+        ax.plot(loss, grad, color=colour, lw=1, marker="o", ms=3, alpha=0.85)
         if run.records and _num(run.records[0].get("epoch")) == 0:
             starts.append((loss[0], grad[0]))
     starts = [s for s in starts if np.isfinite(s).all() and min(s) > 0]

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spherelab.io import atomic_write_text
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 h1 { border-bottom: 2px solid #345; padding-bottom: .2em; }
@@ -71,9 +73,9 @@ class Page:
         )
 
     def write(self, path: str | Path) -> Path:
+        """Write the page (atomically: a reader never sees half a page); returns its path."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.render(), encoding="utf-8")
+        atomic_write_text(path, self.render())
         return path
 
 

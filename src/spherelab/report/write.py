@@ -23,10 +23,10 @@ from spherelab.regimes import Boundary, sweep_boundaries
 from spherelab.report import figures as plots
 from spherelab.report.data import (
     TABLE_COLUMNS,
+    RunData,
     Sweep,
     load_sweep,
 )
-from spherelab.report.figures import RunData
 from spherelab.report.html import Page
 from spherelab.report.style import save_figure
 

@@ -14,7 +14,9 @@ scale_invariance (finding SI weights) and si_recipe (making a model SI).
 from __future__ import annotations
 
 import operator
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -161,7 +163,7 @@ def _common(degrees: list[int | None]) -> int | None:
 
 
 def _weight_module_degree(
-    mod: nn.Module, d_in: int | None, si: set[int], bias_free: set[int]
+    mod: nn.Module, d_in: int | None, si: set[int], bias_free: Collection[int]
 ) -> int | None:
     if d_in is _BROKEN:
         return _BROKEN
@@ -173,9 +175,9 @@ def _weight_module_degree(
 
 
 def _module_degree(
-    node: fx.Node, model: nn.Module, flow: _Flow, si: set[int], bias_free: set[int]
+    node: fx.Node, model: nn.Module, flow: _Flow, si: set[int], bias_free: Collection[int]
 ) -> int | None:
-    mod = model.get_submodule(node.target)
+    mod = model.get_submodule(cast(str, node.target))  # a call_module node targets a name
     ins = [flow.degree[a] for a in node.all_input_nodes]
     if isinstance(mod, NORM_MODULES):
         return _BROKEN if _BROKEN in ins else 0
@@ -197,7 +199,9 @@ def _call_degree(node: fx.Node, flow: _Flow) -> int | None:
     if t in _KEEP_FUNCS or t in _KEEP_METHODS:
         return _arg_degree(flow, args[0])
     if t in _ADD_FUNCS or t in _ADD_METHODS:
-        operands = args[0] if t in (torch.cat, torch.stack) else args[:2]
+        operands = (
+            cast(Sequence[fx.node.Argument], args[0]) if t in (torch.cat, torch.stack) else args[:2]
+        )
         return _common([_arg_degree(flow, a) for a in operands])
     if t in _MUL_FUNCS or t in _MUL_METHODS or t in _DIV_FUNCS or t == "div":
         d0, d1 = _arg_degree(flow, args[0]), _arg_degree(flow, args[1])
@@ -207,10 +211,13 @@ def _call_degree(node: fx.Node, flow: _Flow) -> int | None:
     return 0 if all(d == 0 for d in ins) else _BROKEN
 
 
-def _propagate(graph: fx.Graph, model: nn.Module, si: set[int], bias_free: set[int]) -> _Flow:
+def _propagate(
+    graph: fx.Graph, model: nn.Module, si: set[int], bias_free: Collection[int]
+) -> _Flow:
     flow = _Flow()
     for node in graph.nodes:
         in_src = frozenset().union(*(flow.sources[a] for a in node.all_input_nodes))
+        deg: int | None
         if node.op in ("placeholder", "get_attr"):
             deg = 0
         elif node.op == "call_module":
@@ -245,7 +252,7 @@ def _propagate(graph: fx.Graph, model: nn.Module, si: set[int], bias_free: set[i
 def find_si_parameters(
     model: nn.Module,
     candidates: dict[str, list[nn.Parameter]],
-    bias_free: set[int] = frozenset(),
+    bias_free: Collection[int] = frozenset(),
     graph: fx.Graph | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Largest consistent subset of ``candidates`` (owner module name -> its weights).
@@ -283,7 +290,7 @@ def norm_layers(model: nn.Module) -> list[nn.Module]:
 
 def owned_parameters(model: nn.Module) -> dict[str, tuple[str, nn.Parameter]]:
     """Parameter name -> (name of the module that owns it, parameter)."""
-    owned = {}
+    owned: dict[str, tuple[str, nn.Parameter]] = {}
     for mod_name, mod in model.named_modules():
         for p_name, p in mod.named_parameters(recurse=False):
             owned.setdefault(f"{mod_name}.{p_name}" if mod_name else p_name, (mod_name, p))

@@ -34,7 +34,7 @@ per-filter radii live in the optimizer state (``filter_radius``); both survive s
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -126,7 +126,7 @@ class SphereSGD(Optimizer):
 
     # ------------------------------------------------------------------- step
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001 - torch's signature
+    def step(self, closure=None):  # type: ignore[no-untyped-def]  # as torch's overloaded step
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -149,10 +149,6 @@ class SphereSGD(Optimizer):
                 _project_buffers(group, with_buf, bufs)
         return loss
 
-    def radii(self) -> list[Any]:
-        """The radius of each group (None for per-filter and plain groups)."""
-        return [g.get("radius") for g in self.param_groups]
-
 
 # --------------------------------------------------------------------- helpers
 def _use_foreach(group: dict[str, Any], params: list[Tensor]) -> bool:
@@ -164,7 +160,7 @@ def _use_foreach(group: dict[str, Any], params: list[Tensor]) -> bool:
 def _momentum_directions(
     opt: SphereSGD, group: dict[str, Any], params: list[Tensor]
 ) -> list[Tensor]:
-    grads = [p.grad for p in params]
+    grads = [cast(Tensor, p.grad) for p in params]  # step() passes only params with a grad
     mu = group["momentum"]
     if mu == 0:
         return grads
@@ -201,7 +197,8 @@ def _descend(
             torch._foreach_add_(params, dirs, alpha=-lr)  # the paper's fast path: one kernel
             return
         rows, drows = member_rows(params, k), member_rows(dirs, k)
-        if fast and rows is not None and drows is not None:  # K members: one foreach call
+        if fast and isinstance(lr, Tensor) and rows is not None and drows is not None:
+            # K members: one foreach call
             torch._foreach_addcmul_(rows, drows, [lr.reshape(-1, 1)] * len(rows), value=-1.0)
             return
     for p, d in zip(params, dirs):
@@ -238,7 +235,7 @@ def _retract(opt: SphereSGD, group: dict[str, Any], params: list[Tensor]) -> Non
         torch._foreach_mul_(rows, [scale] * len(rows))
         return
     if sphere == "global":
-        sq = sum(sq_norms(p, k, sphere) for p in params)
+        sq = cast(Tensor, sum(sq_norms(p, k, sphere) for p in params))  # a sum of tensors
         scale = as_member_tensor(group["radius"], params[0]) / sq.sqrt()
         for p in params:
             view, _ = unit_view(p, k, sphere)
@@ -266,9 +263,9 @@ def _project_buffers(group: dict[str, Any], params: list[Tensor], bufs: list[Ten
         return reduce_units(pv * bv, lead)
 
     if sphere == "global":
-        coef = sum(dot(p, b) for p, b in zip(params, bufs)) / sum(
-            sq_norms(p, k, sphere) for p in params
-        )
+        coef = cast(Tensor, sum(dot(p, b) for p, b in zip(params, bufs))) / cast(
+            Tensor, sum(sq_norms(p, k, sphere) for p in params)
+        )  # sums of tensors, never the int start of sum()
         coefs = [coef] * len(params)
     else:
         coefs = [dot(p, b) / sq_norms(p, k, sphere) for p, b in zip(params, bufs)]
@@ -281,7 +278,8 @@ def _plain_sgd(opt: SphereSGD, group: dict[str, Any], params: list[Tensor]) -> N
     """Ordinary SGD (lr, weight decay, heavy-ball momentum) for groups off the sphere."""
     mu, wd, lr = group["momentum"], group["weight_decay"], group["lr"]
     for p in params:
-        g = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
+        grad = cast(Tensor, p.grad)  # step() passes only params with a grad
+        g = grad if wd == 0 else grad.add(p, alpha=wd)
         if mu > 0:
             state = opt.state[p]
             if "momentum_buffer" not in state:

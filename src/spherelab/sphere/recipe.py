@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -109,7 +110,7 @@ def make_scale_invariant(
     graph = trace(model)
     layers = weight_layers(graph, model)
     head_name = _head_name(model, layers, head)
-    candidates = {n: [model.get_submodule(n).weight] for n in layers if n != head_name}
+    candidates = {n: [_weight(model, n)] for n in layers if n != head_name}
     bias_free = {id(model.get_submodule(n)) for n in candidates}
     kept, dropped = find_si_parameters(model, candidates, bias_free, graph)
     _refuse_leftovers(model, kept, head_name, dropped)
@@ -117,7 +118,7 @@ def make_scale_invariant(
         _drop_affine(norm)
     for name in kept:
         model.get_submodule(name).register_parameter("bias", None)
-    freeze_head(model.get_submodule(head_name), norm=head_norm, seed=head_seed)
+    freeze_head(cast(nn.Linear, model.get_submodule(head_name)), norm=head_norm, seed=head_seed)
     logger.info(
         "made %s scale-invariant: %d SI tensors, head '%s' frozen at norm %g",
         type(model).__name__,
@@ -125,4 +126,9 @@ def make_scale_invariant(
         head_name,
         head_norm,
     )
-    return [model.get_submodule(n).weight for n in kept]
+    return [_weight(model, n) for n in kept]
+
+
+def _weight(model: nn.Module, name: str) -> nn.Parameter:
+    """The weight of the conv/linear layer ``name`` (torch types a module attribute loosely)."""
+    return cast(nn.Parameter, model.get_submodule(name).weight)

@@ -58,7 +58,7 @@ def sq_norms(p: Tensor, k: int, sphere: str) -> Tensor:
 
 def check_elr(elr: float | Sequence[float] | Tensor) -> None:
     values = elr.reshape(-1).tolist() if isinstance(elr, Tensor) else elr
-    for v in values if isinstance(values, (list, tuple)) else [values]:
+    for v in values if isinstance(values, Sequence) else [values]:
         if not float(v) > 0.0:
             raise ValueError(f"elr={v} must be > 0 (the effective learning rate, e.g. 1e-3)")
 

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from spherelab.metrics.geometry import joint_norm
-from spherelab.metrics.state import preserved_state
+from spherelab.metrics.state import dot, preserved_state
 from spherelab.report.style import new_figure
 from spherelab.sphere.check import si_parameters
 from spherelab.train.checkpoints import load_checkpoint
@@ -112,7 +112,7 @@ def load_states(paths: Sequence[str | Path], device: torch.device | str = "cpu")
 def slerp(a: Sequence[Tensor], b: Sequence[Tensor], t: float) -> list[Tensor]:
     """Point t in [0, 1] of the great circle from a to b (joint vectors); norm linear in t."""
     (ua, ra), (ub, rb) = _unit(a), _unit(b)
-    cos = torch.clamp(sum((x * y).sum() for x, y in zip(ua, ub)), -1.0, 1.0)
+    cos = torch.clamp(dot(ua, ub), -1.0, 1.0)
     omega = float(torch.arccos(cos))
     radius = (1 - t) * ra + t * rb
     if omega < PARALLEL:
@@ -180,7 +180,7 @@ def geodesic(
             p.copy_(value)
     top = max(losses)
     ua, ub = _unit(a)[0], _unit(b)[0]
-    cos = float(torch.clamp(sum((x * y).sum() for x, y in zip(ua, ub)), -1.0, 1.0))
+    cos = float(torch.clamp(dot(ua, ub), -1.0, 1.0))
     return GeodesicResult(
         ts,
         losses,

@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from spherelab.config import apply_overrides
+from spherelab.diagnose import hooks_for
 from spherelab.io import read_json_dict, write_csv, write_json
 from spherelab.regimes import REGIMES, majority_regime
 from spherelab.studies.finetune_report import write_finetune_report
 from spherelab.sweep.run import run_sweep
 from spherelab.sweep.spec import SweepSpec, expand
 from spherelab.train import checkpoints as ckpt
-from spherelab.diagnose import hooks_for
 from spherelab.train import train_run
 
 log = logging.getLogger("spherelab")

@@ -67,7 +67,8 @@ def detect_spikes(
         raise ValueError(f"ratio={ratio} must be > 1 (a spike is a rise by that factor)")
     rows = sorted(records, key=lambda r: r["step"])
     loss, norm = _column(rows, "train_loss"), _column(rows, "si_norm")
-    onsets, peaks = [], []
+    onsets: list[int] = []
+    peaks: list[float] = []
     trough, peak, in_spike = loss[0], -math.inf, False
     for i in range(1, len(rows)):
         if in_spike:

@@ -6,14 +6,13 @@ rerun of a sweep skips it. Run directory names are for people only: nothing here
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from spherelab.config import Config, ConfigError, apply_overrides, from_dict
-from spherelab.io import atomic_write_text, read_json_dict, write_csv
+from spherelab.io import atomic_write_text, read_csv, read_json_dict, write_csv
 from spherelab.regimes import FINAL_STATUSES
 from spherelab.sweep.spec import Point, SweepSpec, spec_from_dict
 
@@ -105,8 +104,7 @@ def summary_row(
 
 def read_summary(path: str | Path) -> list[dict[str, str]]:
     """The rows of a summary.csv, every cell as text."""
-    with Path(path).open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    return read_csv(path)
 
 
 def write_summary(out: Path, rows: list[dict[str, str]]) -> Path:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from mpl_toolkits.mplot3d import Axes3D
 
 from spherelab.report.html import Page
 from spherelab.report.style import REGIME_COLORS as COLORS
@@ -22,14 +24,14 @@ LOSS_DISPLAY_FLOOR = 1e-8
 
 
 def write_outputs(
-    summary: Mapping[str, object], paths: Mapping[str, object], out: Path
+    summary: Mapping[str, Any], paths: Mapping[str, Any], out: Path
 ) -> dict[str, str]:
     """Write toy.png, toy.svg and toy.html under ``out``; returns their paths by kind."""
     fig = Figure(figsize=(16, 4.8))
     FigureCanvasAgg(fig)
     _loss_panel(fig.add_subplot(1, 3, 1), summary)
     _lyapunov_panel(fig.add_subplot(1, 3, 2), summary)
-    _sphere_panel(fig.add_subplot(1, 3, 3, projection="3d"), paths)
+    _sphere_panel(cast(Axes3D, fig.add_subplot(1, 3, 3, projection="3d")), paths)
     fig.tight_layout()
     files = {"png": out / "toy.png", "svg": out / "toy.svg", "html": out / "toy.html"}
     fig.savefig(files["png"], dpi=110)
@@ -38,7 +40,7 @@ def write_outputs(
     return {k: str(v) for k, v in files.items()}
 
 
-def _theory_lines(ax: Axes, summary: Mapping[str, object]) -> None:
+def _theory_lines(ax: Axes, summary: Mapping[str, Any]) -> None:
     eta1, err = summary["lyapunov_threshold"], summary["lyapunov_threshold_err"]
     ax.axvspan(eta1 - err, eta1 + err, color="k", alpha=0.15)
     ax.axvline(eta1, color="k", lw=1, label=f"Lyapunov eta_1 = {eta1:.4g}")
@@ -57,7 +59,7 @@ def _theory_lines(ax: Axes, summary: Mapping[str, object]) -> None:
         )
 
 
-def _loss_panel(ax: Axes, summary: Mapping[str, object]) -> None:
+def _loss_panel(ax: Axes, summary: Mapping[str, Any]) -> None:
     for regime, color in COLORS.items():
         rows = [r for r in summary["results"] if r["regime"] == regime]
         if rows:
@@ -91,7 +93,7 @@ def _loss_panel(ax: Axes, summary: Mapping[str, object]) -> None:
     ax.legend(fontsize=7)
 
 
-def _lyapunov_panel(ax: Axes, summary: Mapping[str, object]) -> None:
+def _lyapunov_panel(ax: Axes, summary: Mapping[str, Any]) -> None:
     curve = summary["lyapunov_curve"]
     ax.plot(curve["eta"], curve["exponent"], "o-", ms=3, color="tab:purple")
     ax.axhline(0.0, color="k", lw=0.8)
@@ -104,7 +106,7 @@ def _lyapunov_panel(ax: Axes, summary: Mapping[str, object]) -> None:
     ax.legend(fontsize=7)
 
 
-def _sphere_panel(ax: Axes, paths: Mapping[str, object]) -> None:
+def _sphere_panel(ax: Axes3D, paths: Mapping[str, Any]) -> None:
     phi, theta = np.meshgrid(np.linspace(0, 2 * np.pi, 25), np.linspace(0, np.pi, 13))
     ax.plot_wireframe(
         np.cos(phi) * np.sin(theta),
@@ -135,7 +137,7 @@ def _sphere_panel(ax: Axes, paths: Mapping[str, object]) -> None:
     ax.legend(fontsize=7, loc="upper left")
 
 
-def _page(summary: Mapping[str, object], png: Path) -> Page:
+def _page(summary: Mapping[str, Any], png: Path) -> Page:
     page = Page(
         f"Quadratic SI toy: d = {summary['d']}, n = {summary['n']}, seed = {summary['seed']}"
     )

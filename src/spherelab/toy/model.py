@@ -75,11 +75,11 @@ class QuadraticSphereToy:
 
     def simulate(
         self,
-        elrs: Sequence[float],
+        elrs: Sequence[float] | np.ndarray,
         steps: int,
         n_inits: int = DEFAULT_INITS,
         seed: int = 0,
-        schedule: Sequence[int] | None = None,
+        schedule: Sequence[int] | np.ndarray | None = None,
         keep_positions: bool = False,
     ) -> ToySimulation:
         """SGD on the sphere, u <- normalize(u - eta g_B(u)), for all ELRs and inits at once.
@@ -118,7 +118,7 @@ class QuadraticSphereToy:
 
     def lyapunov_exponent(
         self,
-        etas: Sequence[float],
+        etas: Sequence[float] | np.ndarray,
         steps: int | None = None,
         chains: int | None = None,
         seed: int = 0,

@@ -15,11 +15,12 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from spherelab.regimes import Boundary, classify, estimate_boundaries, refine_points
 from spherelab.io import atomic_write_text
+from spherelab.regimes import Boundary, classify, estimate_boundaries, refine_points
 from spherelab.toy import figures as toy_plots
 from spherelab.toy import theory as toy_theory
 from spherelab.toy.model import (
@@ -50,7 +51,7 @@ PATH_DENSE_STEPS = 100
 PATH_STEPS = 5_000
 
 
-def label_simulation(sim: ToySimulation, init_loss: float) -> list[dict[str, object]]:
+def label_simulation(sim: ToySimulation, init_loss: float) -> list[dict[str, Any]]:
     """One result per ELR: the init-averaged trajectory labelled by ``regimes.classify``.
 
     Averaging L over the K initial points is the expected loss of the run; near eta_1 single
@@ -76,11 +77,11 @@ def label_simulation(sim: ToySimulation, init_loss: float) -> list[dict[str, obj
 
 def sweep(
     toy: QuadraticSphereToy,
-    elrs: Sequence[float],
+    elrs: Sequence[float] | np.ndarray,
     steps: int,
     n_inits: int = DEFAULT_INITS,
     rounds: int = REFINE_ROUNDS,
-) -> tuple[list[dict[str, object]], list[Boundary]]:
+) -> tuple[list[dict[str, Any]], list[Boundary]]:
     """Simulate and label ``elrs``, then ``rounds`` bisection rounds at every boundary.
 
     Returns the per-ELR results (sorted by ELR) and the final boundary brackets.
@@ -96,7 +97,7 @@ def sweep(
     return results, _boundaries(results)
 
 
-def _boundaries(results: Sequence[dict[str, object]]) -> list[Boundary]:
+def _boundaries(results: Sequence[dict[str, Any]]) -> list[Boundary]:
     return estimate_boundaries([r["elr"] for r in results], [r["regime"] for r in results])
 
 
@@ -105,9 +106,9 @@ def run_toy(
     n: int = 10,
     seed: int = 0,
     out: str | Path = "toy_out",
-    elrs: Sequence[float] | None = None,
+    elrs: Sequence[float] | np.ndarray | None = None,
     steps: int | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Theory + measured regimes of one toy instance; writes toy.json, toy.png/svg, toy.html.
 
     Default ELRs: DEFAULT_GRID times ``reflection_elr()``; default steps: DEFAULT_STEPS.
@@ -118,7 +119,7 @@ def run_toy(
     if elrs is None:
         elrs = DEFAULT_GRID * toy.reflection_elr()
     eta1, eta1_err = toy.lyapunov_threshold()
-    summary: dict[str, object] = {
+    summary: dict[str, Any] = {
         "d": d,
         "n": n,
         "seed": seed,
@@ -161,7 +162,7 @@ def run_toy(
     return summary
 
 
-def sphere_paths(seed: int = 0, steps: int | None = None, n_inits: int = 4) -> dict[str, object]:
+def sphere_paths(seed: int = 0, steps: int | None = None, n_inits: int = 4) -> dict[str, Any]:
     """A d = 3, n = 2 instance with one trajectory per regime, for the sphere picture.
 
     Each path is labelled by the same classifier as the sweep (init-averaged over n_inits);
@@ -176,6 +177,7 @@ def sphere_paths(seed: int = 0, steps: int | None = None, n_inits: int = 4) -> d
     sim = toy.simulate(elrs, steps, n_inits, schedule=schedule, keep_positions=True)
     labels = label_simulation(sim, toy.uniform_loss())
     far = int(np.argmax(sim.losses[0, :, 0]))  # the start farthest from the zero-loss poles
+    assert sim.positions is not None  # keep_positions=True
     return {
         "elrs": elrs,
         "regimes": [r["regime"] for r in labels],

@@ -8,7 +8,6 @@ landscape diagnostics read, offline from checkpoints or online from a hook.
 
 from __future__ import annotations
 
-import math
 import pickle
 from collections import deque
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from torch import Tensor, nn
 from spherelab.config import Config
 from spherelab.data import BatchSampler, Dataset, fixed_batches, load_dataset
 from spherelab.ensemble.pack import can_pack, pack_key
-from spherelab.models import build_model
+from spherelab.models import build_from_config
 from spherelab.runtime import resolve_device, resolve_dtype
 from spherelab.sphere import si_parameters
 from spherelab.train import checkpoints as ckpt
@@ -116,22 +115,6 @@ def load_run_data(cfg: Config) -> tuple[torch.device, torch.dtype, Dataset]:
     return device, dtype, data
 
 
-def build_model_for(cfg: Config, data: Dataset) -> nn.Module:
-    """The configured model, sized for the data set (channels / image size / features)."""
-    shape = data.input_shape
-    kwargs: dict[str, Any] = dict(
-        num_classes=data.num_classes,
-        width=cfg.model.width,
-        depth=cfg.model.depth,
-        head_seed=cfg.model.head_seed,
-        head_norm=cfg.model.head_norm,
-        in_features=math.prod(shape),
-    )
-    if len(shape) == 3:  # conv families read these; the MLP flattens images
-        kwargs.update(in_channels=shape[0], image_size=shape[1])
-    return build_model(cfg.model.name, **kwargs)
-
-
 def load_weights(model: nn.Module, path: str, device: torch.device) -> None:
     """Start from a checkpoint's weights (the optimizer and its radius start afresh there)."""
     try:
@@ -146,7 +129,8 @@ def load_weights(model: nn.Module, path: str, device: torch.device) -> None:
 
 def _member_model(cfg: Config, data: Dataset, device: torch.device, dtype: torch.dtype):
     torch.manual_seed(cfg.train.seed)
-    model = build_model_for(cfg, data).to(device=device, dtype=dtype)
+    model = build_from_config(cfg.model, data.input_shape, data.num_classes)
+    model = model.to(device=device, dtype=dtype)
     if cfg.train.init_from:  # e.g. a fine-tune branch starts from a pre-trained checkpoint
         load_weights(model, cfg.train.init_from, device)
     return model

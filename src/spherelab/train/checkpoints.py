@@ -1,8 +1,8 @@
-"""Run files: the log-spaced record schedule, atomic writes, checkpoints loaded with weights_only."""
+"""A run's record schedule (log-spaced epochs) and its checkpoint files (atomic saves, loads with
+weights_only); JSON files are spherelab.io's."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -37,27 +37,6 @@ def record_steps(
     return sorted(steps)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=_jsonable))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     return run_dir / CKPT_DIR / f"step_{step:09d}.pt"
 
@@ -82,28 +61,6 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
 
 def checkpoint_step(path: Path) -> int:
     return int(path.stem.split("_")[1])
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Rows of metrics.jsonl; a torn last line (killed mid-write) is dropped."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
-
-
-def write_records(path: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
-
-
-def append_record(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row, default=_jsonable) + "\n")
 
 
 def save_init(run_dir: Path, init: list[torch.Tensor]) -> None:

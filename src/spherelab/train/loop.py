@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from spherelab.train import checkpoints as ckpt
+from spherelab.io import append_jsonl
 from spherelab.train import run_files
 from spherelab.train.build import Pack, Run
 from spherelab.train.checkpoints import record_steps
@@ -100,7 +100,7 @@ def record(pack: Pack, step: int, only: list[int], hooks: Sequence[RecordHook]) 
     for k, row in zip(only, rows):
         m = pack.members[k]
         m.records.append(row)
-        ckpt.append_record(m.out / "metrics.jsonl", row)
+        append_jsonl(m.out / "metrics.jsonl", row)
         for hook in hooks:
             hook(RecordEvent(pack, k, step, len(m.records) - 1, row))
     run_files.save(pack, step, only)

@@ -26,6 +26,7 @@ from spherelab.ensemble.members import (
     member_norms,
     member_sq_norms,
 )
+from spherelab.metrics.geometry import elr_at_norm
 from spherelab.metrics.state import preserved_state
 from spherelab.train.losses import member_correct, member_losses
 
@@ -60,11 +61,6 @@ class Inputs(Protocol):
     def eval_inputs(self, x: Tensor) -> Tensor: ...
 
     def logits(self, out: Tensor) -> Tensor: ...
-
-
-def elr_of(lr: float, norm: float) -> float:
-    """The effective learning rate lr / ||w||^2 at a norm (docs/science.md)."""
-    return lr / max(norm, 1e-30) ** 2
 
 
 @dataclass
@@ -116,7 +112,7 @@ class Recorder:
         rows = []
         for k in only:
             col = [c[k] for c in table]
-            elr = elr_of(lrs[k], col[8]) if measured_elr else elrs[k]
+            elr = elr_at_norm(lrs[k], col[8]) if measured_elr else elrs[k]
             rows.append(metric_row(step, epoch, lrs[k], elr, col, self.si_names, n_test))
         return rows
 
@@ -215,6 +211,6 @@ def metric_row(
         lr,
         elr,
         dict(zip(names, norms)),
-        {n: elr_of(lr, v) for n, v in zip(names, norms)},
+        {n: elr_at_norm(lr, v) for n, v in zip(names, norms)},
     )
     return dict(zip(METRIC_KEYS, values))

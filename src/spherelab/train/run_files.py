@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from spherelab.config import Config, from_dict
-from spherelab.regimes import FINAL_STATUSES, classify_records
+from spherelab.io import read_jsonl, write_json, write_jsonl
+from spherelab.regimes import FINAL_STATUSES, label_run, regime_note
 from spherelab.runtime import environment
 from spherelab.train import checkpoints as ckpt
 from spherelab.train.build import Pack
@@ -73,7 +74,7 @@ def start(pack: Pack, resume: bool) -> int:
             ckpt.save_init(m.out, pack.share.member_tensors(pack.recorder.init, k))
     env = environment(pack.device)
     for m in pack.members:
-        ckpt.write_json(m.out / "config.json", m.cfg.to_dict() | {"environment": env})
+        write_json(m.out / "config.json", m.cfg.to_dict() | {"environment": env})
     return step
 
 
@@ -110,8 +111,8 @@ def restore(pack: Pack) -> int:
         prevs.append([t.to(pack.device) for t in state["prev"]])
         m.remaining.clear()
         m.remaining.extend(t.to(pack.device) for t in state["remaining"])
-        m.records = [r for r in ckpt.read_records(m.out / "metrics.jsonl") if r["step"] <= step]
-        ckpt.write_records(m.out / "metrics.jsonl", m.records)
+        m.records = [r for r in read_jsonl(m.out / "metrics.jsonl") if r["step"] <= step]
+        write_jsonl(m.out / "metrics.jsonl", m.records)
         log.info("resumed %s at step %d", m.out, step)
     pack.share.load_members(states)
     pack.recorder.init = pack.share.join(inits)
@@ -140,23 +141,11 @@ def save(pack: Pack, step: int, only: list[int]) -> None:
         ckpt.save_checkpoint(m.out, step, payload)
 
 
-def label(
-    records: list[dict[str, Any]], status: str, num_classes: int | None
-) -> tuple[str, dict[str, Any]]:
-    """(regime, the statistics behind it) of a run's records; a non-finite run is divergence
-    however short, a run too short to have a trajectory is `unclassified`."""
-    try:
-        verdict = classify_records(records, num_classes=num_classes)
-    except ValueError as err:
-        return ("divergence" if status == "nonfinite" else "unclassified"), {"reason": str(err)}
-    return ("divergence" if status == "nonfinite" else verdict.regime), verdict.stats
-
-
 def finish(pack: Pack, k: int, status: str) -> dict[str, Any]:
     """Write member k's summary.json (the one summary schema) and keep it on the member:
     the last record's metrics plus the status, the regime label and what it rests on."""
     m, num_classes = pack.members[k], pack.data.num_classes
-    regime, stats = label(m.records, status, num_classes)
+    regime, stats = label_run(m.records, status, num_classes)
     m.summary = dict(m.records[-1]) | {
         "status": status,
         "regime": regime,
@@ -167,23 +156,8 @@ def finish(pack: Pack, k: int, status: str) -> dict[str, Any]:
         "init_train_loss": m.records[0]["train_loss"],
         "regime_note": regime_note(m.records),
     }
-    ckpt.write_json(m.out / "summary.json", m.summary)
+    write_json(m.out / "summary.json", m.summary)
     return m.summary
-
-
-# Fewer post-init records than this make a trajectory too short for a trustworthy label.
-RELIABLE_RECORDS = 4
-
-
-def regime_note(records: list[dict[str, Any]]) -> str:
-    """'' when the label rests on enough records, else a warning that says what to change."""
-    after_init = sum(1 for r in records if r["step"] > 0)
-    if after_init >= RELIABLE_RECORDS:
-        return ""
-    return (
-        f"only {after_init} records after init: too short for a reliable regime label; "
-        "train longer or raise train.records"
-    )
 
 
 def relabel_run(run_dir: str | Path) -> dict[str, Any]:
@@ -191,8 +165,10 @@ def relabel_run(run_dir: str | Path) -> dict[str, Any]:
     rewrite summary.json; returns the new summary."""
     out = Path(run_dir)
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    records = ckpt.read_records(out / "metrics.jsonl")
-    regime, stats = label(records, summary.get("status", "finished"), summary.get("num_classes"))
+    records = read_jsonl(out / "metrics.jsonl")
+    regime, stats = label_run(
+        records, summary.get("status", "finished"), summary.get("num_classes")
+    )
     summary.update(regime=regime, regime_stats=stats, regime_note=regime_note(records))
-    ckpt.write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     return summary
