@@ -81,8 +81,8 @@ def test_non_finite_loss_ends_the_run_cleanly(tmp_path, monkeypatch):
 
     calls = {"n": 0}
 
-    def poisoned_step(model, opt, loss, logits=None):
-        eager = step.eager_step(model, opt, loss, logits)
+    def poisoned_step(model, opt, loss, packed=True):
+        eager = step.eager_step(model, opt, loss, packed)
 
         def run(x, y):
             calls["n"] += 1

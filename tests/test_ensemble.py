@@ -17,7 +17,7 @@ from spherelab.sphere.optim import SphereSGD
 from spherelab.train import train_ensemble, train_run
 from spherelab.train.checkpoints import list_checkpoints
 from spherelab.train.optimizer import make_optimizer
-from spherelab.train.step import eager_step, solo_logits
+from spherelab.train.step import eager_step
 
 FAMILIES = {
     "mlp_si": {"model.width": 8, "model.depth": 2, "data.name": "synthetic:12:64:32"},
@@ -77,7 +77,7 @@ def test_one_ensemble_step_equals_each_single_step(family, layout):
     x = member_inputs(data.x_train[index], ens.member_layout)
     eager_step(ens, opt, "cross_entropy")(x, data.y_train[index])
     for k, (model, o) in enumerate(zip(singles, opts)):
-        eager_step(model, o, "cross_entropy", solo_logits)(
+        eager_step(model, o, "cross_entropy", packed=False)(
             data.x_train[index[k]], data.y_train[index[k]]
         )
         for name in si_names:

@@ -34,7 +34,7 @@ from spherelab.regimes import FINAL_STATUSES
 from spherelab.train import RecordEvent, Run, build_run
 from spherelab.train import checkpoints as ckpt
 from spherelab.train.losses import get_loss
-from spherelab.train.step import eager_step, solo_logits
+from spherelab.train.step import eager_step
 
 log = logging.getLogger("spherelab")
 WHAT = ("grad", "angles", "curvature")
@@ -127,7 +127,7 @@ def _epoch_of_updates(run: Run) -> dict[str, float]:
         run.sampler.state_dict(),
     )
     tracker, si = AngularUpdateTracker(), run.si_params
-    step = eager_step(run.model, run.optimizer, run.cfg.train.loss, solo_logits)
+    step = eager_step(run.model, run.optimizer, run.cfg.train.loss, packed=False)
     try:
         for idx in run.sampler.epoch_indices():
             before = [p.detach().clone() for p in si]

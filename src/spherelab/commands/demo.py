@@ -7,7 +7,11 @@ import logging
 import time
 from pathlib import Path
 
-from spherelab.commands.sweep import pack_arg
+from spherelab.commands.sweep import pack_arg, show_results
+from spherelab.diagnose import LAST, DiagnoseOptions, diagnose_sweep
+from spherelab.report import write_report
+from spherelab.sweep.run import run_sweep
+from spherelab.sweep.spec import SweepSpec, parse_elrs
 
 # The demo sweep (MNIST-1D is procedural, so it runs offline). Nine ELRs from 1e-4 to 1 cover
 # convergence (<= ~1e-3), chaotic equilibrium (~1e-2) and divergence (>= ~0.1) for this model.
@@ -32,12 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from spherelab.commands.sweep import show_results
-    from spherelab.diagnose import LAST, DiagnoseOptions, diagnose_sweep
-    from spherelab.report import write_report
-    from spherelab.sweep.run import run_sweep
-    from spherelab.sweep.spec import SweepSpec, parse_elrs
-
     logger = logging.getLogger("spherelab")
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)

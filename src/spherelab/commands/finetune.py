@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.config import parse_assignment
+from spherelab.studies.finetune import run_finetune
 from spherelab.sweep.spec import parse_elrs, parse_seeds
 
 
@@ -38,8 +39,6 @@ def register(subparsers: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from spherelab.studies.finetune import run_finetune
-
     path = run_finetune(
         args.model,
         args.dataset,

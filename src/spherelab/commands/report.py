@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 
+from spherelab.report.write import write_report
+from spherelab.studies.lens import write_lens
+from spherelab.sweep.run import relabel_sweep
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -36,16 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     if args.lens:
-        from spherelab.studies.lens import write_lens
-
         path = write_lens(args.lens, args.sweep_dir)
         print(f"lens written to {path}")
         return 0
-    from spherelab.report.write import write_report
-
     if args.relabel:
-        from spherelab.sweep.run import relabel_sweep
-
         relabel_sweep(args.sweep_dir)
     path = write_report(args.sweep_dir, title=args.title)
     print(f"report written to {path}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spherelab.toy.run import run_toy
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -22,8 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from spherelab.toy.run import run_toy
-
     result = run_toy(d=args.d, n=args.n, seed=args.seed, out=args.out, steps=args.steps)
     print(
         f"Lyapunov threshold (predicted 1|2 boundary): {result['lyapunov_threshold']:.4g} "

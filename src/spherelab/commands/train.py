@@ -8,6 +8,8 @@ from typing import Any
 
 from spherelab.commands.progress import progress_bar
 from spherelab.config import Config, apply_overrides, load_config, parse_assignment
+from spherelab.diagnose import hooks_for
+from spherelab.train import train_run
 from spherelab.train.validation import validate_config
 
 # CLI flag -> dotted config key
@@ -79,9 +81,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from spherelab.diagnose import hooks_for  # lazy: `spherelab --help` stays fast (no torch)
-    from spherelab.train import train_run
-
     cfg = config_from_args(args)
     if args.diagnose_every:
         cfg = apply_overrides(

@@ -19,7 +19,8 @@ _KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 def _default_args() -> dict:
-    from mnist1d.data import get_dataset_args
+    # mnist1d imports scipy, requests and matplotlib (~0.5 s): only MNIST-1D runs pay for them.
+    from mnist1d.data import get_dataset_args  # noqa: PLC0415
 
     args = get_dataset_args(as_dict=True)
     args.pop("url", None)  # only used by mnist1d's downloader, which we never call
@@ -34,8 +35,8 @@ def cache_name(args: dict) -> str:
 
 def _generate(args: dict) -> dict[str, np.ndarray]:
     """Run mnist1d's generator without leaking its global reseeding into the caller's RNGs."""
-    from mnist1d.data import make_dataset
-    from mnist1d.utils import ObjectView
+    from mnist1d.data import make_dataset  # noqa: PLC0415 - heavy, as in _default_args
+    from mnist1d.utils import ObjectView  # noqa: PLC0415
 
     np_state, py_state = np.random.get_state(), random.getstate()
     try:

@@ -19,31 +19,12 @@ from spherelab.io import read_json_dict, read_jsonl
 
 log = logging.getLogger("spherelab")
 
-FLOAT_COLUMNS = (
-    "elr",
-    "train_loss",
-    "train_acc",
-    "test_loss",
-    "test_acc",
-    "eff_grad_norm",
-    "si_norm",
-    "final_elr",
-)
+# summary.csv (docs/run_files.md#summarycsv): each run's final metrics, taken from its
+# summary.json by spherelab.sweep.files; a column added here is written and read alike.
+SUMMARY_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "eff_grad_norm", "si_norm")
+FLOAT_COLUMNS = ("elr", *SUMMARY_METRICS, "final_elr")
 INT_COLUMNS = ("seed", "epochs")
-TABLE_COLUMNS = (
-    "elr",
-    "seed",
-    "regime",
-    "status",
-    "train_loss",
-    "train_acc",
-    "test_loss",
-    "test_acc",
-    "eff_grad_norm",
-    "si_norm",
-    "epochs",
-    "error",
-)
+TABLE_COLUMNS = ("elr", "seed", "regime", "status", *SUMMARY_METRICS, "epochs", "error")
 # Columns that are results, not sweep axes (a sweep's axes are its other columns).
 CONTRACT_COLUMNS = {*TABLE_COLUMNS, "run_dir", "final_elr"}
 

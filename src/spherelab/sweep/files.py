@@ -14,9 +14,8 @@ from typing import Any
 from spherelab.config import Config, ConfigError, apply_overrides, from_dict
 from spherelab.io import atomic_write_text, read_csv, read_json_dict, write_csv
 from spherelab.regimes import FINAL_STATUSES
+from spherelab.report.data import SUMMARY_METRICS
 from spherelab.sweep.spec import Point, SweepSpec, spec_from_dict
-
-METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "eff_grad_norm", "si_norm")
 
 
 def open_sweep_dir(spec: SweepSpec, out: Path) -> list[list[dict[str, Any]]]:
@@ -92,7 +91,7 @@ def summary_row(
         **point.axes,
         "regime": s.get("regime"),
         "status": s.get("status", "failed" if error else "unfinished"),
-        **{m: s.get(m) for m in METRICS},
+        **{m: s.get(m) for m in SUMMARY_METRICS},
         "epochs": s.get("epoch"),
         # the ELR at the end: the setting on the sphere, measured lr/||w||^2 in conventional mode
         "final_elr": s.get("elr"),

@@ -25,7 +25,7 @@ from spherelab.train.build import Pack, Run
 from spherelab.train.checkpoints import record_steps
 from spherelab.train.schedules import make_schedule
 from spherelab.train.sharing import Packed
-from spherelab.train.step import StepFn, cuda_graph_step, eager_step, solo_logits
+from spherelab.train.step import StepFn, cuda_graph_step, eager_step
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -58,8 +58,8 @@ class Stepper:
     def __init__(self, pack: Pack, cuda_graph: bool) -> None:
         share, cfg = pack.share, pack.cfg
         model = torch.compile(share.model) if cfg.train.compile else share.model
-        logits = None if isinstance(share, Packed) else solo_logits
-        self.eager: StepFn = eager_step(model, share.optimizer, cfg.train.loss, logits)
+        packed = isinstance(share, Packed)
+        self.eager: StepFn = eager_step(model, share.optimizer, cfg.train.loss, packed)
         self.pack, self.want_graph = pack, cuda_graph
         self.graph: StepFn | None = None
 
@@ -138,7 +138,8 @@ def run_loop(
     if start == 0:
         record(pack, 0, list(range(k_all)), hooks)
     step, t0 = start, time.perf_counter()
-    while step < total and any(m.active for m in pack.members):
+    active = [k for k, m in enumerate(pack.members) if m.active]
+    while step < total and active:
         x, y = next_batch(pack, x_all, y_all)
         if schedule(step / spe) != factor:  # the rate of this step (records report it)
             factor = schedule(step / spe)
@@ -146,13 +147,14 @@ def run_loop(
         window += stepper(x, y).double()
         step += 1
         due = step in marks
-        if step % spe == 0 or due:
-            finish_nonfinite(pack, window.tolist(), step, hooks)  # one host read
-            window.zero_()
+        if not (due or step % spe == 0):
+            continue
+        finish_nonfinite(pack, window.tolist(), step, hooks)  # the one host read per epoch
+        window.zero_()
         active = [k for k, m in enumerate(pack.members) if m.active]
         if due and active:
             record(pack, step, active, hooks)
-        if progress and active and (step % spe == 0 or due):
+        if progress and active:
             progress(
                 {
                     "step": step,

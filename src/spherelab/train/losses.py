@@ -1,6 +1,6 @@
-"""The training losses, defined once for a pack of K runs: per-member batch means from logits
-[K, B, classes]. A single run is the pack of one; `get_loss` wraps the same formulas as
-`loss_fn(model, x, y) -> (batch-mean loss, logits)`, the convention of spherelab.metrics."""
+"""The training losses, in one file: `batch_loss` of one model's batch, `member_losses` of the
+K members of a packed module (the same formulas, per member), and `get_loss`, which wraps
+batch_loss as `loss_fn(model, x, y) -> (batch-mean loss, logits)` for spherelab.metrics."""
 
 from __future__ import annotations
 
@@ -13,14 +13,25 @@ LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
 LOSSES = ("cross_entropy", "mse")  # mean cross-entropy in nats; squared loss on one-hot targets
 
 
+def batch_loss(logits: Tensor, y: Tensor, loss: str) -> Tensor:
+    """The batch-mean loss of one model's logits [B, classes] and labels [B]: mean
+    cross-entropy in nats, or (``mse``) the squared error summed over classes, averaged over
+    samples."""
+    if loss == "cross_entropy":
+        return F.cross_entropy(logits, y)
+    if loss == "mse":
+        return (logits - F.one_hot(y, logits.shape[-1]).to(logits.dtype)).square().sum(-1).mean()
+    raise ValueError(f"loss={loss!r} is unknown; use one of {LOSSES}")
+
+
 def _member_labels(logits: Tensor, y: Tensor) -> Tensor:
     k, b, _ = logits.shape
     return y.expand(k, b) if y.dim() == 1 else y
 
 
 def member_losses(logits: Tensor, y: Tensor, loss: str) -> Tensor:
-    """Batch-mean loss of each member [K] from logits [K, B, classes] and labels [K, B] (or [B]
-    shared by all members). ``mse`` sums the squared error over classes, averages over samples."""
+    """batch_loss of each member [K] from logits [K, B, classes] and labels [K, B] (or [B]
+    shared by all members), computed for all members at once."""
     k, b, c = logits.shape
     labels = _member_labels(logits, y)
     if loss == "cross_entropy":
@@ -38,13 +49,13 @@ def member_correct(logits: Tensor, y: Tensor) -> Tensor:
 
 
 def get_loss(name: str) -> LossFn:
-    """`loss_fn(model, x, y) -> (batch-mean loss, logits)` of one model, by member_losses."""
+    """`loss_fn(model, x, y) -> (batch-mean loss, logits)` of one model (batch_loss)."""
     if name not in LOSSES:
         raise ValueError(f"loss={name!r} is unknown; use one of {LOSSES}")
 
     def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         logits = model(x)
-        return member_losses(logits.unsqueeze(0), y, name)[0], logits
+        return batch_loss(logits, y, name), logits
 
     loss_fn.__name__ = name
     return loss_fn

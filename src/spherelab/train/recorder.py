@@ -1,13 +1,13 @@
 """Evaluation records (rows of metrics.jsonl) of every member of a pack, with one host read.
 
 Train metrics follow the paper: BN in train mode over fixed, unshuffled batches (loss,
-accuracy, mean effective gradient norm, full-batch gradient and gradient SNR in one pass,
-running statistics left untouched); test metrics use BN in eval mode. Then the SI norm, the
-angle since the previous record and the angle to init. The gradient of the SUM of member
-losses restricted to member k's slice is member k's own gradient, so one backward per batch
-serves every member (a single run is the pack of one).
+accuracy, gradient statistics in one pass, running statistics left untouched); test metrics use
+BN in eval mode. The gradient of the SUM of member losses restricted to member k's slice is
+member k's own gradient, so one backward per batch serves every member (a single run is the
+pack of one).
 
-`METRIC_KEYS` and `metric_row` define the row; nothing else builds one.
+`Recorder.measure` is the one place a per-member metric is defined, and `metric_row` the one
+place a row is built (docs/extending.md shows how to add a metric).
 """
 
 from __future__ import annotations
@@ -20,19 +20,14 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from spherelab.ensemble.members import (
-    layer_norms,
-    member_angles,
-    member_norms,
-    member_sq_norms,
-)
+from spherelab.ensemble.members import layer_norms, member_angles, member_norms, member_sq_norms
 from spherelab.metrics.geometry import elr_at_norm
 from spherelab.metrics.state import preserved_state
 from spherelab.train.losses import member_correct, member_losses
 
 Batches = list[tuple[Tensor, Tensor]]
 
-# The keys of every metrics.jsonl row, in order (units: nats, fractions, radians).
+# The keys every row has (docs/run_files.md#metricsjsonl lists all of them, with units).
 METRIC_KEYS = (
     "epoch",
     "step",
@@ -41,15 +36,10 @@ METRIC_KEYS = (
     "test_loss",
     "test_acc",
     "eff_grad_norm",
-    "eff_full_grad_norm",
-    "grad_snr",
     "si_norm",
     "angle",
-    "angle_to_init",
     "lr",
     "elr",
-    "layer_norms",
-    "layer_elr",
 )
 
 
@@ -61,6 +51,27 @@ class Inputs(Protocol):
     def eval_inputs(self, x: Tensor) -> Tensor: ...
 
     def logits(self, out: Tensor) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class TrainPass:
+    """Per-member sums of one pass over the fixed training batches ([K] float64 tensors)."""
+
+    loss: Tensor  # mean loss over the training set
+    correct: Tensor  # number of correct predictions
+    grad_norm: Tensor  # mean over batches (weighted by size) of the batch-gradient norm
+    full_grad_norm: Tensor  # norm of the full-batch gradient (the weighted mean gradient)
+    grad_variance: Tensor  # weighted variance of the batch gradients around it
+    n: int  # training samples
+
+
+@dataclass(frozen=True)
+class TestPass:
+    """Per-member sums of one pass over the fixed test batches ([K] float64 tensors)."""
+
+    loss_sum: Tensor
+    correct: Tensor
+    n: int
 
 
 @dataclass
@@ -84,6 +95,25 @@ class Recorder:
         if not self.prev:
             self.prev = [p.detach().clone() for p in self.si_params]
 
+    def measure(self) -> dict[str, Tensor]:
+        """Every per-member metric of a record, by name: [K] tensors on the device. Their
+        names are the row's keys, in this order, between ``step`` and ``lr``."""
+        k = self.members
+        train, test = self.train_pass(), self.test_pass()
+        rho = member_norms(self.si_params, k).double()  # on the global sphere: the radius
+        return {
+            "train_loss": train.loss,
+            "train_acc": train.correct / train.n,
+            "test_loss": test.loss_sum / test.n,
+            "test_acc": test.correct / test.n,
+            "eff_grad_norm": train.grad_norm * rho,
+            "eff_full_grad_norm": train.full_grad_norm * rho,
+            "grad_snr": _snr(train.full_grad_norm, train.grad_variance),
+            "si_norm": rho,
+            "angle": member_angles(self.si_params, self.prev, k),
+            "angle_to_init": member_angles(self.si_params, self.init, k),
+        }
+
     def record(
         self,
         step: int,
@@ -94,26 +124,18 @@ class Recorder:
     ) -> list[dict[str, Any]]:
         """Rows of members `only` now; their `prev` moves to here. `rates` = (lr, ELR) per
         member; `measured_elr` reports lr / ||w||^2 as the ELR (conventional training)."""
-        train = self._train_stats()
-        test = self._test_sums()
-        si_norm = member_norms(self.si_params, self.members)
-        geo = torch.stack(
-            [
-                si_norm,
-                member_angles(self.si_params, self.prev, self.members),
-                member_angles(self.si_params, self.init, self.members),
-            ]
-        )
-        per_layer = layer_norms(self.si_params, self.members)
-        table = torch.cat([train, test, geo.to(train), per_layer.to(train)]).tolist()  # 1 read
+        metrics = self.measure()
+        per_layer = layer_norms(self.si_params, self.members).double()
+        table = torch.cat([torch.stack([v.double() for v in metrics.values()]), per_layer])
+        columns = table.T.tolist()  # the one host read
         self._move_prev(only)
-        n_test = sum(len(y) for _, y in self.test_batches)
         lrs, elrs = rates
         rows = []
         for k in only:
-            col = [c[k] for c in table]
-            elr = elr_at_norm(lrs[k], col[8]) if measured_elr else elrs[k]
-            rows.append(metric_row(step, epoch, lrs[k], elr, col, self.si_names, n_test))
+            values = dict(zip(metrics, columns[k]))
+            norms = dict(zip(self.si_names, columns[k][len(metrics) :]))
+            elr = elr_at_norm(lrs[k], values["si_norm"]) if measured_elr else elrs[k]
+            rows.append(metric_row(step, epoch, values, lrs[k], elr, norms))
         return rows
 
     def _move_prev(self, only: Sequence[int]) -> None:
@@ -125,9 +147,9 @@ class Recorder:
             for k in only:
                 view_prev[k].copy_(view_p[k])
 
-    def _train_stats(self) -> Tensor:
-        """Rows: loss, accuracy, mean eff. grad norm, eff. full-grad norm, grad variance,
-        full-grad norm ([6, K])."""
+    def train_pass(self) -> TrainPass:
+        """Loss, accuracy and gradient statistics over the fixed training batches, BN in train
+        mode (running statistics restored); a weighted Welford pass over the batch gradients."""
         k = self.members
         n = sum(len(y) for _, y in self.train_batches)
         sums = torch.zeros(3, k, dtype=torch.float64, device=self.si_params[0].device)
@@ -147,70 +169,49 @@ class Recorder:
                         w * member_norms(grads, k),
                     ]
                 ).double()
-                seen += w  # weighted Welford over batches
+                seen += w
                 delta = torch._foreach_sub(list(grads), mean)
                 torch._foreach_add_(mean, delta, alpha=w / seen)
                 m2 += (w * (1.0 - w / seen) * member_sq_norms(delta, k)).double()
-        rho = member_norms(self.si_params, k).double()
-        sums[1] /= n
         full = member_norms(mean, k).double()
-        return torch.cat(
-            [
-                sums[:1],
-                sums[1:2],
-                sums[2:] * rho,
-                (full * rho).unsqueeze(0),
-                (m2 / seen).unsqueeze(0),
-                full.unsqueeze(0),
-            ]
-        )
+        return TrainPass(sums[0], sums[1], sums[2], full, m2 / seen, n)
 
     @torch.no_grad()
-    def _test_sums(self) -> Tensor:
-        """Rows: summed test loss, number correct ([2, K])."""
+    def test_pass(self) -> TestPass:
+        """Summed loss and number correct over the fixed test batches, BN in eval mode."""
         sums = torch.zeros(2, self.members, dtype=torch.float64, device=self.si_params[0].device)
         was_training = self.model.training
         self.model.eval()  # eval mode reads the running statistics and never writes them
         for x, y in self.test_batches:
             logits = self.share.logits(self.model(self.share.eval_inputs(x)))
-            sums += torch.stack(
-                [
-                    member_losses(logits, y, self.loss) * len(y),
-                    member_correct(logits, y).to(logits),
-                ]
-            ).double()
+            losses = member_losses(logits, y, self.loss) * len(y)
+            sums += torch.stack([losses, member_correct(logits, y).to(logits)]).double()
         self.model.train(was_training)
-        return sums
+        return TestPass(sums[0], sums[1], sum(len(y) for _, y in self.test_batches))
 
 
 def metric_row(
     step: int,
     epoch: float,
+    values: dict[str, float],
     lr: float,
     elr: float,
-    col: Sequence[float],
-    names: Sequence[str],
-    n_test: int,
+    layer_norms: dict[str, float],
 ) -> dict[str, Any]:
-    """One metrics.jsonl row (METRIC_KEYS) from a member's column of the recorder's table."""
-    loss, acc, eff, eff_full, var, full, test_loss, test_correct, si_norm, ang, ang0 = col[:11]
-    norms = col[11:]
-    values = (
-        epoch,
-        step,
-        loss,
-        acc,
-        test_loss / n_test,
-        test_correct / n_test,
-        eff,
-        eff_full,
-        full**2 / var if var > 0 else math.inf,
-        si_norm,
-        ang,
-        ang0,
-        lr,
-        elr,
-        dict(zip(names, norms)),
-        {n: elr_at_norm(lr, v) for n, v in zip(names, norms)},
-    )
-    return dict(zip(METRIC_KEYS, values))
+    """One metrics.jsonl row: epoch, step, the measured metrics, the rates, per-layer norms
+    and ELRs (docs/run_files.md#metricsjsonl)."""
+    return {
+        "epoch": epoch,
+        "step": step,
+        **values,
+        "lr": lr,
+        "elr": elr,
+        "layer_norms": layer_norms,
+        "layer_elr": {name: elr_at_norm(lr, v) for name, v in layer_norms.items()},
+    }
+
+
+def _snr(full: Tensor, variance: Tensor) -> Tensor:
+    """Squared norm of the mean gradient over the variance of the batch gradients (inf when
+    the batches agree exactly)."""
+    return torch.where(variance > 0, full.square() / variance, math.inf)

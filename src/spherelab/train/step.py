@@ -12,33 +12,26 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from spherelab.train.losses import member_losses
+from spherelab.train.losses import batch_loss, member_losses
 
 StepFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def solo_logits(out: Tensor) -> Tensor:
-    """A single model's logits [B, C] as the pack of one's [1, B, C]."""
-    return out.unsqueeze(0)
-
-
 def eager_step(
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    loss: str,
-    logits: Callable[[Tensor], Tensor] | None = None,
+    model: nn.Module, opt: torch.optim.Optimizer, loss: str, packed: bool = True
 ) -> StepFn:
-    """forward, backward of the SUM of member losses (member k's slice of its gradient is
-    member k's own gradient), one optimizer step; returns the detached [K] losses. `logits`
-    turns the model's output into [K, B, classes] (None: it already is)."""
+    """Forward, backward, one optimizer step; returns the detached [K] losses. A packed module
+    (logits [K, B, classes]) backpropagates the SUM of its member losses: member k's slice of
+    that gradient is member k's own gradient. One run's model (`packed=False`) backpropagates
+    its batch loss, returned as its pack of one's [1]."""
 
     def step(x: Tensor, y: Tensor) -> Tensor:
         out = model(x)
-        losses = member_losses(logits(out) if logits else out, y, loss)
+        losses = member_losses(out, y, loss) if packed else batch_loss(out, y, loss)
         opt.zero_grad(set_to_none=True)
-        losses.sum().backward()
+        (losses.sum() if packed else losses).backward()
         opt.step()
-        return losses.detach()
+        return losses.detach().reshape(-1)  # [K]; [1] for one run's 0-d batch loss
 
     return step
 
