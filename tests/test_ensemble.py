@@ -323,22 +323,24 @@ def test_a_compiled_ensemble_equals_the_eager_one(tmp_path):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_cuda_graph_ensemble_equals_eager_and_single_runs_on_cuda(family, tmp_path):
     over = {"train.device": "cuda", "train.steps": 40}
-    cfgs = [
-        _cfg(family, **over | {"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS[:2])
+    cfgs = [  # convergence-regime ELRs: chaotic runs amplify rounding (see CONVERGENT)
+        _cfg(family, **over | {"optim.elr": e, "train.seed": s})
+        for s, e in enumerate(CONVERGENT[family])
     ]
     eager = train_ensemble(cfgs, [tmp_path / "e0", tmp_path / "e1"])
     graph = train_ensemble(cfgs, [tmp_path / "g0", tmp_path / "g1"], cuda_graph=True)
     for k, cfg in enumerate(cfgs):
         single = train_run(cfg, tmp_path / f"s{k}")
         for key in ("train_loss", "si_norm", "angle_to_init"):
-            assert graph[k][key] == pytest.approx(eager[k][key], rel=1e-9, abs=1e-12), key
+            # cuDNN may pick other algorithms under capture: 2e-9 apart on an H200 (resnet18_si)
+            assert graph[k][key] == pytest.approx(eager[k][key], rel=1e-7, abs=1e-12), key
             assert eager[k][key] == pytest.approx(single[key], rel=1e-6, abs=1e-9), key
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("cuda_graph", [False, True])
-def test_training_steps_never_wait_for_the_device(cuda_graph, tmp_path):
+@pytest.mark.parametrize("members, cuda_graph", [(3, False), (3, True), (1, False)])
+def test_training_steps_never_wait_for_the_device(members, cuda_graph, tmp_path):
     from spherelab.train.build import build_pack
     from spherelab.train.loop import Stepper, next_batch
 
@@ -347,65 +349,15 @@ def test_training_steps_never_wait_for_the_device(cuda_graph, tmp_path):
             "convnet_si",
             **{"train.device": "cuda", "optim.elr": e, "train.seed": s, "data.batch_size": 8},
         )
-        for s, e in enumerate(ELRS)
+        for s, e in enumerate(ELRS[:members])
     ]
-    ens = build_pack(cfgs, [tmp_path / str(k) for k in range(3)])
-    stepper = Stepper(ens, cuda_graph)
-    data = ens.data
-    stepper(*next_batch(ens, data.x_train, data.y_train))  # warm-up (and capture)
+    pack = build_pack(cfgs, [tmp_path / str(k) for k in range(members)])  # 1: a single run
+    stepper = Stepper(pack, cuda_graph)
+    x_all, y_all = pack.share.train_inputs(pack.data.x_train), pack.data.y_train
+    stepper(*next_batch(pack, x_all, y_all))  # warm-up (and capture)
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):  # within the first epoch: no new permutation is drawn
-            stepper(*next_batch(ens, data.x_train, data.y_train))
+            stepper(*next_batch(pack, x_all, y_all))
     finally:
         torch.cuda.set_sync_debug_mode("default")
-
-
-def test_packed_members_honour_test_subset_and_init_from_like_single_runs(tmp_path):
-    from spherelab.config import Config, apply_overrides
-    from spherelab.train.engine import train_run
-
-    base = {
-        "model.name": "mlp_si",
-        "model.width": 8,
-        "data.name": "synthetic:20:128:60",
-        "data.test_subset": 25,
-        "train.epochs": 2,
-        "train.records": 3,
-        "train.device": "cpu",
-        "train.dtype": "float64",
-    }
-    pre = apply_overrides(Config(), base | {"optim.elr": 1e-2})
-    train_run(pre, tmp_path / "pre")
-    start = sorted((tmp_path / "pre" / "checkpoints").glob("step_*.pt"))[-1]
-    cfgs = [
-        apply_overrides(Config(), base | {"optim.elr": e, "train.init_from": str(start)})
-        for e in (1e-3, 3e-3)
-    ]
-    packed = train_ensemble(cfgs, [tmp_path / "a", tmp_path / "b"])
-    single = train_run(cfgs[0], tmp_path / "single")
-    assert packed[0]["test_loss"] == pytest.approx(single["test_loss"], rel=1e-9)
-    assert packed[0]["train_loss"] == pytest.approx(single["train_loss"], rel=1e-9)
-
-
-def test_a_member_going_nonfinite_leaves_the_others_angles_alone(tmp_path):
-    from spherelab.config import Config, apply_overrides
-    from spherelab.train.engine import train_run
-
-    base = {
-        "model.name": "mlp_si",
-        "model.width": 8,
-        "data.name": "synthetic:20:128",
-        "data.batch_size": 32,
-        "train.epochs": 3,
-        "train.records": 3,
-        "train.device": "cpu",
-        "train.dtype": "float64",
-    }
-    cfgs = [apply_overrides(Config(), base | {"optim.elr": e}) for e in (1e300, 2e-3)]
-    train_ensemble(cfgs, [tmp_path / "bad", tmp_path / "good"])
-    train_run(cfgs[1], tmp_path / "single")
-
-    good = read_records(tmp_path / "good" / "metrics.jsonl")
-    single = read_records(tmp_path / "single" / "metrics.jsonl")
-    assert [r["angle"] for r in good] == pytest.approx([r["angle"] for r in single], rel=1e-9)
