@@ -79,9 +79,12 @@ def worktree(rev: str, where: Path) -> Path:
 
 
 def child(src: Path, over: dict, threads: int) -> dict:
+    path = os.pathsep.join(
+        [str(src), os.environ.get("PYTHONPATH", "")]
+    )  # src/ first: its spherelab
     out = subprocess.run(
         [sys.executable, "-c", CHILD, json.dumps(over), str(threads)],
-        env=os.environ | {"PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])},
+        env=os.environ | {"PYTHONPATH": path},
         capture_output=True,
         text=True,
     )

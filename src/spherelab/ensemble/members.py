@@ -26,6 +26,14 @@ def shared_inputs(x: Tensor, members: int, layout: str) -> Tensor:
     return member_inputs(x.unsqueeze(0).expand(members, *x.shape), layout)
 
 
+def _total(terms: list[Tensor]) -> Tensor:
+    """Left-to-right sum of tensors (as the builtin sum, without its int start)."""
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
 def views(tensors: Sequence[Tensor], members: int) -> list[Tensor]:
     """[K, -1] flattenings of packed tensors (batched [K, ...] and blocked [K*n, ...] alike)."""
     return [t.detach().reshape(members, -1) for t in tensors]
@@ -33,7 +41,7 @@ def views(tensors: Sequence[Tensor], members: int) -> list[Tensor]:
 
 def member_sq_norms(tensors: Sequence[Tensor], members: int) -> Tensor:
     """Squared joint norm of each member's part of `tensors`: [K]."""
-    return sum(v.square().sum(1) for v in views(tensors, members))
+    return _total([v.square().sum(1) for v in views(tensors, members)])
 
 
 def member_norms(tensors: Sequence[Tensor], members: int) -> Tensor:
@@ -53,6 +61,6 @@ def member_angles(a: Sequence[Tensor], b: Sequence[Tensor], members: int) -> Ten
     na, nb = member_norms(a, members), member_norms(b, members)
     sa = [x * nb.unsqueeze(1) for x in va]
     sb = [x * na.unsqueeze(1) for x in vb]
-    diff = sum((x - y).square().sum(1) for x, y in zip(sa, sb)).sqrt()
-    total = sum((x + y).square().sum(1) for x, y in zip(sa, sb)).sqrt()
+    diff = _total([(x - y).square().sum(1) for x, y in zip(sa, sb)]).sqrt()
+    total = _total([(x + y).square().sum(1) for x, y in zip(sa, sb)]).sqrt()
     return 2.0 * torch.atan2(diff, total)

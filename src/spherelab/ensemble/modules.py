@@ -20,6 +20,7 @@ layouts. The single model's own forward() drives the ensemble.
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -92,13 +93,17 @@ class MemberNorm1d(nn.BatchNorm1d):
                 f"{tuple(x.shape)}; use a batch size > 1 (and no last batch of 1)"
             )
         out, mean, rstd = torch.native_layer_norm(rows, [rows.shape[-1]], None, None, self.eps)
-        if self.training and self.track_running_stats:
+        running = (self.running_mean, self.running_var, self.num_batches_tracked)
+        if self.training and running[0] is not None and running[1] is not None:
             with torch.no_grad():
                 n = rows.shape[-1]
                 var = (rstd.square().reciprocal() - self.eps).mul_(n / max(n - 1, 1))
-                self.running_mean.lerp_(mean.view(-1), self.momentum)
-                self.running_var.lerp_(var.view(-1), self.momentum)
-                self.num_batches_tracked.add_(1)
+                if running[2] is not None:
+                    running[2].add_(1)
+                # momentum None: BatchNorm's cumulative average (reads the count: one sync)
+                factor = self.momentum or 1.0 / float(running[2] if running[2] is not None else 1)
+                running[0].lerp_(mean.view(-1), factor)
+                running[1].lerp_(var.view(-1), factor)
         return out.view_as(x)
 
 
@@ -115,10 +120,10 @@ def _grouped_conv(conv: nn.Conv2d, k: int) -> nn.Conv2d:
     return nn.Conv2d(
         k * conv.in_channels,
         k * conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
+        cast(tuple[int, int], conv.kernel_size),
+        stride=cast(tuple[int, int], conv.stride),
+        padding=cast("str | tuple[int, int]", conv.padding),
+        dilation=cast(tuple[int, int], conv.dilation),
         groups=k * conv.groups,
         bias=False,
         padding_mode=conv.padding_mode,
@@ -145,9 +150,13 @@ def _member_norm(norm: nn.modules.batchnorm._BatchNorm, k: int, layout: str) -> 
     )
 
 
+def _has_bias(module: nn.Module) -> bool:
+    return getattr(module, "bias", None) is not None  # nn.Linear types its bias as never None
+
+
 def _replacement(module: nn.Module, k: int, head: bool, layout: str) -> nn.Module | None:
     if head:
-        if not isinstance(module, nn.Linear) or module.bias is not None:
+        if not isinstance(module, nn.Linear) or _has_bias(module):
             raise ValueError("the head must be a bias-free nn.Linear (a *_si model) to pack it")
         heads = MemberHeads(k, module.in_features, module.out_features, layout)
         heads.weight.requires_grad_(module.weight.requires_grad)
@@ -155,7 +164,7 @@ def _replacement(module: nn.Module, k: int, head: bool, layout: str) -> nn.Modul
     if isinstance(module, nn.Conv2d):
         return _grouped_conv(module, k)
     if isinstance(module, nn.Linear):
-        if module.bias is not None:
+        if _has_bias(module):
             raise ValueError(
                 f"cannot pack {module}: a linear with a bias feeding a norm is not "
                 "scale-invariant; pack only *_si models"
@@ -196,8 +205,14 @@ def ensemble_skeleton(template: nn.Module, members: int, layout: str | None = No
         if new is not None:
             parent, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, attr, new)
-    model.members, model.member_layout = members, layout
+    vars(model).update(members=members, member_layout=layout)  # plain attributes of the module
     return model
+
+
+def pack_info(model: nn.Module) -> tuple[int, str]:
+    """(members, activation layout) of a module built by ensemble_skeleton."""
+    info = vars(model)
+    return int(info["members"]), str(info["member_layout"])
 
 
 def batched_names(model: nn.Module) -> set[str]:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from spherelab.config import Config
+from spherelab.ensemble.modules import pack_info
 
 PACKABLE_FAMILIES = ("convnet_si", "resnet18_si", "mlp_si")
 
@@ -91,7 +92,7 @@ def pack_states(model: nn.Module, states: Sequence[dict[str, Tensor]], batched: 
 
 def unpack_state(model: nn.Module, k: int, batched: set[str]) -> dict[str, Tensor]:
     """Member k's state dict, loadable by the single model (detached clones)."""
-    members = int(model.members)
+    members = pack_info(model)[0]
     return {
         key: member_slice(t, k, members, key in batched).detach().clone()
         for key, t in model.state_dict().items()

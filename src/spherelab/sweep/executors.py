@@ -69,7 +69,7 @@ def pack_groups(tasks: Sequence[Task], pack: int | str) -> list[list[Task]]:
     """Chunks of at most `pack` tasks that can share one ensemble module (same
     spherelab.ensemble.pack_key: equal configs but for ELR and, where the data allow, seed).
     ``auto`` packs up to AUTO_PACK runs, only where packing pays (ensemble.packing_pays)."""
-    if pack == AUTO:
+    if isinstance(pack, str):  # AUTO (make_settings checked it)
         from spherelab.ensemble.pack import packing_pays
 
         pays: list[Task] = []

@@ -72,7 +72,7 @@ class Pack:
         """Member k as a single run (for the Packed share: a scratch model loaded with it)."""
         model, optimizer = self.share.member_module(k)
         names = dict(model.named_parameters())
-        si = [names[n] for n in self.recorder.si_names]
+        si: list[Tensor] = [names[n] for n in self.recorder.si_names]
         init = [t.clone() for t in self.share.member_tensors(self.recorder.init, k)]
         return Run(
             self.members[k].cfg, self.device, model, self.data, optimizer,
@@ -127,7 +127,9 @@ def load_weights(model: nn.Module, path: str, device: torch.device) -> None:
         ) from None
 
 
-def _member_model(cfg: Config, data: Dataset, device: torch.device, dtype: torch.dtype):
+def _member_model(
+    cfg: Config, data: Dataset, device: torch.device, dtype: torch.dtype
+) -> nn.Module:
     torch.manual_seed(cfg.train.seed)
     model = build_from_config(cfg.model, data.input_shape, data.num_classes)
     model = model.to(device=device, dtype=dtype)
@@ -193,7 +195,8 @@ def build_pack(
             m.sampler, m.remaining = members[0].sampler, members[0].remaining
     first = models[0]
     if cfg.train.channels_last and data.x_train.dim() == 4 and not packed:
-        first = first.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format at run time; torch's stubs do not list it
+        first = first.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     si = si_parameters(first)
     names = {id(p): n for n, p in first.named_parameters()}
     si_names = [names[id(p)] for p in si]

@@ -106,7 +106,9 @@ def record(pack: Pack, step: int, only: list[int], hooks: Sequence[RecordHook]) 
     run_files.save(pack, step, only)
 
 
-def finish_nonfinite(pack: Pack, window: list[float], step: int, hooks: Sequence[RecordHook]):
+def finish_nonfinite(
+    pack: Pack, window: list[float], step: int, hooks: Sequence[RecordHook]
+) -> None:
     """Members whose loss went non-finite: record and finish them; they take no more steps."""
     bad = [k for k, v in enumerate(window) if pack.members[k].active and not math.isfinite(v)]
     if not bad:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from spherelab.config import Config
 from spherelab.data import augment_images
 from spherelab.ensemble.members import member_inputs, shared_inputs
-from spherelab.ensemble.modules import batched_names, ensemble_skeleton
+from spherelab.ensemble.modules import batched_names, ensemble_skeleton, pack_info
 from spherelab.ensemble.pack import join_members, member_slice, pack_states, unpack_state
 from spherelab.sphere import SphereSGD
 from spherelab.sphere.units import measure_radius
@@ -108,15 +108,14 @@ class Packed:
         )
         p0 = next(first.parameters())
         self.model = ensemble_skeleton(first, self.members, layout).to(p0.device, p0.dtype)
-        self.layout: str = self.model.member_layout
+        self.layout = pack_info(self.model)[1]
         self.batched = batched_names(self.model)
         pack_states(self.model, [m.state_dict() for m in models], self.batched)
         packed = dict(self.model.named_parameters())
         self.si = [packed[n] for n in si_names]
         self.si_batched = [n in self.batched for n in si_names]
         self.radii = [_global_radius(m, si_names) for m in models]
-        kw = {"dtype": p0.dtype, "device": p0.device}
-        self.base_elr = torch.tensor([c.optim.elr for c in cfgs], **kw)
+        self.base_elr = torch.tensor([c.optim.elr for c in cfgs], dtype=p0.dtype, device=p0.device)
         self.elr = self.base_elr.clone()
         self.optimizer = SphereSGD(
             self.si,
@@ -127,7 +126,8 @@ class Packed:
             members=self.members,
         )
         # device tensors: no host-to-device copy per step, and CUDA graphs see in-place updates
-        self.optimizer.param_groups[0].update(elr=self.elr, radius=torch.tensor(self.radii, **kw))
+        radius = torch.tensor(self.radii, dtype=p0.dtype, device=p0.device)
+        self.optimizer.param_groups[0].update(elr=self.elr, radius=radius)
         self.factor = 1.0
 
     def train_inputs(self, x: Tensor) -> Tensor:

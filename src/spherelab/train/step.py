@@ -18,7 +18,7 @@ StepFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def eager_step(
-    model: nn.Module, opt: torch.optim.Optimizer, loss: str, packed: bool = True
+    model: Callable[[Tensor], Tensor], opt: torch.optim.Optimizer, loss: str, packed: bool = True
 ) -> StepFn:
     """Forward, backward, one optimizer step; returns the detached [K] losses. A packed module
     (logits [K, B, classes]) backpropagates the SUM of its member losses: member k's slice of
