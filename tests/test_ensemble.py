@@ -85,11 +85,12 @@ def test_one_ensemble_step_equals_each_single_step(family, layout):
             assert (got - model.get_parameter(name).reshape(-1)).abs().max() < 1e-12, name
 
 
-def test_member_norm_is_one_batchnorm_per_member_in_train_and_eval_mode():
+@pytest.mark.parametrize("momentum", [0.3, 0.0, None])  # None: a cumulative average
+def test_member_norm_is_one_batchnorm_per_member_in_train_and_eval_mode(momentum):
     torch.manual_seed(0)
     k, f, b = 3, 5, 16
-    packed = MemberNorm1d(k * f, momentum=0.3, affine=False).double()
-    singles = [torch.nn.BatchNorm1d(f, momentum=0.3, affine=False).double() for _ in range(k)]
+    packed = MemberNorm1d(k * f, momentum=momentum, affine=False).double()
+    singles = [torch.nn.BatchNorm1d(f, momentum=momentum, affine=False).double() for _ in range(k)]
     for _ in range(3):  # running statistics follow BatchNorm's update
         x = torch.randn(k, f, b, dtype=torch.float64) * 2 + 1
         got = packed(x)
