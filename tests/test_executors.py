@@ -10,12 +10,12 @@ import pytest
 from test_sweep import failing_runner
 
 from spherelab.config import Config, ConfigError, apply_overrides
-from spherelab.sweep import executors
-from spherelab.sweep.executors import assign_devices, make_settings, pack_groups
+from spherelab.sweep.executors import assign_devices, make_settings
 from spherelab.sweep.files import read_summary
+from spherelab.sweep.packing import pack_groups
 from spherelab.sweep.run import run_sweep
 from spherelab.sweep.spec import SweepSpec
-from spherelab.sweep.tasks import Task, execute
+from spherelab.sweep.tasks import Task, execute, one_line_error
 
 # small: every worker process imports torch (through spherelab/__init__)
 SPEC = SweepSpec(elrs=(1e-3, 0.5), seeds=(0,), epochs=2, axes={"optim.momentum": [0.5]})
@@ -151,4 +151,4 @@ def test_a_raising_runner_becomes_a_failed_outcome_with_one_line():
     task = Task(apply_overrides(task.config, {"optim.elr": 0.9}), "/nowhere")
     outcome = execute(failing_runner, task)
     assert outcome.summary is None and outcome.error == "RuntimeError: loss exploded at step 3"
-    assert executors.one_line_error(KeyError()) == "KeyError"
+    assert one_line_error(KeyError()) == "KeyError"

@@ -16,6 +16,7 @@ import pytest
 
 from spherelab.io import (
     append_jsonl,
+    atomic_path,
     atomic_write_text,
     read_json_dict,
     read_jsonl,
@@ -141,3 +142,14 @@ def test_io_imports_without_torch() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "sub" / "file.bin"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in target.parent.iterdir()] == ["file.bin"]  # no temporary left

@@ -1,7 +1,7 @@
 """spherelab: train scale-invariant networks on the sphere at a fixed effective learning rate.
 
-The public API is importable from here. Names load on first use (PEP 562), so the torch-free
-parts (the report, its figures, the sweep's parent process) never import torch.
+The public API is importable from here. Names load on first use (PEP 562), so importing a
+torch-free part (spherelab.report, spherelab.regimes, spherelab.io) never imports torch.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.config import ConfigError, parse_assignment
-from spherelab.sweep.executors import AUTO, EXECUTORS
+from spherelab.sweep.executors import EXECUTORS
 from spherelab.sweep.files import read_summary
+from spherelab.sweep.packing import AUTO
 from spherelab.sweep.run import boundaries_by_group, run_sweep
 from spherelab.sweep.spec import SweepSpec, load_spec, parse_elrs, parse_seeds
 
@@ -128,12 +129,7 @@ def _num(text: str) -> str:
 
 
 def _print_boundaries(rows: Sequence[dict[str, str]], axis_keys: Sequence[str]) -> None:
-    try:
-        groups = boundaries_by_group(rows, axis_keys)
-    except ImportError as err:
-        print(f"boundaries: unavailable ({err})")
-        return
-    for key, boundaries in groups.items():
+    for key, boundaries in boundaries_by_group(rows, axis_keys).items():
         where = " ".join(f"{k}={v}" for k, v in zip(axis_keys, key))
         print(
             f"boundaries{' (' + where + ')' if where else ''}:"

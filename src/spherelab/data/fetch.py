@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import tarfile
 import urllib.error
@@ -12,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from spherelab.data.base import DataError
+from spherelab.io import atomic_path
 
 logger = logging.getLogger("spherelab")
 _CHUNK = 1 << 20
@@ -29,26 +29,25 @@ def md5_of(path: Path) -> str:
 
 def download(url: str, dest: Path, md5: str) -> Path:
     """Fetch `url` to `dest` through a temporary file; keep it only if its md5 matches."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".part")
     logger.info("downloading %s to %s", url, dest)
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(partial, "wb") as out:
-            shutil.copyfileobj(response, out, _CHUNK)
-    except (urllib.error.URLError, OSError) as err:
-        partial.unlink(missing_ok=True)
-        raise DataError(
-            f"could not download {url} to {dest}: {err}. Check the network, or fetch the file by "
-            f"hand and place it at {dest}"
-        ) from err
-    actual = md5_of(partial)
-    if actual != md5:
-        partial.unlink(missing_ok=True)
-        raise DataError(
-            f"bad checksum for {url}: md5 {actual}, expected {md5}. The download was deleted; "
-            "retry, or fetch the file from the official source by hand"
-        )
-    os.replace(partial, dest)
+    with atomic_path(dest) as partial:  # a failed or corrupt download never reaches dest
+        try:
+            with (
+                urllib.request.urlopen(url, timeout=TIMEOUT_S) as response,
+                partial.open("wb") as out,
+            ):
+                shutil.copyfileobj(response, out, _CHUNK)
+        except (urllib.error.URLError, OSError) as err:
+            raise DataError(
+                f"could not download {url} to {dest}: {err}. Check the network, or fetch the file "
+                f"by hand and place it at {dest}"
+            ) from err
+        actual = md5_of(partial)
+        if actual != md5:
+            raise DataError(
+                f"bad checksum for {url}: md5 {actual}, expected {md5}. The download was deleted; "
+                "retry, or fetch the file from the official source by hand"
+            )
     return dest
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 
 from spherelab.data.base import DataError, RawSplits, cache_dir, check_splits, search_dirs
+from spherelab.io import atomic_path
 
 logger = logging.getLogger("spherelab")
 SUBDIR = "mnist1d"
@@ -55,10 +55,8 @@ def _generate(args: dict) -> dict[str, np.ndarray]:
 def _save(arrays: dict[str, np.ndarray], path: Path) -> None:
     """Write atomically so a concurrent reader never sees half a file; failure only costs time."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.part.npz")
-        np.savez(partial, **arrays)  # type: ignore[arg-type]  # stub: **arrays vs allow_pickle
-        os.replace(partial, path)
+        with atomic_path(path) as partial, partial.open("wb") as handle:
+            np.savez(handle, **arrays)  # type: ignore[arg-type]  # stub: **arrays vs allow_pickle
     except OSError as err:
         logger.warning("could not cache MNIST-1D at %s (%s); it will be regenerated", path, err)
 

@@ -100,9 +100,9 @@ class MemberNorm1d(nn.BatchNorm1d):
                 var = (rstd.square().reciprocal() - self.eps).mul_(n / max(n - 1, 1))
                 if running[2] is not None:
                     running[2].add_(1)
-                # momentum None: BatchNorm's cumulative average (reads the count: one sync)
-                count = float(running[2]) if running[2] is not None else 1.0
-                factor = self.momentum if self.momentum is not None else 1.0 / count
+                factor = self.momentum
+                if factor is None:  # BatchNorm's cumulative average: reads the count (a sync)
+                    factor = 1.0 / (float(running[2]) if running[2] is not None else 1.0)
                 running[0].lerp_(mean.view(-1), factor)
                 running[1].lerp_(var.view(-1), factor)
         return out.view_as(x)

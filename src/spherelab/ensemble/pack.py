@@ -39,20 +39,6 @@ def _packable_kind(cfg: Config) -> bool:
     )
 
 
-def packing_pays(cfg: Config) -> bool:
-    """Whether packing this kind of run is faster than running it alone (BENCHMARKS.md): on
-    CUDA for every family; on a CPU only for MLPs, whose small steps are overhead and memory
-    bound (an 8-member mlp_si pack is 1.6-4.9x faster than 8 single runs there), while grouped
-    convolutions cost more per member than a single run's convolutions."""
-    from spherelab.runtime import resolve_device
-
-    try:
-        on_cuda = resolve_device(cfg.train.device).type == "cuda"
-    except ValueError:  # a bad device: the run itself reports it
-        return False
-    return on_cuda or cfg.model.name == "mlp_si"
-
-
 def can_pack(cfgs: Sequence[Config]) -> bool:
     """True when every config is a packable kind (sphere mode, global sphere, a *_si family)
     and all share one pack_key."""

@@ -2,9 +2,9 @@
 
 Every executor takes the same tasks and a runner `runner(config, run_dir) -> summary dict` and
 returns one Outcome per task, in task order; a runner that raises yields a failed Outcome and the
-other tasks carry on. The runner must be a picklable top-level function for the process-based
-executors (local, submitit, ray). Task, Outcome, Settings and `execute` (one task, errors
-captured) live in ``spherelab.executor_tasks`` and are importable from here too.
+other tasks carry on. The runner must be picklable for the process-based executors (local,
+submitit, ray). Task, Outcome, Settings and `execute` (one task, errors captured) live in
+spherelab.sweep.tasks; which runs train together as one pack is spherelab.sweep.packing's.
 """
 
 from __future__ import annotations
@@ -15,13 +15,16 @@ import importlib
 import logging
 import multiprocessing
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from spherelab.config import Config, ConfigError
+from spherelab.diagnose import hooks_for
+from spherelab.sweep.packing import AUTO, pack_groups, run_pack
 from spherelab.sweep.tasks import (
     OnDone,
     Outcome,
@@ -30,18 +33,14 @@ from spherelab.sweep.tasks import (
     Task,
     execute,
     gather,
-    one_line_error,
 )
+from spherelab.train import train_ensemble
 
 log = logging.getLogger("spherelab")
 
 
 class MissingExtraError(ValueError):
     """An executor whose optional dependency is not installed."""
-
-
-AUTO = "auto"  # pack where it pays (ensemble.packing_pays), up to AUTO_PACK runs per module
-AUTO_PACK = 16
 
 
 class EngineRunner:
@@ -55,66 +54,10 @@ class EngineRunner:
     def train_pack(
         self, configs: Sequence[Config], run_dirs: Sequence[str]
     ) -> list[dict[str, Any]]:
-        # lazy: the sweep's parent process stays torch-free; only the workers import the engine
-        from spherelab.diagnose import hooks_for
-        from spherelab.train import train_ensemble
-
         return train_ensemble(configs, run_dirs, resume=True, hooks=hooks_for(configs[0]))
 
 
 train_runner = EngineRunner()
-
-
-def pack_groups(tasks: Sequence[Task], pack: int | str) -> list[list[Task]]:
-    """Chunks of at most `pack` tasks that can share one ensemble module (same
-    spherelab.ensemble.pack_key: equal configs but for ELR and, where the data allow, seed).
-    ``auto`` packs up to AUTO_PACK runs, only where packing pays (ensemble.packing_pays)."""
-    if isinstance(pack, str):  # AUTO (make_settings checked it)
-        from spherelab.ensemble.pack import packing_pays
-
-        pays: list[Task] = []
-        alone: list[list[Task]] = []
-        for task in tasks:
-            if packing_pays(task.config):
-                pays.append(task)
-            else:
-                alone.append([task])
-        return pack_groups(pays, AUTO_PACK) + alone
-    if pack <= 1:
-        return [[task] for task in tasks]
-    from spherelab.ensemble.pack import pack_key
-
-    groups: dict[tuple, list[Task]] = {}
-    for task in tasks:
-        groups.setdefault(pack_key(task.config), []).append(task)
-    return [group[i : i + pack] for group in groups.values() for i in range(0, len(group), pack)]
-
-
-def run_pack(group: Sequence[Task], runner: Runner) -> Iterator[Outcome]:
-    """Train a pack of compatible runs as ONE module when the runner can (it has `train_pack`,
-    as the default EngineRunner does) and the configs can share a module; else one by one. If
-    the pack itself fails, its runs are retried one by one, so nothing is lost."""
-    train_pack = getattr(runner, "train_pack", None)
-    if len(group) > 1 and train_pack is not None:
-        from spherelab.ensemble.pack import can_pack  # lazy: needs torch
-
-        if can_pack([t.config for t in group]):
-            start = time.perf_counter()
-            try:
-                summaries = train_pack([t.config for t in group], [t.run_dir for t in group])
-            except Exception as err:  # noqa: BLE001 - fall back, and say why
-                log.warning(
-                    "ensemble of %d runs failed (%s); running them one by one",
-                    len(group),
-                    one_line_error(err),
-                )
-            else:
-                seconds = (time.perf_counter() - start) / len(group)
-                for task, summary in zip(group, summaries):
-                    yield Outcome(task.run_dir, dict(summary), None, seconds)
-                return
-    for task in group:
-        yield execute(runner, task)
 
 
 def run_inline(
@@ -130,8 +73,6 @@ def run_inline(
 
 
 def _cuda_count() -> int:
-    import torch  # lazy: only the local executor needs to know the GPUs
-
     return torch.cuda.device_count()
 
 
@@ -149,8 +90,6 @@ def assign_devices(tasks: Sequence[Task], n_gpus: int) -> list[Task]:
 
 
 def _set_threads(n: int) -> None:
-    import torch
-
     torch.set_num_threads(n)
 
 

@@ -38,6 +38,7 @@ from spherelab.sweep.spec import (
     expand,
 )
 from spherelab.sweep.tasks import Outcome, Runner, Settings, Task, one_line_error
+from spherelab.train import relabel_run
 
 log = logging.getLogger("spherelab")
 
@@ -49,9 +50,6 @@ def _short(value: Any) -> str:
 def relabel_sweep(sweep_dir: str | Path) -> Path:
     """Re-classify every finished run of a sweep with the current classifier; rewrite each
     summary.json and the regime column of summary.csv."""
-    # Lazy: the engine's run files import torch, which a sweep's parent process can do without.
-    from spherelab.train.run_files import relabel_run
-
     out = Path(sweep_dir)
     rows = read_summary(out / "summary.csv")
     for row in rows:
@@ -172,7 +170,7 @@ def run_sweep(
     refine: rounds of boundary refinement after the grid (new ELRs at the geometric midpoints
     of each boundary interval, for every seed); rounds already done in out_dir count.
     pack: runs per ensemble module (inline only; the hook is executors.run_pack); "auto"
-    packs up to 16 runs where packing is faster (ensemble.packing_pays: any model on CUDA,
+    packs up to 16 runs where packing is faster (sweep.packing.packing_pays: any model on CUDA,
     MLPs on a CPU), 1 never packs.
     runner(config, run_dir) -> summary: defaults to executors.train_runner (spherelab.train).
     Every input is validated before anything runs; a failing run is recorded, not raised.

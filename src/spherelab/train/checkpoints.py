@@ -4,12 +4,12 @@ weights_only); JSON files are spherelab.io's."""
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from spherelab.io import atomic_path
 
 CKPT_DIR = "checkpoints"
 
@@ -43,11 +43,8 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
 
 def save_checkpoint(run_dir: Path, step: int, payload: dict[str, Any]) -> Path:
     path = checkpoint_path(run_dir, step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt.")
-    os.close(fd)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 
@@ -65,8 +62,8 @@ def checkpoint_step(path: Path) -> int:
 
 def save_init(run_dir: Path, init: list[torch.Tensor]) -> None:
     """The SI tensors at initialization (for angle-to-init, on resume and in diagnostics)."""
-    (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
-    torch.save({"init": [t.detach().cpu() for t in init]}, run_dir / CKPT_DIR / "init.pt")
+    with atomic_path(run_dir / CKPT_DIR / "init.pt") as tmp:
+        torch.save({"init": [t.detach().cpu() for t in init]}, tmp)
 
 
 def load_init(run_dir: Path, device: torch.device | str = "cpu") -> list[torch.Tensor]:
