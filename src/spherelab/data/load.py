@@ -28,20 +28,8 @@ import torch
 from torch import Tensor
 
 from spherelab.data import cifar, fashion_mnist, mnist1d_cache, npz, synthetic
-from spherelab.data.augment import augment_images
 from spherelab.data.base import DataError, RawSplits
-from spherelab.data.batching import BatchSampler, fixed_batches
 from spherelab.data.transforms import noisy_labels, normalize_, subset_indices
-
-__all__ = [
-    "BatchSampler",
-    "DataError",
-    "Dataset",
-    "augment_images",
-    "available_datasets",
-    "fixed_batches",
-    "load_dataset",
-]
 
 _NAMED = ("mnist1d", "fashion_mnist", "cifar10", "cifar100")
 
