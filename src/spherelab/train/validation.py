@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from spherelab.config import Config
+from spherelab.data import available_datasets
+from spherelab.models import available_models
 from spherelab.runtime import DTYPES
 from spherelab.sphere.optim import SPHERES
+from spherelab.train.losses import LOSSES
 from spherelab.train.optimizer import MODES
 from spherelab.train.schedules import SCHEDULES
 
@@ -16,10 +19,6 @@ def _one_of(what: str, value: object, valid: list[str] | tuple[str, ...]) -> Non
 
 def validate_config(cfg: Config) -> Config:
     """Raise ValueError naming the first bad value and the fix; return cfg when it is sound."""
-    from spherelab.data.load import available_datasets
-    from spherelab.models import available_models
-    from spherelab.train.losses import LOSSES
-
     _one_of("model", cfg.model.name, available_models())
     if not (cfg.data.name.startswith("npz:") or cfg.data.name.startswith("synthetic")):
         _one_of("dataset", cfg.data.name, available_datasets())
