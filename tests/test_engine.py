@@ -165,3 +165,97 @@ def test_a_too_short_run_says_its_label_is_unreliable(tmp_path):
     assert "too short" in short["regime_note"]
     long = train_run(_cfg(**{"train.epochs": 6, "train.records": 6}), tmp_path / "long")
     assert long["regime_note"] == ""
+
+
+def _cut(run_dir, checkpoints=2):
+    """A kill after some records: the last checkpoints and the summary are lost."""
+    for path in sorted((run_dir / "checkpoints").glob("step_*.pt"))[-checkpoints:]:
+        path.unlink()
+    (run_dir / "summary.json").unlink()
+
+
+def test_a_pack_resumes_exactly_after_one_member_finished_nonfinite(tmp_path):
+    from spherelab.train import train_ensemble
+
+    over = {"train.epochs": 6, "train.records": 6, "optim.momentum": 0.5, "train.dtype": "float64"}
+    cfgs = [_cfg(**over | {"optim.elr": e}) for e in (1e300, 1e-2)]
+    full = train_ensemble(cfgs, [tmp_path / "f0", tmp_path / "f1"])
+    cut = [tmp_path / "c0", tmp_path / "c1"]
+    train_ensemble(cfgs, cut)
+    _cut(cut[1])  # the survivor was cut; the non-finite member had finished
+    resumed = train_ensemble(cfgs, cut)
+    assert full[0]["status"] == resumed[0]["status"] == "nonfinite"
+    assert read_records(cut[1] / "metrics.jsonl") == read_records(tmp_path / "f1" / "metrics.jsonl")
+    assert resumed[1]["train_loss"] == full[1]["train_loss"]
+
+
+def test_a_run_killed_before_its_nonfinite_summary_is_finished_on_resume(tmp_path):
+    cfg = _cfg(**{"optim.elr": 1e300, "train.dtype": "float64"})
+    full = train_run(cfg, tmp_path / "full")
+    train_run(cfg, tmp_path / "cut")
+    (tmp_path / "cut" / "summary.json").unlink()
+    resumed = train_run(cfg, tmp_path / "cut")
+    assert resumed["status"] == full["status"] == "nonfinite"
+    assert resumed["step"] == full["step"]
+    assert read_records(tmp_path / "cut" / "metrics.jsonl") == read_records(
+        tmp_path / "full" / "metrics.jsonl"
+    )
+
+
+def test_resuming_keeps_the_online_diagnostics_of_the_unbroken_run(tmp_path):
+    from spherelab.diagnose import hooks_for
+
+    cfg = _cfg(**{"train.diagnose": "grad", "train.epochs": 6, "train.records": 6})
+    train_run(cfg, tmp_path / "full", hooks=hooks_for(cfg))
+    train_run(cfg, tmp_path / "cut", hooks=hooks_for(cfg))
+    _cut(tmp_path / "cut")
+    train_run(cfg, tmp_path / "cut", hooks=hooks_for(cfg))
+    steps = [
+        [r["step"] for r in read_records(tmp_path / d / "diagnostics.jsonl")]
+        for d in ("full", "cut")
+    ]
+    assert (
+        steps[0]
+        == steps[1]
+        == [r["step"] for r in read_records(tmp_path / "full" / "metrics.jsonl")]
+    )
+
+
+def test_packed_members_save_only_their_own_tensors(tmp_path):
+    from spherelab.train import train_ensemble
+
+    cfgs = [_cfg(**{"optim.elr": e}) for e in (1e-3, 1e-2, 3e-2)]
+    train_ensemble(cfgs, [tmp_path / str(k) for k in range(3)])
+    train_run(cfgs[0], tmp_path / "single")
+    for run in ("1", "single"):
+        files = sorted((tmp_path / run / "checkpoints").glob("*.pt"))
+        for path in files:
+            state = torch.load(path, weights_only=True)
+            for t in state.get("init", []) + state.get("prev", []):
+                assert t.untyped_storage().nbytes() == t.numel() * t.element_size(), path.name
+    sizes = [(tmp_path / r / "checkpoints" / "init.pt").stat().st_size for r in ("0", "single")]
+    assert sizes[0] == sizes[1]
+
+
+def test_a_packed_members_checkpoint_holds_the_scheduled_rate_of_its_single_run(tmp_path):
+    from spherelab.train import train_ensemble
+
+    over = {
+        "optim.schedule": "piecewise",
+        "optim.schedule_milestones": [1.0],
+        "optim.schedule_factors": [0.1],
+    }
+    cfgs = [_cfg(**over | {"optim.elr": e}) for e in (1e-2, 2e-2)]
+    train_ensemble(cfgs, [tmp_path / "a", tmp_path / "b"])
+    train_run(cfgs[1], tmp_path / "single")
+    last = [sorted((tmp_path / r / "checkpoints").glob("step_*.pt"))[-1] for r in ("b", "single")]
+    groups = [torch.load(p, weights_only=True)["optimizer"]["param_groups"][0] for p in last]
+    assert groups[0]["elr"] == pytest.approx(groups[1]["elr"]) == pytest.approx(2e-3)
+
+
+def test_cuda_graph_without_cuda_is_refused_before_anything_is_written(tmp_path):
+    from spherelab.train import train_ensemble
+
+    with pytest.raises(ValueError, match="cuda_graph needs train.device=cuda"):
+        train_ensemble([_cfg()], [tmp_path / "r"], cuda_graph=True)
+    assert not (tmp_path / "r").exists()

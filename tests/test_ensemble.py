@@ -135,7 +135,7 @@ def test_the_ensemble_step_never_reads_the_device(k):
 
 
 def test_cuda_graph_replays_exactly_the_full_batches_in_both_layouts(tmp_path, monkeypatch):
-    from spherelab.train import loop
+    from spherelab.train import engine, loop
 
     calls = []
 
@@ -149,6 +149,7 @@ def test_cuda_graph_replays_exactly_the_full_batches_in_both_layouts(tmp_path, m
         return replay
 
     monkeypatch.setattr(loop, "cuda_graph_step", recording_graph)
+    monkeypatch.setattr(engine, "resolve_device", lambda name: torch.device("cuda"))  # the check
     # 40 samples in batches of 16: two full batches and a short one per epoch; K = B = 16
     # members is the case where the members' count could pass for the batch size
     over = {"data.name": "synthetic:12:40:32", "train.steps": 6, "train.records": 2}

@@ -46,7 +46,9 @@ class MissingExtraError(ValueError):
 class EngineRunner:
     """The default runner: train (or resume, or reuse) one run with the engine, with the record
     hooks its config asks for (train.diagnose). It can also train a pack of packable runs as
-    one module (`train_pack`); a runner without `train_pack` trains runs one by one."""
+    one module (`train_pack`); a runner without `train_pack` trains runs one by one. A subclass
+    that changes how one run trains must override `train_pack` too (or set it to None), since
+    packs never call `__call__`."""
 
     def __call__(self, config: Config, run_dir: str) -> dict[str, Any]:
         return self.train_pack([config], [run_dir])[0]

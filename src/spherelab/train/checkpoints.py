@@ -63,7 +63,8 @@ def checkpoint_step(path: Path) -> int:
 def save_init(run_dir: Path, init: list[torch.Tensor]) -> None:
     """The SI tensors at initialization (for angle-to-init, on resume and in diagnostics)."""
     with atomic_path(run_dir / CKPT_DIR / "init.pt") as tmp:
-        torch.save({"init": [t.detach().cpu() for t in init]}, tmp)
+        # copies: a view would save its whole storage (a packed tensor: every member's part)
+        torch.save({"init": [t.detach().to("cpu", copy=True) for t in init]}, tmp)
 
 
 def load_init(run_dir: Path, device: torch.device | str = "cpu") -> list[torch.Tensor]:

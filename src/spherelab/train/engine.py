@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.config import Config
+from spherelab.runtime import resolve_device
 from spherelab.train import run_files
 from spherelab.train.build import build_pack, check_packable
 from spherelab.train.loop import ProgressFn, RecordHook, run_loop
@@ -71,20 +72,33 @@ def train_ensemble(
     if len(cfgs) > 1:
         check_packable(cfgs)
     _check_hooks(cfgs[0], hooks)
+    if cuda_graph and resolve_device(cfgs[0].train.device).type != "cuda":
+        raise ValueError(
+            f"cuda_graph needs train.device=cuda, got {cfgs[0].train.device!r}; "
+            "use a CUDA device or turn cuda_graph off"
+        )
     summaries = [run_files.prepare_dir(c, o, resume) for c, o in zip(cfgs, outs)]
     todo = [k for k, s in enumerate(summaries) if s is None]
-    if todo:
-        pack = build_pack(
-            [cfgs[k] for k in todo],
-            [outs[k] for k in todo],
-            packed=len(todo) > 1 or cuda_graph,
-            shared_batches=shared_batches,
-            layout=layout,
-        )
-        start = run_files.start(pack, resume)
-        run_loop(pack, start, progress_fn(progress), hooks, cuda_graph)
-        for k, m in zip(todo, pack.members):
-            summaries[k] = m.summary
+    if not todo:
+        return [s for s in summaries if s is not None]
+    # A pack that resumes keeps the members that already finished, frozen: the same module
+    # computes the same numbers, so the others resume exactly as if never interrupted.
+    keep = list(range(len(cfgs))) if resume and len(cfgs) > 1 else todo
+    pack = build_pack(
+        [cfgs[k] for k in keep],
+        [outs[k] for k in keep],
+        packed=len(keep) > 1 or cuda_graph,
+        shared_batches=shared_batches,
+        layout=layout,
+    )
+    for i, k in enumerate(keep):
+        if summaries[k] is not None:
+            pack.members[i].summary = summaries[k]
+            pack.share.freeze(i)
+    start = run_files.start(pack, resume)
+    run_loop(pack, start, progress_fn(progress), hooks, cuda_graph)
+    for k, m in zip(keep, pack.members):
+        summaries[k] = m.summary
     return [s for s in summaries if s is not None]
 
 

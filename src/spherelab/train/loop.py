@@ -138,7 +138,11 @@ def run_loop(
     k_all = len(pack.members)
     window = torch.zeros(k_all, dtype=torch.float64, device=pack.device)
     if start == 0:
-        record(pack, 0, list(range(k_all)), hooks)
+        record(pack, 0, [k for k, m in enumerate(pack.members) if m.active], hooks)
+    for k, m in enumerate(pack.members):  # killed between a non-finite record and its summary
+        if m.active and start and not math.isfinite(m.records[-1]["train_loss"]):
+            run_files.finish(pack, k, "nonfinite")
+            pack.share.freeze(k)
     step, t0 = start, time.perf_counter()
     active = [k for k, m in enumerate(pack.members) if m.active]
     while step < total and active:

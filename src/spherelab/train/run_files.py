@@ -7,6 +7,7 @@ The contract is docs/run_files.md: config.json, metrics.jsonl, summary.json, che
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -22,6 +23,7 @@ from spherelab.train import checkpoints as ckpt
 from spherelab.train.build import Pack
 
 log = logging.getLogger("spherelab")
+DIAGNOSTICS = "diagnostics.jsonl"  # written by record hooks or `spherelab diagnose`
 
 
 def prepare_dir(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
@@ -64,16 +66,21 @@ def comparable(cfg: Config) -> dict[str, Any]:
 
 
 def start(pack: Pack, resume: bool) -> int:
-    """Write each member's config.json; resume from the latest checkpoint common to all members
-    (or start afresh: old records dropped, the init saved). Returns the step to start from."""
+    """Write each running member's config.json; resume from the latest checkpoint common to the
+    running members (or start afresh: old records and diagnostics dropped, the init saved).
+    Members that finished earlier (their summary is set) keep their files. Returns the step."""
+    running = [k for k, m in enumerate(pack.members) if m.active]
     step = restore(pack) if resume else 0
     if step == 0:
-        for k, m in enumerate(pack.members):
+        for k in running:
+            m = pack.members[k]
             m.records = []
             (m.out / "metrics.jsonl").unlink(missing_ok=True)
+            (m.out / DIAGNOSTICS).unlink(missing_ok=True)
             ckpt.save_init(m.out, pack.share.member_tensors(pack.recorder.init, k))
     env = environment(pack.device)
-    for m in pack.members:
+    for k in running:
+        m = pack.members[k]
         write_json(m.out / "config.json", m.cfg.to_dict() | {"environment": env})
     return step
 
@@ -94,30 +101,50 @@ def common_step(outs: list[Path]) -> int:
 
 
 def restore(pack: Pack) -> int:
-    """Load every member's checkpoint at the latest common step; keep the records up to it."""
-    step = common_step([m.out for m in pack.members])
+    """Load the running members' checkpoints at their latest common step and keep their records
+    (and diagnostics) up to it. A member that finished earlier is loaded from its last
+    checkpoint and stays frozen, so the module, and its arithmetic, is the unbroken one."""
+    running = [m for m in pack.members if m.active]
+    step = common_step([m.out for m in running])
     if step == 0:
         return 0
     states, inits, prevs = [], [], []
     for m in pack.members:
+        paths = ckpt.list_checkpoints(m.out) if not m.active else []
+        path = ckpt.checkpoint_path(m.out, step) if m.active else (paths[-1] if paths else None)
+        inits.append(ckpt.load_init(m.out, pack.device))
+        if path is None:  # a finished member without checkpoints: its initial state
+            k = pack.members.index(m)
+            states.append(copy.deepcopy(pack.share.member_state(k)))  # Packed: scratch tensors
+            prevs.append([t.clone() for t in pack.share.member_tensors(pack.recorder.init, k)])
+            continue
         # On the CPU first: RNG states must stay CPU ByteTensors (load_state_dict moves the rest).
-        state = ckpt.load_checkpoint(ckpt.checkpoint_path(m.out, step), "cpu")
+        state = ckpt.load_checkpoint(path, "cpu")
         states.append((state["model"], state["optimizer"]))
+        prevs.append([t.to(pack.device) for t in state["prev"]])
+        if not m.active:
+            continue
         m.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         if m.aug_gen is not None:
             m.aug_gen.set_state(state["aug_rng"])
-        inits.append(ckpt.load_init(m.out, pack.device))
-        prevs.append([t.to(pack.device) for t in state["prev"]])
         m.remaining.clear()
         m.remaining.extend(t.to(pack.device) for t in state["remaining"])
-        m.records = [r for r in read_jsonl(m.out / "metrics.jsonl") if r["step"] <= step]
-        write_jsonl(m.out / "metrics.jsonl", m.records)
+        m.records = _rows_up_to(m.out / "metrics.jsonl", step)
+        if (m.out / DIAGNOSTICS).exists():
+            _rows_up_to(m.out / DIAGNOSTICS, step)
         log.info("resumed %s at step %d", m.out, step)
     pack.share.load_members(states)
     pack.recorder.init = pack.share.join(inits)
     pack.recorder.prev = pack.share.join(prevs)
     return step
+
+
+def _rows_up_to(path: Path, step: int) -> list[dict[str, Any]]:
+    """Keep the rows of a JSON-lines file up to `step` (later ones are redone); return them."""
+    rows = [r for r in read_jsonl(path) if r["step"] <= step]
+    write_jsonl(path, rows)
+    return rows
 
 
 def save(pack: Pack, step: int, only: list[int]) -> None:
@@ -134,7 +161,8 @@ def save(pack: Pack, step: int, only: list[int]) -> None:
             "sampler": m.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "aug_rng": m.aug_gen.get_state() if m.aug_gen is not None else None,
-            "prev": pack.share.member_tensors(pack.recorder.prev, k),
+            # clones: a view would save the whole packed tensor, every member's part
+            "prev": [t.clone() for t in pack.share.member_tensors(pack.recorder.prev, k)],
             "remaining": [t.cpu() for t in m.remaining],
             "step": step,
         }

@@ -173,7 +173,8 @@ class Packed:
         """The scratch single model and optimizer, loaded with member k's state."""
         self.scratch.load_state_dict(unpack_state(self.model, k, self.batched))
         opt = self.scratch_opt
-        opt.param_groups[0].update(radius=self.radii[k], elr=self.cfgs[k].optim.elr)
+        # the member's rate now, as its single run holds it (diagnostics step with it)
+        opt.param_groups[0].update(radius=self.radii[k], elr=self.cfgs[k].optim.elr * self.factor)
         for p, q, batched in zip(opt.param_groups[0]["params"], self.si, self.si_batched):
             buf = self.optimizer.state.get(q, {}).get("momentum_buffer")
             if buf is not None:
