@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from spherelab.metrics.packed import member_angles
 from spherelab.metrics.state import dot, positive
 
 NamedTensors = Mapping[str, Tensor] | Iterable[tuple[str, Tensor]]
@@ -42,9 +43,8 @@ def per_tensor_norms(named_params: NamedTensors) -> dict[str, float]:
 def angle_tensor(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     """Angle in radians between two flat vectors, as a 0-d tensor (no host sync).
 
-    Uses 2·atan2(||a·|b| − b·|a|||, ||a·|b| + b·|a|||), accurate for tiny angles too (the
-    arccos of the cosine loses all digits below ~1e-4 rad in float32, which is exactly the size of
-    a per-step update). Returns 0 when either vector is zero.
+    The formula is metrics.packed.member_angles' (stable for tiny angles); 0 when either vector
+    is zero.
     """
     a = [t.detach() for t in a]
     b = [t.detach() for t in b]
@@ -52,12 +52,7 @@ def angle_tensor(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
         raise ValueError(
             f"angle needs two non-empty lists of equal length, got {len(a)} and {len(b)}"
         )
-    na, nb = joint_norm(a), joint_norm(b)
-    scaled_a = torch._foreach_mul(a, nb)
-    scaled_b = torch._foreach_mul(b, na)
-    diff = joint_norm(torch._foreach_sub(scaled_a, scaled_b))
-    torch._foreach_add_(scaled_a, scaled_b)
-    return 2.0 * torch.atan2(diff, joint_norm(scaled_a))
+    return member_angles(a, b, 1)[0]  # the pack of one
 
 
 def _check_nonzero(a: Sequence[Tensor], b: Sequence[Tensor], what: str) -> None:

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from spherelab.metrics.geometry import joint_norm
+from spherelab.metrics.packed import Welford
 from spherelab.metrics.state import (
     Batches,
     LossFn,
@@ -71,26 +72,6 @@ def _n_correct(logits: Tensor | None, y: Tensor) -> Tensor:
     return (logits.detach().argmax(dim=1) == y).sum()
 
 
-class _Welford:
-    """Weighted streaming mean and trace of covariance of list-of-tensor samples."""
-
-    def __init__(self, like: Sequence[Tensor]) -> None:
-        self.mean = [torch.zeros_like(t) for t in like]
-        self.m2 = torch.zeros((), dtype=like[0].dtype, device=like[0].device)
-        self.weight = 0.0
-
-    def add(self, sample: Sequence[Tensor], weight: float) -> None:
-        # mean += (w / W) delta; m2 += w (1 - w / W) ||delta||^2 (exact weighted Welford).
-        self.weight += weight
-        frac = weight / self.weight
-        delta = torch._foreach_sub(list(sample), self.mean)
-        torch._foreach_add_(self.mean, delta, alpha=frac)
-        self.m2 = self.m2 + weight * (1.0 - frac) * joint_norm(delta) ** 2
-
-    def variance(self) -> Tensor:
-        return self.m2 / self.weight
-
-
 def gradient_stats(
     model: nn.Module,
     loss_fn: LossFn,
@@ -110,7 +91,7 @@ def gradient_stats(
     rho = joint_norm(params) if radius is None else torch.tensor(positive(radius, "radius"))
     # running sums of (loss, number correct, gradient norm), weighted by n_b / N where it applies
     totals = torch.zeros(3, dtype=torch.float64, device=params[0].device)
-    welford = _Welford(params)
+    welford = Welford(params)  # the pack of one
     with preserved_state(model, train=True), torch.enable_grad():
         for (x, y), w in zip(batches, weights):
             loss, logits = loss_fn(model, x, y)
@@ -118,7 +99,7 @@ def gradient_stats(
             batch = torch.stack([w * loss.detach(), _n_correct(logits, y), w * joint_norm(grads)])
             totals += batch.double()
             welford.add(grads, w)
-    finals = torch.stack([joint_norm(welford.mean), welford.variance(), rho.to(totals)])
+    finals = torch.stack([joint_norm(welford.mean), welford.variance()[0], rho.to(totals)])
     return _assemble(torch.cat([totals, finals.double()]).tolist(), len(batches), n_samples)
 
 

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from spherelab.ensemble.members import layer_norms, member_angles, member_norms, member_sq_norms
 from spherelab.metrics.geometry import elr_at_norm
+from spherelab.metrics.packed import Welford, layer_norms, member_angles, member_norms
 from spherelab.metrics.state import preserved_state
 from spherelab.train.losses import member_correct, member_losses
 
@@ -153,9 +153,7 @@ class Recorder:
         k = self.members
         n = sum(len(y) for _, y in self.train_batches)
         sums = torch.zeros(3, k, dtype=torch.float64, device=self.si_params[0].device)
-        mean = [torch.zeros_like(p) for p in self.si_params]
-        m2 = torch.zeros(k, dtype=torch.float64, device=sums.device)
-        seen = 0.0
+        welford = Welford(self.si_params, k)
         with preserved_state(self.model, train=True), torch.enable_grad():
             for x, y in self.train_batches:
                 w = len(y) / n
@@ -169,12 +167,9 @@ class Recorder:
                         w * member_norms(grads, k),
                     ]
                 ).double()
-                seen += w
-                delta = torch._foreach_sub(list(grads), mean)
-                torch._foreach_add_(mean, delta, alpha=w / seen)
-                m2 += (w * (1.0 - w / seen) * member_sq_norms(delta, k)).double()
-        full = member_norms(mean, k).double()
-        return TrainPass(sums[0], sums[1], sums[2], full, m2 / seen, n)
+                welford.add(grads, w)
+        full = member_norms(welford.mean, k).double()
+        return TrainPass(sums[0], sums[1], sums[2], full, welford.variance(), n)
 
     @torch.no_grad()
     def test_pass(self) -> TestPass:
