@@ -155,3 +155,14 @@ def test_diagnosing_a_sweep_adds_the_sharpness_figure_to_its_report(tmp_path):
     assert (tmp_path / "s" / "figures" / "sharpness_vs_stability.png").exists()
     for run in (tmp_path / "s" / "runs").iterdir():
         assert len(read_jsonl(run / "diagnostics.jsonl")) == 1
+
+
+def test_offline_diagnostics_at_a_checkpoint_equal_the_online_ones(tmp_path):
+    cfg = _cfg(**{"train.diagnose": "grad,angles", "model.width": 8})
+    train_run(cfg, tmp_path / "run", hooks=hooks_for(cfg))
+    online = read_jsonl(tmp_path / "run" / "diagnostics.jsonl")
+    offline = read_jsonl(diagnose_run(tmp_path / "run", DiagnoseOptions(what=("grad", "angles"))))
+    assert [r["step"] for r in offline] == [r["step"] for r in online]
+    for a, b in zip(online, offline):
+        assert a["step_angle_mean"] == pytest.approx(b["step_angle_mean"], rel=1e-9), a["step"]
+        assert a["grad_loss"] == pytest.approx(b["grad_loss"], rel=1e-9), a["step"]

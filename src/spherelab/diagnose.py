@@ -205,6 +205,7 @@ def diagnose_run(
         state = ckpt.load_checkpoint(path, run.device)
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
+        run.sampler.load_state_dict(state["sampler"])  # the batch order the run had there
         rows.append(diagnose_point(run, opts, int(state["step"]), prev))
         prev = [p.detach().clone() for p in run.si_params]
         log.info("diagnosed %s step %d", run_dir, state["step"])
