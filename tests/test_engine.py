@@ -9,18 +9,7 @@ from spherelab.config import Config, apply_overrides
 from spherelab.io import read_jsonl as read_records
 from spherelab.train.checkpoints import record_steps
 from spherelab.train.engine import train_run
-
-KEYS = (
-    "epoch",
-    "step",
-    "train_loss",
-    "train_acc",
-    "test_loss",
-    "test_acc",
-    "eff_grad_norm",
-    "si_norm",
-    "angle",
-)
+from spherelab.train.recorder import METRIC_KEYS
 
 
 def _cfg(**over) -> Config:
@@ -43,7 +32,7 @@ def test_run_writes_the_contract_files_with_the_required_keys(tmp_path):
     rows = read_records(tmp_path / "run" / "metrics.jsonl")
     assert rows[0]["step"] == 0 and rows[-1]["step"] == summary["step"] == 4 * 8
     for row in rows:
-        assert set(KEYS) <= set(row)
+        assert set(METRIC_KEYS) <= set(row)
     assert summary["status"] == "finished"
     assert summary["regime"] in ("convergence", "chaotic_equilibrium", "divergence")
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
