@@ -21,9 +21,6 @@ from spherelab.train.loop import ProgressFn, RecordHook, run_loop
 
 log = logging.getLogger("spherelab")
 
-# Hooks that serve a config setting declare it, so a setting is never silently ignored.
-SERVED_BY_HOOKS = {"train.diagnose": "spherelab.diagnose.hooks_for"}
-
 
 def train_run(
     cfg: Config,
@@ -107,7 +104,7 @@ def _check_hooks(cfg: Config, hooks: Sequence[RecordHook]) -> None:
     if cfg.train.diagnose and "train.diagnose" not in served:
         raise ValueError(
             f"train.diagnose={cfg.train.diagnose!r} needs the diagnostics hook: pass "
-            f"hooks={SERVED_BY_HOOKS['train.diagnose']}(cfg) (the CLI and run_sweep do)"
+            "hooks=spherelab.diagnose.hooks_for(cfg) (the CLI and run_sweep do)"
         )
 
 

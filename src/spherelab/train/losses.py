@@ -62,7 +62,6 @@ def get_loss(name: str) -> LossFn:
 
 
 cross_entropy = get_loss("cross_entropy")
-squared = get_loss("mse")
 
 
 def batch_sums(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -109,12 +109,11 @@ def restore(pack: Pack) -> int:
     if step == 0:
         return 0
     states, inits, prevs = [], [], []
-    for m in pack.members:
+    for k, m in enumerate(pack.members):
         paths = ckpt.list_checkpoints(m.out) if not m.active else []
         path = ckpt.checkpoint_path(m.out, step) if m.active else (paths[-1] if paths else None)
         inits.append(ckpt.load_init(m.out, pack.device))
         if path is None:  # a finished member without checkpoints: its initial state
-            k = pack.members.index(m)
             states.append(copy.deepcopy(pack.share.member_state(k)))  # Packed: scratch tensors
             prevs.append([t.clone() for t in pack.share.member_tensors(pack.recorder.init, k)])
             continue

@@ -100,12 +100,8 @@ class Packed:
         layout: str | None,
     ) -> None:
         first = models[0]
-        self.cfgs, self.members, self.scratch, self.scratch_opt = (
-            list(cfgs),
-            len(models),
-            first,
-            scratch_opt,
-        )
+        self.cfgs, self.members = list(cfgs), len(models)
+        self.scratch, self.scratch_opt = first, scratch_opt
         p0 = next(first.parameters())
         self.model = ensemble_skeleton(first, self.members, layout).to(p0.device, p0.dtype)
         self.layout = pack_info(self.model)[1]
