@@ -10,7 +10,7 @@ EXTRAS_test := test
 EXTRAS_lint := lint
 EXTRAS_all  := test,slurm,ray
 
-.PHONY: install demo test test-all bench lint clean
+.PHONY: install demo test test-all bench lint fuzz clean
 
 install: $(VENV)/.installed-test
 
@@ -36,6 +36,11 @@ test: $(VENV)/.installed-test
 # Also the slow tests and the submitit / ray executors (skipped by `make test` without them).
 test-all: $(VENV)/.installed-all
 	$(PY) -m pytest -q -m "not gpu"
+
+# Random bad configs, data and damaged run/sweep files thrown at the CLI: exit 2, no traceback.
+FUZZ_SECONDS ?= 120
+fuzz: $(VENV)/.installed-test
+	$(PY) tests/fuzz_cli.py --seconds $(FUZZ_SECONDS)
 
 bench: $(VENV)/.installed-core
 	$(PY) benchmarks/bench_train.py
