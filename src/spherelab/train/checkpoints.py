@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,13 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
 class CheckpointError(ValueError):
     """A file that is not a readable spherelab checkpoint (truncated, damaged, or foreign)."""
 
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(
+            f"{path} is not a readable spherelab checkpoint ({why}: truncated, damaged or not "
+            "written by spherelab); delete it to fall back to an earlier one, or rerun the run"
+        )
+        self.path = path
+
 
 def save_checkpoint(run_dir: Path, step: int, payload: dict[str, Any]) -> Path:
     path = checkpoint_path(run_dir, step)
@@ -73,7 +81,9 @@ def load_checkpoint(
     """A checkpoint written by spherelab (a dict holding `keys`), loaded with weights_only (a
     pickle that would run code is refused); CheckpointError names the file otherwise."""
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch's note on the pickle protocol of a foreign file
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise
     except (
@@ -89,17 +99,10 @@ def load_checkpoint(
         TypeError,
     ) as err:
         # torch's own text may suggest weights_only=False: never the advice for a foreign file
-        raise CheckpointError(_not_a_checkpoint(path, type(err).__name__)) from None
+        raise CheckpointError(path, type(err).__name__) from None
     if not isinstance(state, dict) or any(k not in state for k in keys):
-        raise CheckpointError(_not_a_checkpoint(path, "unexpected contents"))
+        raise CheckpointError(path, "unexpected contents")
     return state
-
-
-def _not_a_checkpoint(path: Path, why: str) -> str:
-    return (
-        f"{path} is not a readable spherelab checkpoint ({why}: truncated, damaged or not "
-        "written by spherelab); delete it to fall back to an earlier one, or rerun the run"
-    )
 
 
 def checkpoint_step(path: Path) -> int:

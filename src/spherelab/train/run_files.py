@@ -117,19 +117,24 @@ def resume_point(outs: list[Path]) -> tuple[int, list[dict[str, Any]]]:
     readable, CheckpointError names the newest."""
     steps = [{ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(o)} for o in outs]
     common = sorted(set.intersection(*steps) if steps else set(), reverse=True)
-    chosen, states, damaged = 0, [], None
+    chosen, states, damaged = 0, [], []
     for step in (s for s in common if s > 0):
         try:
             states = [ckpt.load_checkpoint(ckpt.checkpoint_path(o, step), "cpu") for o in outs]
         except ckpt.CheckpointError as err:
-            damaged = damaged or err
+            damaged.append(err.path)
             log.warning("%s", err)
             continue
         chosen = step
         break
-    if damaged is not None:
-        if not chosen and 0 not in common:
-            raise damaged
+    if damaged and not chosen:
+        where = ", ".join(str(o / ckpt.CKPT_DIR) for o in outs)
+        raise ValueError(
+            f"no readable checkpoint to resume from: {damaged[0]} and every earlier one are "
+            "not readable spherelab checkpoints (truncated, damaged or foreign); delete "
+            f"{where} to start afresh, or choose another --out"
+        )
+    if damaged:
         log.warning("resuming from step %d instead (the newest readable checkpoint)", chosen)
     for out in outs:
         for path in ckpt.list_checkpoints(out):
