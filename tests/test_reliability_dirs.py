@@ -13,11 +13,14 @@ import subprocess
 import sys
 import time
 from argparse import Namespace
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 import spherelab.io
+import spherelab.lock
 from spherelab.cli import main
 from spherelab.lock import LOCK_FILE
 
@@ -65,9 +68,41 @@ def hidden_files(root: Path) -> list[Path]:
 # ---- item 3: one writer per directory -------------------------------------------------------
 
 
-def test_a_second_train_or_resume_is_refused_naming_the_holder_and_a_killed_holder_is_taken_over(
-    tmp_path, capsys
-):
+@contextmanager
+def held_elsewhere(directory: Path, command: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Another process holding `directory`'s lock (spherelab.lock alone: it imports no torch,
+    so this takes milliseconds, not the seconds of a real run)."""
+    code = (
+        "import importlib.util, sys, time\n"
+        f"spec = importlib.util.spec_from_file_location('lock', {spherelab.lock.__file__!r})\n"
+        "lock = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(lock)\n"
+        f"with lock.hold({str(directory)!r}, {command!r}):\n"
+        "    print('held', flush=True)\n    time.sleep(60)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+            yield holder
+        finally:
+            holder.kill()
+            holder.wait()
+
+
+def test_a_second_train_or_resume_is_refused_naming_the_holder(tmp_path, capsys):
+    out, _ = finished_run(tmp_path)
+    (out / "summary.json").unlink()  # an unfinished run, as if it were still training
+    with held_elsewhere(out, "train") as holder:
+        for extra in ([], ["--resume"]):
+            assert main(train(out, *extra)) == 2
+            err = error_line(capsys)
+            assert f"`spherelab train` (PID {holder.pid} on host {socket.gethostname()}" in err
+            assert "wait for it to finish or stop it, or choose another --out" in err
+    assert not (out / "summary.json").exists()  # the refused runs wrote nothing
+    assert main(train(out, "--resume")) == 0  # the lock went with its process
+
+
+@pytest.mark.slow  # a real second process trains (~8 s); the test above covers the refusal
+def test_a_concurrent_real_train_is_refused_and_its_lock_taken_over_after_kill_9(tmp_path, capsys):
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "spherelab.cli", *train(out, steps=10**7)]
     with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as first:
@@ -110,18 +145,7 @@ def test_a_sweep_report_or_diagnose_on_a_directory_in_use_is_refused(tmp_path, c
     out = tmp_path / "sweep"
     out.mkdir()
     (out / "summary.csv").write_text("elr,seed\n")
-    code = (
-        "import time\nfrom spherelab.lock import hold\n"
-        f"with hold({str(out)!r}, 'sweep'):\n    print('held', flush=True)\n    time.sleep(60)"
-    )
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) as holder:
-        _refused_while_held(holder, out, capsys)
-    assert not (out / "sweep.json").exists()  # the refused sweep wrote nothing
-
-
-def _refused_while_held(holder, out, capsys):
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    with held_elsewhere(out, "sweep") as holder:
         for argv in (
             [*SWEEP, "--elrs", "1e-3", "--out", str(out)],
             ["report", str(out)],
@@ -130,9 +154,7 @@ def _refused_while_held(holder, out, capsys):
             assert main(argv) == 2
             err = error_line(capsys)
             assert f"in use by `spherelab sweep` (PID {holder.pid}" in err, err
-    finally:
-        holder.kill()
-        holder.wait()
+    assert not (out / "sweep.json").exists()  # the refused sweep wrote nothing
 
 
 @pytest.mark.slow  # spawns worker processes (~15 s); inline sweeps cover the lock itself
