@@ -53,7 +53,7 @@ class CheckpointError(ValueError):
             f"{path} is not a readable spherelab checkpoint ({why}: truncated, damaged or not "
             "written by spherelab); delete it to fall back to an earlier one, or rerun the run"
         )
-        self.path = path
+        self.path, self.why = path, why
 
 
 def save_checkpoint(run_dir: Path, step: int, payload: dict[str, Any]) -> Path:

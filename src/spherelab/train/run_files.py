@@ -123,7 +123,7 @@ def resume_point(outs: list[Path]) -> tuple[int, list[dict[str, Any]]]:
             states = [ckpt.load_checkpoint(ckpt.checkpoint_path(o, step), "cpu") for o in outs]
         except ckpt.CheckpointError as err:
             damaged.append(err.path)
-            log.warning("%s", err)
+            log.warning("%s is not a readable spherelab checkpoint (%s)", err.path, err.why)
             continue
         chosen = step
         break
