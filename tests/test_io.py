@@ -18,6 +18,7 @@ from spherelab.io import (
     append_jsonl,
     atomic_path,
     atomic_write_text,
+    read_json,
     read_json_dict,
     read_jsonl,
     write_csv,
@@ -65,9 +66,25 @@ def test_write_json_sorts_keys_and_writes_arrays_and_non_finite_numbers(tmp_path
     text = path.read_text()
     assert text.index('"a"') < text.index('"b"') < text.index('"c"')
     data = json.loads(text)
-    assert data["b"] == [1.0, 2.0] and data["c"] == 0.5 and math.isnan(data["a"])
+    assert data["b"] == [1.0, 2.0] and data["c"] == 0.5 and math.isnan(read_json(path)["a"])
     with pytest.raises(TypeError, match="cannot write a object as JSON"):
         write_json(path, {"x": object()})
+
+
+def test_strict_json_lists_non_finite_values_at_any_depth_and_reads_them_back(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "row.json"
+    row = {"loss": math.inf, "eigs": [1.0, -math.inf], "norms": {"a/b": math.nan}, "ok": 2.0}
+    write_json(path, row)
+    strict = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert strict["loss"] is None and strict["eigs"] == [1.0, None] and strict["ok"] == 2.0
+    assert strict["nonfinite_values"] == {"loss": "inf", "eigs/1": "-inf", "norms/a~1b": "nan"}
+    back = read_json(path)
+    assert back["loss"] == math.inf and back["eigs"] == [1.0, -math.inf]
+    assert math.isnan(back["norms"]["a/b"]) and "nonfinite_values" not in back
+    write_json(path, {"x": 1.0})
+    assert "nonfinite_values" not in path.read_text()  # only when there is one
 
 
 def test_read_json_dict_returns_none_for_missing_garbled_or_non_object_files(

@@ -8,7 +8,18 @@ import logging
 import os
 import sys
 
+from spherelab.io import os_error_line
+
 COMMANDS = ("train", "sweep", "report", "diagnose", "toy", "finetune", "demo")
+# What to do after Ctrl-C: only `train` has --resume; the grid commands skip finished runs.
+RESUME_HINT = "rerun the same command"
+RESUME_HINTS = {
+    "train": "rerun the same command with --resume to continue",
+    **{
+        name: "rerun the same command to continue; finished runs are skipped"
+        for name in ("sweep", "finetune", "demo")
+    },
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,14 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        # User errors are ValueError subclasses with a message that names the fix.
+    except (ValueError, OSError) as err:
+        # User errors are ValueError subclasses with a message that names the fix; an OSError
+        # (a full disk, a read-only --out, a file in the way) becomes one line the same way.
         if os.environ.get("SPHERELAB_DEBUG"):
             raise
-        print(f"spherelab {args.command}: error: {err}", file=sys.stderr)
+        text = os_error_line(err) if isinstance(err, OSError) else str(err)
+        print(f"spherelab {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue", file=sys.stderr)
+        print(f"interrupted; {RESUME_HINTS.get(args.command, RESUME_HINT)}", file=sys.stderr)
         return 130
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from spherelab.commands.sweep import pack_arg, show_results
 from spherelab.diagnose import LAST, DiagnoseOptions, diagnose_sweep
+from spherelab.lock import hold
 from spherelab.report import write_report
 from spherelab.sweep.run import run_sweep
 from spherelab.sweep.spec import SweepSpec, parse_elrs
@@ -48,14 +49,15 @@ def handle(args: argparse.Namespace) -> int:
         name="demo",
     )
     start = time.perf_counter()
-    summary = run_sweep(spec, args.out, executor="inline", pack=args.pack, report=False)
-    # Curvature at each run's final point: the report's effective sharpness vs 2/ELR figure.
-    diagnose_sweep(
-        args.out,
-        DiagnoseOptions(what=("curvature",), samples=512, probes=4, top_k=3, iters=12),
-        LAST,
-    )
-    write_report(args.out)
+    with hold(args.out, "demo"):
+        summary = run_sweep(spec, args.out, executor="inline", pack=args.pack, report=False)
+        # Curvature at each run's final point: the report's effective sharpness vs 2/ELR figure.
+        diagnose_sweep(
+            args.out,
+            DiagnoseOptions(what=("curvature",), samples=512, probes=4, top_k=3, iters=12),
+            LAST,
+        )
+        write_report(args.out)
     code = show_results(summary, spec, args.out)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; open {args.out / 'report.html'}")
     return code

@@ -12,6 +12,7 @@ from spherelab.diagnose import (
     diagnose_sweep,
     parse_what,
 )
+from spherelab.lock import hold
 from spherelab.report import write_report
 
 
@@ -58,13 +59,13 @@ def handle(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         iters=args.iters,
     )
-    if (Path(args.run_dir) / "summary.csv").exists():
-        paths = diagnose_sweep(args.run_dir, opts, epochs)
-        write_report(args.run_dir)  # it gains the effective sharpness vs 2/ELR figure
-        print(
-            f"diagnosed {len(paths)} runs; report redrawn in {Path(args.run_dir) / 'report.html'}"
-        )
-        return 0
-    path = diagnose_run(args.run_dir, opts, epochs)
+    with hold(args.run_dir, "diagnose", create=False):
+        if (Path(args.run_dir) / "summary.csv").exists():
+            paths = diagnose_sweep(args.run_dir, opts, epochs)
+            write_report(args.run_dir)  # it gains the effective sharpness vs 2/ELR figure
+            where = Path(args.run_dir) / "report.html"
+            print(f"diagnosed {len(paths)} runs; report redrawn in {where}")
+            return 0
+        path = diagnose_run(args.run_dir, opts, epochs)
     print(f"diagnostics written to {path}")
     return 0

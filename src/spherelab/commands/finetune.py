@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.config import parse_assignment
+from spherelab.io import read_json
+from spherelab.lock import hold
 from spherelab.studies.finetune import run_finetune
 from spherelab.sweep.spec import parse_elrs, parse_seeds
 
@@ -39,18 +41,21 @@ def register(subparsers: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    path = run_finetune(
-        args.model,
-        args.dataset,
-        parse_elrs(args.pretrain_elrs),
-        parse_elrs(args.finetune_elrs),
-        args.pre_epochs,
-        args.ft_epochs,
-        args.out,
-        overrides=dict(parse_assignment(t) for t in args.set),
-        seeds=parse_seeds(args.seeds),
-    )
-    result = json.loads((path.parent / "finetune.json").read_text(encoding="utf-8"))
+    pretrain, finetune = parse_elrs(args.pretrain_elrs), parse_elrs(args.finetune_elrs)
+    overrides, seeds = dict(parse_assignment(t) for t in args.set), parse_seeds(args.seeds)
+    with hold(args.out, "finetune"):
+        path = run_finetune(
+            args.model,
+            args.dataset,
+            pretrain,
+            finetune,
+            args.pre_epochs,
+            args.ft_epochs,
+            args.out,
+            overrides=overrides,
+            seeds=seeds,
+        )
+    result = read_json(path.parent / "finetune.json")
     keys = (
         "best_pretrain_elr",
         "best_pretrain_regime",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from spherelab.lock import hold
 from spherelab.report.write import write_report
 from spherelab.studies.lens import write_lens
 from spherelab.sweep.run import relabel_sweep
@@ -40,11 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     if args.lens:
-        path = write_lens(args.lens, args.sweep_dir)
+        with hold(args.lens, "report", create=False):
+            path = write_lens(args.lens, args.sweep_dir)
         print(f"lens written to {path}")
         return 0
-    if args.relabel:
-        relabel_sweep(args.sweep_dir)
-    path = write_report(args.sweep_dir, title=args.title)
+    with hold(args.sweep_dir, "report", create=False):
+        if args.relabel:
+            relabel_sweep(args.sweep_dir)
+        path = write_report(args.sweep_dir, title=args.title)
     print(f"report written to {path}")
     return 0

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from spherelab.io import atomic_write_text
+from spherelab.io import atomic_write_text, dumps
 from spherelab.regimes import Boundary, sweep_boundaries
 from spherelab.report import figures as plots
 from spherelab.report.data import (
@@ -165,8 +165,7 @@ def write_report(sweep_dir: str | Path, title: str | None = None) -> Path:
     bounds = [(axes, sweep_boundaries(rows)) for axes, rows, _ in sweep.groups()]
     atomic_write_text(
         sweep.root / "boundaries.json",
-        json.dumps([{**b.to_dict(), "axes": axes} for axes, bs in bounds for b in bs], indent=2)
-        + "\n",
+        dumps([{**b.to_dict(), "axes": axes} for axes, bs in bounds for b in bs], indent=2) + "\n",
     )
     page = Page(title or _default_title(sweep))
     page.paragraph(_overview(sweep))

@@ -19,7 +19,6 @@ Two diagnostics of a conventional run's records (rows of metrics.jsonl):
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from spherelab.io import read_jsonl, write_csv, write_json
+from spherelab.io import read_json, read_jsonl, write_csv, write_json
 from spherelab.metrics.geometry import equilibrium_angle
 from spherelab.report.data import load_sweep
 from spherelab.report.html import Page
@@ -146,11 +145,11 @@ def summarize_grid(grid_dir: str | Path, map_dir: str | Path | None, out: str | 
     for row in grid.rows:
         run_dir, name = Path(grid_dir) / row["run_dir"], Path(row["run_dir"]).name
         records = read_jsonl(run_dir / "metrics.jsonl")
-        diag = run_diagnostics(records, json.loads((run_dir / "config.json").read_text())["optim"])
+        diag = run_diagnostics(records, read_json(run_dir / "config.json")["optim"])
         agreement = math.nan
         if map_dir is not None:
             write_lens(run_dir, map_dir, out / "lens" / name)
-            lenses.append(json.loads((out / "lens" / name / "lens.json").read_text()))
+            lenses.append(read_json(out / "lens" / name / "lens.json"))
             agreement = lenses[-1]["agreement"]
         spikes = SpikeReport(**diag["spikes"])
         if spikes.count:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.config import Config, ConfigError, apply_overrides, from_dict
-from spherelab.io import atomic_write_text, read_csv, read_json_dict, write_csv
+from spherelab.io import atomic_write_text, dumps, read_csv, read_json_dict, write_csv
 from spherelab.regimes import FINAL_STATUSES
 from spherelab.report.data import SUMMARY_METRICS
 from spherelab.sweep.spec import Point, SweepSpec, spec_from_dict
@@ -52,7 +52,7 @@ def open_sweep_dir(spec: SweepSpec, out: Path) -> list[list[dict[str, Any]]]:
 def write_sweep_json(out: Path, spec: SweepSpec, rounds: list[list[dict[str, Any]]]) -> None:
     """Write out/sweep.json (atomically): the spec and its refinement rounds."""
     payload = {"spec": spec.to_dict(), "refined": rounds}
-    atomic_write_text(out / "sweep.json", json.dumps(payload, indent=2))
+    atomic_write_text(out / "sweep.json", dumps(payload, indent=2))
 
 
 def is_done(run_dir: Path, cfg: Config) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 
 from spherelab.config import ConfigError
 from spherelab.io import read_json_dict
+from spherelab.lock import hold
 from spherelab.regimes import FINAL_STATUSES, Boundary, refine_points, sweep_boundaries
 from spherelab.report import write_report
 from spherelab.sweep import executors
@@ -181,25 +182,27 @@ def run_sweep(
     settings = make_settings(
         executor, workers=workers, pack=pack, options=executor_options, work_dir=out
     )
-    rounds = open_sweep_dir(spec, out)
-    points = expand(spec, [entry for round_ in rounds for entry in round_])  # validates all
-    out.mkdir(parents=True, exist_ok=True)
-    write_sweep_json(out, spec, rounds)
-    # executors.train_runner is read now, not at import: tests swap it for a fake runner
-    session = _Session(out, runner or executors.train_runner, executor, settings, progress)
-    session.run(points)
-    path = write_summary(out, session.rows(points))
-    while len(rounds) < refine:  # rounds already in sweep.json count, so a rerun is a no-op
-        new = _refine_points(spec, points, session.rows(points))
-        if not new:
-            log.info("refinement: no boundary interval left to split")
-            break
-        rounds.append(new)
-        log.info("refinement round %d: %d new ELRs", len(rounds), len(new))
-        points = expand(spec, [entry for round_ in rounds for entry in round_])
+    # The sweep directory is locked at this level only: each run directory is locked by the
+    # process that trains it, so the executor's workers are never blocked by their own sweep.
+    with hold(out, "sweep"):
+        rounds = open_sweep_dir(spec, out)
+        points = expand(spec, [entry for round_ in rounds for entry in round_])  # validates all
         write_sweep_json(out, spec, rounds)
+        # executors.train_runner is read now, not at import: tests swap it for a fake runner
+        session = _Session(out, runner or executors.train_runner, executor, settings, progress)
         session.run(points)
         path = write_summary(out, session.rows(points))
-    if report:
-        _write_report(out)
-    return path
+        while len(rounds) < refine:  # rounds already in sweep.json count, so a rerun is a no-op
+            new = _refine_points(spec, points, session.rows(points))
+            if not new:
+                log.info("refinement: no boundary interval left to split")
+                break
+            rounds.append(new)
+            log.info("refinement round %d: %d new ELRs", len(rounds), len(new))
+            points = expand(spec, [entry for round_ in rounds for entry in round_])
+            write_sweep_json(out, spec, rounds)
+            session.run(points)
+            path = write_summary(out, session.rows(points))
+        if report:
+            _write_report(out)
+        return path

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.config import Config
+from spherelab.io import os_error_line
 
 log = logging.getLogger("spherelab")
 
@@ -45,7 +46,7 @@ class Settings:
 
 
 def one_line_error(err: BaseException) -> str:
-    text = " ".join(str(err).split())
+    text = os_error_line(err) if isinstance(err, OSError) else " ".join(str(err).split())
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 

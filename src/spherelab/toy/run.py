@@ -10,7 +10,6 @@ ELR sweep labelled by ``spherelab.regimes.classify``, bisection of the boundarie
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from spherelab.io import atomic_write_text
+from spherelab.io import atomic_write_text, dumps
 from spherelab.regimes import Boundary, classify, estimate_boundaries, refine_points
 from spherelab.toy import figures as toy_plots
 from spherelab.toy import theory as toy_theory
@@ -158,7 +157,7 @@ def run_toy(
     out.mkdir(parents=True, exist_ok=True)
     summary["files"] = toy_plots.write_outputs(summary, sphere_paths(seed), out)
     summary["seconds"] = time.perf_counter() - start
-    atomic_write_text(out / "toy.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "toy.json", dumps(summary, indent=2))
     return summary
 
 

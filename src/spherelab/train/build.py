@@ -118,9 +118,9 @@ def load_run_data(cfg: Config) -> tuple[torch.device, torch.dtype, Dataset]:
 def load_weights(model: nn.Module, path: str, device: torch.device) -> None:
     """Start from a checkpoint's weights (the optimizer and its radius start afresh there)."""
     try:
-        state = ckpt.load_checkpoint(Path(path), device)
+        state = ckpt.load_checkpoint(Path(path), device, keys=())
         model.load_state_dict(state["model"] if "model" in state else state)
-    except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as err:
+    except (OSError, RuntimeError, KeyError, pickle.UnpicklingError, ckpt.CheckpointError) as err:
         raise ValueError(
             f"train.init_from={path!r} cannot start this model ({type(err).__name__}); pass a "
             "checkpoint .pt from a run of the same model/width in its checkpoints/ directory"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.config import Config
+from spherelab.lock import hold_all
 from spherelab.runtime import resolve_device
 from spherelab.train import run_files
 from spherelab.train.build import build_pack, check_packable
@@ -74,29 +75,31 @@ def train_ensemble(
             f"cuda_graph needs train.device=cuda, got {cfgs[0].train.device!r}; "
             "use a CUDA device or turn cuda_graph off"
         )
-    summaries = [run_files.prepare_dir(c, o, resume) for c, o in zip(cfgs, outs)]
-    todo = [k for k, s in enumerate(summaries) if s is None]
-    if not todo:
+    # Each run directory is locked while its run writes there: a second writer is refused.
+    with hold_all(outs, "train"):
+        summaries = [run_files.prepare_dir(c, o, resume) for c, o in zip(cfgs, outs)]
+        todo = [k for k, s in enumerate(summaries) if s is None]
+        if not todo:
+            return [s for s in summaries if s is not None]
+        # A pack that resumes keeps the members that already finished, frozen: the same module
+        # computes the same numbers, so the others resume exactly as if never interrupted.
+        keep = list(range(len(cfgs))) if resume and len(cfgs) > 1 else todo
+        pack = build_pack(
+            [cfgs[k] for k in keep],
+            [outs[k] for k in keep],
+            packed=len(keep) > 1 or cuda_graph,
+            shared_batches=shared_batches,
+            layout=layout,
+        )
+        for i, k in enumerate(keep):
+            if summaries[k] is not None:
+                pack.members[i].summary = summaries[k]
+                pack.share.freeze(i)
+        start = run_files.start(pack, resume)
+        run_loop(pack, start, progress_fn(progress), hooks, cuda_graph)
+        for k, m in zip(keep, pack.members):
+            summaries[k] = m.summary
         return [s for s in summaries if s is not None]
-    # A pack that resumes keeps the members that already finished, frozen: the same module
-    # computes the same numbers, so the others resume exactly as if never interrupted.
-    keep = list(range(len(cfgs))) if resume and len(cfgs) > 1 else todo
-    pack = build_pack(
-        [cfgs[k] for k in keep],
-        [outs[k] for k in keep],
-        packed=len(keep) > 1 or cuda_graph,
-        shared_batches=shared_batches,
-        layout=layout,
-    )
-    for i, k in enumerate(keep):
-        if summaries[k] is not None:
-            pack.members[i].summary = summaries[k]
-            pack.share.freeze(i)
-    start = run_files.start(pack, resume)
-    run_loop(pack, start, progress_fn(progress), hooks, cuda_graph)
-    for k, m in zip(keep, pack.members):
-        summaries[k] = m.summary
-    return [s for s in summaries if s is not None]
 
 
 def _check_hooks(cfg: Config, hooks: Sequence[RecordHook]) -> None:

@@ -8,7 +8,6 @@ The contract is docs/run_files.md: config.json, metrics.jsonl, summary.json, che
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 
 from spherelab.config import Config, from_dict
-from spherelab.io import read_jsonl, write_json, write_jsonl
+from spherelab.io import read_json, read_json_dict, read_jsonl, write_json, write_jsonl
 from spherelab.regimes import FINAL_STATUSES, label_run, regime_note
 from spherelab.runtime import environment
 from spherelab.train import checkpoints as ckpt
@@ -27,35 +26,60 @@ DIAGNOSTICS = "diagnostics.jsonl"  # written by record hooks or `spherelab diagn
 
 
 def prepare_dir(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
-    """Refuse a directory that holds a different run; return a finished run's summary."""
+    """Refuse a directory that holds a different run; return a finished run's summary. A run
+    that never took a step (it failed at its start) holds nothing worth keeping: its files go,
+    so the corrected command can start afresh in the same directory."""
     cfg_path = out / "config.json"
+    out.mkdir(parents=True, exist_ok=True)
     if not cfg_path.exists():
-        out.mkdir(parents=True, exist_ok=True)
+        return None
+    if never_stepped(out):
+        log.info("%s holds a run that never took a step; starting afresh", out)
+        discard(out)
         return None
     try:
-        saved = from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
-    except (ValueError, json.JSONDecodeError):
+        saved = from_dict(read_json(cfg_path))
+    except ValueError:
         raise ValueError(f"{out} holds an unreadable config.json; choose another --out") from None
     if comparable(saved) != comparable(cfg):
         raise ValueError(
             f"{out} already holds a different run (its config.json differs); "
             "choose another --out or delete that directory"
         )
-    summary_path = out / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        if summary.get("status") in FINAL_STATUSES:
-            if resume:
-                return summary
-            raise ValueError(
-                f"{out} already holds this finished run; use another --out, or "
-                "--resume to reuse its result"
-            )
+    summary = read_json_dict(out / "summary.json")
+    if summary is not None and summary.get("status") in FINAL_STATUSES:
+        if resume:
+            return summary
+        raise ValueError(
+            f"{out} already holds this finished run; use another --out, or "
+            "--resume to reuse its result"
+        )
     if not resume and (out / "metrics.jsonl").exists():
         raise ValueError(
             f"{out} holds an unfinished run; pass --resume to continue it or choose another --out"
         )
     return None
+
+
+def never_stepped(out: Path) -> bool:
+    """Whether `out` holds a run that failed before its first step: no summary, no checkpoint
+    and no record after step 0."""
+    if (out / "summary.json").exists():
+        return False
+    if any(ckpt.checkpoint_step(p) > 0 for p in ckpt.list_checkpoints(out)):
+        return False
+    try:
+        return all(r.get("step", 0) == 0 for r in read_jsonl(out / "metrics.jsonl"))
+    except ValueError:  # a damaged file: keep it for a person to look at
+        return False
+
+
+def discard(out: Path) -> None:
+    """Delete a run's files (the directory itself and files of others stay)."""
+    for name in ("config.json", "metrics.jsonl", DIAGNOSTICS):
+        (out / name).unlink(missing_ok=True)
+    for path in [*ckpt.list_checkpoints(out), out / ckpt.CKPT_DIR / "init.pt"]:
+        path.unlink(missing_ok=True)
 
 
 def comparable(cfg: Config) -> dict[str, Any]:
@@ -85,40 +109,58 @@ def start(pack: Pack, resume: bool) -> int:
     return step
 
 
-def common_step(outs: list[Path]) -> int:
-    """The latest checkpoint step every directory holds (0: none); newer files come from a save
-    round that was cut short and are removed, so that round is redone."""
+def resume_point(outs: list[Path]) -> tuple[int, list[dict[str, Any]]]:
+    """The latest checkpoint step every directory holds readable, with those checkpoints
+    (loaded on the CPU); (0, []) for none, or when only the start is left. Newer files, from a
+    save round cut short or damaged, are removed, so that round is redone. A damaged checkpoint
+    is passed over with a warning naming it and the one used instead; when no checkpoint is
+    readable, CheckpointError names the newest."""
     steps = [{ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(o)} for o in outs]
-    common = set.intersection(*steps) if steps else set()
-    if not common:
-        return 0
-    latest = max(common)
+    common = sorted(set.intersection(*steps) if steps else set(), reverse=True)
+    chosen, states, damaged = 0, [], []
+    for step in (s for s in common if s > 0):
+        try:
+            states = [ckpt.load_checkpoint(ckpt.checkpoint_path(o, step), "cpu") for o in outs]
+        except ckpt.CheckpointError as err:
+            damaged.append(err.path)
+            log.warning("%s is not a readable spherelab checkpoint (%s)", err.path, err.why)
+            continue
+        chosen = step
+        break
+    if damaged and not chosen:
+        where = ", ".join(str(o / ckpt.CKPT_DIR) for o in outs)
+        raise ValueError(
+            f"no readable checkpoint to resume from: {damaged[0]} and every earlier one are "
+            "not readable spherelab checkpoints (truncated, damaged or foreign); delete "
+            f"{where} to start afresh, or choose another --out"
+        )
+    if damaged:
+        log.warning("resuming from step %d instead (the newest readable checkpoint)", chosen)
     for out in outs:
         for path in ckpt.list_checkpoints(out):
-            if ckpt.checkpoint_step(path) > latest:
+            if ckpt.checkpoint_step(path) > chosen:
                 path.unlink()
-    return latest
+    return chosen, states
 
 
 def restore(pack: Pack) -> int:
-    """Load the running members' checkpoints at their latest common step and keep their records
-    (and diagnostics) up to it. A member that finished earlier is loaded from its last
-    checkpoint and stays frozen, so the module, and its arithmetic, is the unbroken one."""
-    running = [m for m in pack.members if m.active]
-    step = common_step([m.out for m in running])
+    """Load the running members' checkpoints at their latest readable common step and keep
+    their records (and diagnostics) up to it. A member that finished earlier is loaded from its
+    last checkpoint and stays frozen, so the module, and its arithmetic, is the unbroken one."""
+    step, loaded = resume_point([m.out for m in pack.members if m.active])
     if step == 0:
         return 0
+    running_states = iter(loaded)
     states, inits, prevs = [], [], []
     for k, m in enumerate(pack.members):
         paths = ckpt.list_checkpoints(m.out) if not m.active else []
-        path = ckpt.checkpoint_path(m.out, step) if m.active else (paths[-1] if paths else None)
         inits.append(ckpt.load_init(m.out, pack.device))
-        if path is None:  # a finished member without checkpoints: its initial state
+        if not m.active and not paths:  # a finished member without checkpoints: its start
             states.append(copy.deepcopy(pack.share.member_state(k)))  # Packed: scratch tensors
             prevs.append([t.clone() for t in pack.share.member_tensors(pack.recorder.init, k)])
             continue
         # On the CPU first: RNG states must stay CPU ByteTensors (load_state_dict moves the rest).
-        state = ckpt.load_checkpoint(path, "cpu")
+        state = next(running_states) if m.active else ckpt.load_checkpoint(paths[-1], "cpu")
         states.append((state["model"], state["optimizer"]))
         prevs.append([t.to(pack.device) for t in state["prev"]])
         if not m.active:
@@ -191,7 +233,7 @@ def relabel_run(run_dir: str | Path) -> dict[str, Any]:
     """Re-classify a finished run from its metrics.jsonl (after the classifier changed) and
     rewrite summary.json; returns the new summary."""
     out = Path(run_dir)
-    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    summary = read_json(out / "summary.json")
     records = read_jsonl(out / "metrics.jsonl")
     regime, stats = label_run(
         records, summary.get("status", "finished"), summary.get("num_classes")
