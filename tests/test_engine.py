@@ -292,3 +292,27 @@ def test_a_full_batch_run_with_ghost_batches_resumes_bitwise(tmp_path):
     assert train_run(cfg, run, resume=True)["train_loss"] == full["train_loss"]
     plain = train_run(_cfg(**{"data.batch_size": 0, "train.epochs": 6}), tmp_path / "plain")
     assert plain["train_loss"] != full["train_loss"]
+
+
+def test_a_run_with_the_papers_options_records_the_papers_rates(tmp_path):
+    over = {
+        "optim.sphere": "per_filter",
+        "optim.elr_unit": "paper",
+        "optim.momentum": 0.9,
+        "optim.momentum_style": "paper",
+        "optim.schedule": "linear_decay",
+        "optim.schedule_factors": [0.1],
+        "train.loss": "mse_class_mean",
+        "train.dtype": "float64",
+    }
+    summary = train_run(_cfg(**over), tmp_path / "run")
+    assert summary["status"] == "finished"
+    rows = read_records(tmp_path / "run" / "metrics.jsonl")
+    assert rows[0]["elr"] == 1e-2 and rows[-1]["elr"] < 1e-2  # the paper's unit, decayed
+    ckpt = torch.load(
+        sorted((tmp_path / "run" / "checkpoints").glob("step_*.pt"))[-1], weights_only=True
+    )
+    radii = torch.cat([s["filter_radius"].reshape(-1) for s in ckpt["optimizer"]["state"].values()])
+    torch.testing.assert_close(radii, radii[:1].expand_as(radii))  # all at the RMS filter norm
+    n_filters = radii.numel()
+    assert rows[-1]["lr"] == pytest.approx(rows[-1]["elr"] * n_filters * radii[0].item() ** 2)
