@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import torch
+from _official import cuda_noop
 from torch import Tensor, nn
 
 from spherelab.config import OptimConfig
@@ -43,7 +44,6 @@ class Check:
     loss: str = "cross_entropy"  # spherelab train.loss
     ghost: bool = False  # the paper's --fbgd; spherelab data.batch_size=0, train.ghost_batch
     epochs: int = 10  # 5 steps per epoch (one with --fbgd)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _G = {"fix_elr": True, "elr": 3e-4, "noninvlr": 0.0}  # a convergence ELR for this net
@@ -167,8 +167,6 @@ def spherelab_run(check: Check, model: nn.Module) -> list[Tensor]:
 def official_run(check: Check, model: nn.Module, modules: dict[str, ModuleType]) -> list[Tensor]:
     """Train a copy of `model` with the official functions, as the paper's train.py drives them
     (its optimizer set-up, schedules and per-epoch `training_utils.train_epoch`)."""
-    from _official import cuda_noop
-
     tu, train = modules["training_utils"], modules["train"]
     model = copy.deepcopy(model)
     flags = {"momentum": 0.0, "wd": 0.0, "noninvlr": -1.0, "fix_elr": False,
