@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.machinery
 import sys
 import types
 from collections.abc import Iterator
@@ -35,12 +36,25 @@ class _Anything:
         return x
 
 
+def _any_public(attr: str) -> type[_Anything]:
+    """A stub module's attribute: any public name; dunders stay missing, as tools such as
+    `inspect` (which torch runs on first importing its compiler) expect of a module."""
+    if attr.startswith("__"):
+        raise AttributeError(attr)
+    return _Anything
+
+
 def _stub(name: str, **attrs: Any) -> types.ModuleType:
     module = types.ModuleType(name)
-    module.__getattr__ = lambda attr: _Anything  # type: ignore[method-assign]
+    module.__getattr__ = _any_public  # type: ignore[method-assign]
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)  # find_spec() must not fail
     for key, value in attrs.items():
         setattr(module, key, value)
     return module
+
+
+# tabulate() must give a string: the official loop and torch's compiler both format tables
+STUB_ATTRS: dict[str, dict[str, Any]] = {"tabulate": {"tabulate": lambda *a, **k: ""}}
 
 
 def _install_stubs() -> None:
@@ -62,7 +76,7 @@ def _install_stubs() -> None:
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - any import failure means: stub it
-            sys.modules[name] = _stub(name)
+            sys.modules[name] = _stub(name, **STUB_ATTRS.get(name, {}))
     vision = sys.modules["torchvision"]
     for child in ("transforms", "datasets"):
         if not isinstance(getattr(vision, child, None), types.ModuleType):

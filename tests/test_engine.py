@@ -248,3 +248,71 @@ def test_cuda_graph_without_cuda_is_refused_before_anything_is_written(tmp_path)
     with pytest.raises(ValueError, match="cuda_graph needs train.device=cuda"):
         train_ensemble([_cfg()], [tmp_path / "r"], cuda_graph=True)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_ghost_batch_step_is_one_step_over_chunks_with_their_own_batchnorm():
+    from spherelab.sphere import SphereSGD
+    from spherelab.train.step import eager_step, ghost_step
+
+    def net_and_step(ghost: int | None):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(5, 6, bias=False),
+            torch.nn.BatchNorm1d(6, affine=False),
+            torch.nn.Linear(6, 3),
+        ).double()
+        opt = SphereSGD([{"params": [net[0].weight]}], elr=0.1)
+        if ghost is None:
+            return net, eager_step(net, opt, "cross_entropy", packed=False)
+        return net, ghost_step(net, opt, "cross_entropy", ghost)
+
+    x, y = torch.randn(12, 5, dtype=torch.float64), torch.randint(0, 3, (12,))
+    (one, step_one), (whole, step_whole) = net_and_step(None), net_and_step(12)
+    torch.testing.assert_close(step_whole(x, y), step_one(x, y), rtol=1e-14, atol=0)
+    torch.testing.assert_close(whole[0].weight, one[0].weight, rtol=0, atol=1e-14)
+    (ghost, step_ghost), (chunks, _) = net_and_step(4), net_and_step(None)
+    loss = step_ghost(x, y)
+    with torch.no_grad():  # the loss is the mean of the chunk losses, each with its own BN
+        parts = [
+            torch.nn.functional.cross_entropy(chunks(x[i : i + 4]), y[i : i + 4]) for i in (0, 4, 8)
+        ]
+    torch.testing.assert_close(loss, torch.stack(parts).mean().reshape(1), rtol=1e-14, atol=0)
+    assert (ghost[0].weight - one[0].weight).abs().max() > 1e-6
+
+
+def test_a_full_batch_run_with_ghost_batches_resumes_bitwise(tmp_path):
+    cfg = _cfg(**{"data.batch_size": 0, "train.ghost_batch": 64, "train.epochs": 6,
+                  "train.records": 6})  # fmt: skip
+    full = train_run(cfg, tmp_path / "full")
+    run = tmp_path / "cut"
+    train_run(cfg, run)
+    for path in sorted((run / "checkpoints").glob("step_*.pt"))[-2:]:
+        path.unlink()
+    (run / "summary.json").unlink()
+    assert train_run(cfg, run, resume=True)["train_loss"] == full["train_loss"]
+    plain = train_run(_cfg(**{"data.batch_size": 0, "train.epochs": 6}), tmp_path / "plain")
+    assert plain["train_loss"] != full["train_loss"]
+
+
+def test_a_run_with_the_papers_options_records_the_papers_rates(tmp_path):
+    over = {
+        "optim.sphere": "per_filter",
+        "optim.elr_unit": "paper",
+        "optim.momentum": 0.9,
+        "optim.momentum_style": "paper",
+        "optim.schedule": "linear_decay",
+        "optim.schedule_factors": [0.1],
+        "train.loss": "mse_class_mean",
+        "train.dtype": "float64",
+    }
+    summary = train_run(_cfg(**over), tmp_path / "run")
+    assert summary["status"] == "finished"
+    rows = read_records(tmp_path / "run" / "metrics.jsonl")
+    assert rows[0]["elr"] == 1e-2 and rows[-1]["elr"] < 1e-2  # the paper's unit, decayed
+    ckpt = torch.load(
+        sorted((tmp_path / "run" / "checkpoints").glob("step_*.pt"))[-1], weights_only=True
+    )
+    radii = torch.cat([s["filter_radius"].reshape(-1) for s in ckpt["optimizer"]["state"].values()])
+    torch.testing.assert_close(radii, radii[:1].expand_as(radii))  # all at the RMS filter norm
+    n_filters = radii.numel()
+    assert rows[-1]["lr"] == pytest.approx(rows[-1]["elr"] * n_filters * radii[0].item() ** 2)

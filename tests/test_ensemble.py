@@ -285,6 +285,27 @@ def test_shared_batches_keep_member_zero_on_its_single_run(tmp_path):
     )
 
 
+def test_members_follow_their_single_runs_with_the_papers_momentum_and_weight_decay(tmp_path):
+    over = {
+        "train.steps": 30,
+        "train.checkpoints": "last",
+        "optim.momentum": 0.9,
+        "optim.momentum_style": "paper",
+        "optim.sphere_weight_decay": 0.05,
+    }
+    cfgs = [_cfg(**over | {"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS[:2])]
+    train_ensemble(cfgs, [tmp_path / f"e{k}" for k in range(2)])
+    for k, cfg in enumerate(cfgs):
+        train_run(cfg, tmp_path / f"s{k}")
+        ens, single = _final_model(tmp_path / f"e{k}"), _final_model(tmp_path / f"s{k}")
+        for key in single:
+            assert (ens[key] - single[key]).abs().max() < 1e-9, key
+    tangent = tmp_path / "tangent"
+    train_run(cfgs[0].with_overrides({"optim.momentum_style": "tangent"}), tangent)
+    single, other = _final_model(tmp_path / "s0"), _final_model(tangent)
+    assert max((single[key] - other[key]).abs().max() for key in single) > 1e-6
+
+
 def test_pack_key_ignores_only_elr_and_seed():
     base = _cfg()
     assert pack_key(base) == pack_key(_cfg(**{"optim.elr": 0.5, "train.seed": 3}))
@@ -298,6 +319,7 @@ def test_can_pack_refuses_other_kinds_and_mixed_configs():
     assert not can_pack([_cfg(), _cfg(**{"model.width": 4})])
     assert not can_pack([_cfg(**{"optim.sphere": "per_tensor"})])
     assert not can_pack([_cfg(**{"model.name": "mlp_af"})])
+    assert not can_pack([_cfg(**{"train.ghost_batch": 16})])  # it splits one run's batch
     assert not can_pack([])
 
 

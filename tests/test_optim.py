@@ -67,6 +67,61 @@ def test_trajectory_equals_the_papers_rule_over_100_steps_in_float64():
     assert err < 1e-10
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 0.3])
+def test_paper_momentum_is_torch_sgd_then_the_global_rescale(weight_decay):
+    elr, mu = 0.05, 0.9
+    net_a, net_b = _si_net(), _si_net()
+    params_b = _si_params(net_b)
+    rho0 = _joint_norm(params_b)
+    opt_a = SphereSGD(
+        _si_params(net_a), elr=elr, momentum=mu, momentum_style="paper", weight_decay=weight_decay
+    )
+    _train(net_a, opt_a, steps=30)
+    sgd = torch.optim.SGD(params_b, lr=elr * rho0**2, momentum=mu, weight_decay=weight_decay)
+    for t in range(30):
+        sgd.zero_grad()
+        _loss(net_b, t).backward()
+        sgd.step()
+        with torch.no_grad():
+            scale = rho0 / _joint_norm(params_b)
+            for p in params_b:
+                p *= scale
+    err = max((a - b).abs().max().item() for a, b in zip(_si_params(net_a), params_b))
+    assert err < 1e-12
+    for a, b in zip(_si_params(net_a), params_b):  # the buffer is torch's, never projected
+        torch.testing.assert_close(
+            opt_a.state[a]["momentum_buffer"], sgd.state[b]["momentum_buffer"], rtol=0, atol=1e-12
+        )
+
+
+def test_paper_and_tangent_momentum_differ_but_agree_without_momentum():
+    def run(style: str, mu: float) -> list[torch.Tensor]:
+        net = _si_net()
+        _train(net, SphereSGD(_si_params(net), elr=0.05, momentum=mu, momentum_style=style), 10)
+        return _si_params(net)
+
+    same = zip(run("paper", 0.0), run("tangent", 0.0))
+    assert all(torch.equal(a, b) for a, b in same)
+    apart = zip(run("paper", 0.9), run("tangent", 0.9))
+    assert max((a - b).abs().max().item() for a, b in apart) > 1e-4
+
+
+def test_unknown_momentum_style_and_negative_weight_decay_are_rejected():
+    with pytest.raises(ValueError, match="momentum_style='heavy'"):
+        SphereSGD([nn.Parameter(torch.ones(3))], momentum_style="heavy")
+    with pytest.raises(ValueError, match="weight_decay=-1"):
+        SphereSGD([nn.Parameter(torch.ones(3))], weight_decay=-1.0)
+
+
+def test_a_state_dict_from_before_momentum_styles_loads_as_tangent():
+    p = nn.Parameter(torch.ones(3))
+    opt = SphereSGD([p], elr=0.1, momentum=0.5, momentum_style="paper")
+    state = copy.deepcopy(opt.state_dict())
+    del state["param_groups"][0]["momentum_style"]
+    opt.load_state_dict(state)
+    assert opt.param_groups[0]["momentum_style"] == "tangent"
+
+
 def test_step_keeps_the_joint_norm_at_the_radius():
     net = _si_net()
     params = _si_params(net)

@@ -45,6 +45,33 @@ def test_make_schedule_cosine_keeps_the_elr_positive_at_the_end():
     assert factor(4.0) == pytest.approx(0.5 * (1 + 1e-3))
 
 
+def test_linear_decay_holds_a_quarter_then_falls_linearly_per_epoch():
+    factor = make_schedule("linear_decay", 10.0, factors=[0.1])
+    t = [(e + 1) / 11 for e in range(10)]  # epoch e of 10 takes t = (e + 1) / (10 + 1)
+    assert [factor(float(e)) for e in range(2)] == [1.0, 1.0]  # t <= 1/4
+    for e in range(2, 10):
+        assert factor(float(e)) == pytest.approx(0.1 + 0.9 * (1 - t[e]) / 0.75, rel=1e-15)
+        assert factor(e + 0.99) == factor(float(e))  # constant within an epoch
+    values = [factor(e / 4) for e in range(40)]
+    assert all(a >= b for a, b in itertools.pairwise(values))
+    assert factor(9.0) > 0.1  # the final factor is reached one epoch after the end
+
+
+@pytest.mark.parametrize("factors", [[], [0.0], [0.1, 0.2]])
+def test_linear_decay_needs_one_positive_final_factor(factors):
+    with pytest.raises(ValueError, match="schedule_factors=\\[0.01\\]"):
+        make_schedule("linear_decay", 10.0, factors=factors)
+
+
+def test_cosine_epoch_is_the_half_cosine_at_each_epoch_start_and_stays_positive():
+    factor = make_schedule("cosine_epoch", 4.0)
+    expected = [1.0, (1 + math.sqrt(0.5)) / 2, 0.5, (1 - math.sqrt(0.5)) / 2]
+    for e, want in enumerate(expected):
+        assert factor(float(e)) == pytest.approx(want, rel=1e-15, abs=1e-16)
+        assert factor(e + 0.5) == factor(float(e))
+    assert factor(3.99) > 0
+
+
 def test_make_schedule_rejects_an_unknown_name():
     with pytest.raises(ValueError, match="linear"):
         make_schedule("linear", 10.0)

@@ -46,11 +46,16 @@ class OptimConfig:
     elr: float = 1e-3  # effective learning rate on the unit sphere (sphere mode)
     sphere: str = "global"  # global | per_tensor | per_filter
     momentum: float = 0.0  # heavy-ball momentum (tangent-projected in sphere mode)
-    lr: float = 0.1  # learning rate (conventional mode)
-    weight_decay: float = 0.0  # L2 weight decay (conventional mode)
-    schedule: str = "constant"  # constant | piecewise | cosine (multiplies elr or lr)
+    momentum_style: str = "tangent"  # sphere mode: tangent (buffer projected) | paper (as is)
+    lr: float = 0.1  # learning rate (conventional mode; trainable non-SI tensors in sphere mode)
+    weight_decay: float = 0.0  # L2 weight decay (conventional mode; non-SI tensors in sphere mode)
+    sphere_weight_decay: float = 0.0  # L2 decay of the SI tensors inside the sphere step
+    elr_unit: str = "sphere"  # sphere (elr of each sphere) | paper (per_filter: elr x filters)
+    others_lr: str = "own"  # non-SI tensors in sphere mode: own (optim.lr) | si (the SI lr)
+    schedule: str = "constant"  # constant | piecewise | cosine | linear_decay | cosine_epoch
     schedule_milestones: tuple[float, ...] = ()  # piecewise: epochs where the factor changes
-    schedule_factors: tuple[float, ...] = ()  # piecewise: factor after each milestone
+    schedule_factors: tuple[float, ...] = ()  # piecewise: factor after each milestone;
+    # cosine: [floor factor]; linear_decay: [final factor] (the paper's --c_schedule p: [1/p])
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,10 @@ class TrainConfig:
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning a branch)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "float32"  # float32 | float64
-    loss: str = "cross_entropy"  # cross_entropy | mse (squared loss on one-hot targets)
+    loss: str = "cross_entropy"  # cross_entropy | mse (squared loss on one-hot targets,
+    # summed over classes) | mse_class_mean (the same averaged over classes: the paper's)
+    ghost_batch: int = 0  # > 0: each step's batch in chunks of this many samples, each with
+    # its own BatchNorm statistics (the paper's full-batch GD: data.batch_size=0, 128); 0 = off
     records: int = 25  # number of evaluation records (log-spaced epochs, plus 0 and last)
     record_schedule: str = "log"  # log | linear
     checkpoints: str = "log"  # log (at log-spaced epochs) | last | none

@@ -11,10 +11,23 @@ sphere of radius R:
                                                     tangent space at the NEW point)
 
 With momentum 0 this is exactly plain SGD with lr = ELR * rho0**2 followed by one global
-rescale, i.e. u <- normalize(u - ELR * grad L(u)) for u = w / R. The momentum definition is
-ours, as the paper trains without momentum (docs/science.md#momentum-and-sphere-granularity):
-the buffer lives in the tangent space, so it never pushes the point off the sphere and its
-radial part (which the retraction would discard anyway) does not accumulate.
+rescale, i.e. u <- normalize(u - ELR * grad L(u)) for u = w / R.
+
+``momentum_style`` says what happens to the buffer
+(docs/science.md#momentum-and-sphere-granularity):
+- ``tangent`` (default): the last line above; the buffer lives in the tangent space, so it
+  never pushes the point off the sphere and its radial part (which the retraction would discard
+  anyway) does not accumulate.
+- ``paper``: the buffer is left as it is: torch's heavy-ball SGD followed by the rescale, which
+  is what the paper's public code computes when it is given a momentum. The buffer then keeps
+  the radial parts of past steps and is never turned with the point, so the two styles give
+  different trajectories for momentum > 0 (and the same one for momentum 0).
+
+``weight_decay`` on a sphere group is added to the gradient before the momentum, as torch's SGD
+does it (``d = grad + weight_decay * w``), which is how the paper's code applies its weight
+decay to the SI weights before rescaling them. Its radial pull is undone by the retraction, but
+it still shortens the step in the ratio 1 : (1 - lr * weight_decay) (momentum 0), i.e. it raises
+the effective step by the factor 1 / (1 - lr * weight_decay).
 
 Sphere granularity (`sphere`):
 - ``global``: all tensors of the group share one sphere (the paper); R = joint norm.
@@ -55,6 +68,7 @@ from spherelab.sphere.units import (
 )
 
 SPHERES = ("global", "per_tensor", "per_filter", "none")
+MOMENTUM_STYLES = ("tangent", "paper")
 
 
 class SphereSGD(Optimizer):
@@ -69,6 +83,8 @@ class SphereSGD(Optimizer):
         radius: float | Sequence[float] | Tensor | None = None,
         members: int = 1,
         foreach: bool | None = None,
+        momentum_style: str = "tangent",
+        weight_decay: float = 0.0,
     ) -> None:
         check_elr(elr)
         if not 0.0 <= momentum < 1.0:
@@ -80,10 +96,17 @@ class SphereSGD(Optimizer):
             radius=radius,
             members=members,
             lr=0.0,
-            weight_decay=0.0,
+            weight_decay=weight_decay,
             foreach=foreach,
+            momentum_style=momentum_style,
         )
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """State dicts saved before momentum_style existed load as the tangent style."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("momentum_style", "tangent")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group and measure its radius (or per-filter radii) now, as at construction."""
@@ -99,6 +122,13 @@ class SphereSGD(Optimizer):
         check_elr(group["elr"])
         if not 0.0 <= group["momentum"] < 1.0:
             raise ValueError(f"momentum={group['momentum']} is outside [0, 1); use e.g. 0.9")
+        if group["momentum_style"] not in MOMENTUM_STYLES:
+            raise ValueError(
+                f"momentum_style={group['momentum_style']!r} is unknown; use one of "
+                f"{MOMENTUM_STYLES}"
+            )
+        if not group["weight_decay"] >= 0.0:
+            raise ValueError(f"weight_decay={group['weight_decay']} must be >= 0 (e.g. 0 or 1e-4)")
         k = int(group["members"])
         params = group["params"]
         for p in params:
@@ -143,7 +173,7 @@ class SphereSGD(Optimizer):
             # Retract every tensor of the group (a tensor without a gradient this step still
             # shares the sphere), then project the buffers that exist.
             _retract(self, group, list(group["params"]))
-            if group["momentum"] > 0:
+            if group["momentum"] > 0 and group["momentum_style"] == "tangent":
                 with_buf = [p for p in group["params"] if "momentum_buffer" in self.state[p]]
                 bufs = [self.state[p]["momentum_buffer"] for p in with_buf]
                 _project_buffers(group, with_buf, bufs)
@@ -161,6 +191,8 @@ def _momentum_directions(
     opt: SphereSGD, group: dict[str, Any], params: list[Tensor]
 ) -> list[Tensor]:
     grads = [cast(Tensor, p.grad) for p in params]  # step() passes only params with a grad
+    if group["weight_decay"]:
+        grads = list(torch._foreach_add(grads, params, alpha=group["weight_decay"]))
     mu = group["momentum"]
     if mu == 0:
         return grads

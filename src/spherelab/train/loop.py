@@ -25,7 +25,7 @@ from spherelab.train.build import Pack, Run
 from spherelab.train.checkpoints import record_steps
 from spherelab.train.schedules import make_schedule
 from spherelab.train.sharing import Packed
-from spherelab.train.step import StepFn, cuda_graph_step, eager_step
+from spherelab.train.step import StepFn, cuda_graph_step, eager_step, ghost_step
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -60,6 +60,11 @@ class Stepper:
         model = torch.compile(share.model) if cfg.train.compile else share.model
         packed = isinstance(share, Packed)
         self.eager: StepFn = eager_step(model, share.optimizer, cfg.train.loss, packed)
+        if cfg.train.ghost_batch > 0:  # one run only (such configs never pack)
+            sampler = pack.members[0].sampler  # its generator is checkpointed: resumes replay
+            shuffle = sampler.generator if sampler.full_batch else None
+            ghost = cfg.train.ghost_batch
+            self.eager = ghost_step(model, share.optimizer, cfg.train.loss, ghost, shuffle)
         self.pack, self.want_graph = pack, cuda_graph
         self.graph: StepFn | None = None
 

@@ -10,18 +10,27 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
-LOSSES = ("cross_entropy", "mse")  # mean cross-entropy in nats; squared loss on one-hot targets
+# mean cross-entropy in nats; squared error on one-hot targets summed over classes (mse) or
+# averaged over them (mse_class_mean: the paper's squared loss, mse / number of classes)
+LOSSES = ("cross_entropy", "mse", "mse_class_mean")
 
 
 def batch_loss(logits: Tensor, y: Tensor, loss: str) -> Tensor:
     """The batch-mean loss of one model's logits [B, classes] and labels [B]: mean
-    cross-entropy in nats, or (``mse``) the squared error summed over classes, averaged over
-    samples."""
+    cross-entropy in nats, or the squared error on one-hot targets summed (``mse``) or
+    averaged (``mse_class_mean``) over classes, averaged over samples."""
     if loss == "cross_entropy":
         return F.cross_entropy(logits, y)
-    if loss == "mse":
-        return (logits - F.one_hot(y, logits.shape[-1]).to(logits.dtype)).square().sum(-1).mean()
-    raise ValueError(f"loss={loss!r} is unknown; use one of {LOSSES}")
+    return _squared(logits, y, loss).mean()
+
+
+def _squared(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
+    """Per-sample squared error [...] of logits [..., classes] against one-hot labels [...]."""
+    if loss not in ("mse", "mse_class_mean"):
+        raise ValueError(f"loss={loss!r} is unknown; use one of {LOSSES}")
+    classes = logits.shape[-1]
+    per_sample = (logits - F.one_hot(labels, classes).to(logits.dtype)).square().sum(-1)
+    return per_sample / classes if loss == "mse_class_mean" else per_sample
 
 
 def _member_labels(logits: Tensor, y: Tensor) -> Tensor:
@@ -37,10 +46,7 @@ def member_losses(logits: Tensor, y: Tensor, loss: str) -> Tensor:
     if loss == "cross_entropy":
         flat = F.cross_entropy(logits.reshape(k * b, c), labels.reshape(k * b), reduction="none")
         return flat.view(k, b).mean(1)
-    if loss == "mse":
-        target = F.one_hot(labels, c).to(logits.dtype)
-        return (logits - target).square().sum(-1).mean(1)
-    raise ValueError(f"loss={loss!r} is unknown; use one of {LOSSES}")
+    return _squared(logits, labels, loss).mean(1)
 
 
 def member_correct(logits: Tensor, y: Tensor) -> Tensor:

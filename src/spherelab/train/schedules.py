@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable, Sequence
 
 Schedule = Callable[[float], float]
-SCHEDULES = ("constant", "piecewise", "cosine")
+SCHEDULES = ("constant", "piecewise", "cosine", "linear_decay", "cosine_epoch")
 
 
 def constant() -> Schedule:
@@ -48,6 +48,31 @@ def cosine(total_epochs: float, final_factor: float = 0.0) -> Schedule:
     return factor
 
 
+def linear_decay(total_epochs: float, final_factor: float) -> Schedule:
+    """The paper's "c" schedule, per epoch: epoch e (0-based) of E takes the factor of
+    t = (e + 1) / (E + 1): 1 while t <= 1/4, then falling linearly in t towards final_factor
+    (reached at t = 1, one epoch after the end). The paper's --c_schedule p is final 1/p."""
+
+    def factor(epoch: float) -> float:
+        t = (math.floor(epoch) + 1) / (total_epochs + 1)
+        if t <= 0.25:
+            return 1.0
+        return final_factor + (1 - final_factor) * (1 - t) / 0.75
+
+    return factor
+
+
+def cosine_epoch(total_epochs: float) -> Schedule:
+    """The paper's cosine annealing, per epoch: epoch e (0-based) of E takes the factor
+    (1 + cos(pi * e / E)) / 2, from 1 in the first epoch down to its value at e = E - 1
+    (above 0, so no floor is needed)."""
+
+    def factor(epoch: float) -> float:
+        return 0.5 * (1 + math.cos(math.pi * math.floor(epoch) / total_epochs))
+
+    return factor
+
+
 def make_schedule(
     name: str, total_epochs: float, milestones: Sequence[float] = (), factors: Sequence[float] = ()
 ) -> Schedule:
@@ -64,4 +89,13 @@ def make_schedule(
                 "optim.schedule_factors=[1e-3] or leave it empty)"
             )
         return cosine(total_epochs, final_factor=final)
+    if name == "linear_decay":
+        if len(factors) != 1 or not factors[0] > 0:
+            raise ValueError(
+                f"linear_decay schedule needs one final factor > 0, got {list(factors)}; set "
+                "optim.schedule_factors=[0.01] (the paper's --c_schedule 100)"
+            )
+        return linear_decay(total_epochs, factors[0])
+    if name == "cosine_epoch":
+        return cosine_epoch(total_epochs)
     raise ValueError(f"schedule={name!r} is unknown; use one of {SCHEDULES}")

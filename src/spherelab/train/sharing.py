@@ -117,6 +117,8 @@ class Packed:
             self.si,
             elr=[c.optim.elr for c in cfgs],
             momentum=cfgs[0].optim.momentum,
+            momentum_style=cfgs[0].optim.momentum_style,
+            weight_decay=cfgs[0].optim.sphere_weight_decay,
             sphere="global",
             radius=self.radii,
             members=self.members,

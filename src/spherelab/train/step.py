@@ -36,6 +36,39 @@ def eager_step(
     return step
 
 
+def ghost_step(
+    model: Callable[[Tensor], Tensor],
+    opt: torch.optim.Optimizer,
+    loss: str,
+    ghost: int,
+    generator: torch.Generator | None = None,
+) -> StepFn:
+    """One run's step over a batch in chunks of `ghost` samples ("ghost batches"), each its own
+    forward (so each gets its own BatchNorm statistics in train mode), the gradients summed with
+    weight chunk/batch into one optimizer step: the paper's full-batch GD, which accumulates
+    the gradient of the mean loss over its loader's batches. With a CPU `generator` the batch is
+    first shuffled (a fresh order each step, as the paper's loader reshuffles every epoch);
+    without one the chunks are taken in order. Returns the batch-mean loss as [1]."""
+
+    def step(x: Tensor, y: Tensor) -> Tensor:
+        n = len(y)
+        opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), dtype=torch.float64, device=y.device)
+        if generator is None:
+            chunks = [(x[i : i + ghost], y[i : i + ghost]) for i in range(0, n, ghost)]
+        else:
+            order = torch.randperm(n, generator=generator).to(y.device).split(ghost)
+            chunks = [(x[idx], y[idx]) for idx in order]
+        for xc, yc in chunks:
+            part = batch_loss(model(xc), yc, loss) * (len(yc) / n)
+            part.backward()
+            total += part.detach()
+        opt.step()
+        return total.reshape(1)
+
+    return step
+
+
 def _state_tensors(model: nn.Module, opt: torch.optim.Optimizer) -> list[Tensor]:
     tensors = list(model.parameters()) + list(model.buffers())
     return tensors + [v for s in opt.state.values() for v in s.values() if isinstance(v, Tensor)]

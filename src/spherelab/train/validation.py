@@ -6,9 +6,9 @@ from spherelab.config import Config
 from spherelab.data import available_datasets
 from spherelab.models import available_models
 from spherelab.runtime import DTYPES
-from spherelab.sphere.optim import SPHERES
+from spherelab.sphere.optim import MOMENTUM_STYLES, SPHERES
 from spherelab.train.losses import LOSSES
-from spherelab.train.optimizer import MODES
+from spherelab.train.optimizer import MODES, check_paper_units
 from spherelab.train.schedules import SCHEDULES
 
 
@@ -33,6 +33,17 @@ def validate_config(cfg: Config) -> Config:
         raise ValueError(f"optim.lr={cfg.optim.lr} must be > 0 (e.g. --set optim.lr=0.1)")
     if not 0 <= cfg.optim.momentum < 1:
         raise ValueError(f"optim.momentum={cfg.optim.momentum} must be in [0, 1)")
+    _one_of("optim.momentum_style", cfg.optim.momentum_style, MOMENTUM_STYLES)
+    if cfg.optim.mode == "sphere":
+        check_paper_units(cfg.optim)
+    if not cfg.optim.sphere_weight_decay >= 0:
+        raise ValueError(
+            f"optim.sphere_weight_decay={cfg.optim.sphere_weight_decay} must be >= 0 (e.g. 0)"
+        )
+    if cfg.train.ghost_batch < 0:
+        raise ValueError(
+            f"train.ghost_batch={cfg.train.ghost_batch} must be >= 0 (0 = off, the paper: 128)"
+        )
     if cfg.train.steps is None and cfg.train.epochs < 1:
         raise ValueError(f"epochs={cfg.train.epochs} must be >= 1")
     if cfg.train.steps is not None and cfg.train.steps < 1:
