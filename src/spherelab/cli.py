@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-COMMANDS = ("train", "sweep", "report", "diagnose", "toy", "finetune", "demo")
+COMMANDS = ("train", "sweep", "report", "diagnose", "toy", "finetune", "demo", "import-official")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"spherelab.commands.{name}").register(sub)
+        importlib.import_module(f"spherelab.commands.{name.replace('-', '_')}").register(sub)
     return parser
 
 

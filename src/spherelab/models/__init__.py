@@ -97,7 +97,7 @@ def build_from_config(
     Every ModelConfig field but ``name`` is passed to build_model as the keyword of that name.
     """
     shape = tuple(int(n) for n in input_shape)
-    sizes: dict[str, int] = {"num_classes": num_classes, "in_features": math.prod(shape)}
+    sizes: dict[str, Any] = {"num_classes": num_classes, "in_features": math.prod(shape)}
     if len(shape) == 3:  # conv families read these; the MLP flattens images
         sizes.update(in_channels=shape[0], image_size=shape[1])
     hyper = dataclasses.asdict(model_cfg)
