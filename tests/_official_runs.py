@@ -40,9 +40,11 @@ def tiny_loaders(n_train: int = 24, n_test: int = 16, batch: int = 8, seed: int 
 def paper_flags(model: str, width: int, out: Path, epochs: int = 2, elr: float = 1e-3) -> list:
     """The paper's run script's flags (run_train_and_test.py) at a tiny width."""
     af = model.endswith("Af")
-    return [
+    # the paper's train.py refuses --fix_elr for ResNet18SIAf: it trains at a fixed lr
+    rate = ["--lr_init", "0.01"] if model == "ResNet18SIAf" else ["--fix_elr", "--elr", str(elr)]
+    return [*rate,
         "--dir", str(out), "--model", model, "--num_channels", str(width), "--depth", "3",
-        "--epochs", str(epochs), "--fix_elr", "--elr", str(elr), "--lr_init", "0.0",
+        "--epochs", str(epochs),
         "--noninvlr", "-1" if af else "0.0", "--wd", "0.0", "--momentum", "0.0",
         "--save_freq", "1", "--eval_freq", "1000", "--init_scale", "-1" if af else "10",
         "--same_last_layer", "--use_test", "--no_schedule", "--no_aug", "--seed", "1",
