@@ -17,7 +17,7 @@ from _official_runs import paper_flags, run_official_training, tiny_loaders
 
 from spherelab.cli import main
 from spherelab.official import from_official
-from spherelab.official.runs import load_checkpoint
+from spherelab.official_runs import load_checkpoint
 
 OFFICIAL = Path(os.environ.get("SPHERELAB_OFFICIAL", OFFICIAL_DIR))
 DATA = ["--dataset", "synthetic:3x32x32:24:16:10", "--set", "data.batch_size=8"]

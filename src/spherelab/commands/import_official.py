@@ -7,7 +7,8 @@ import argparse
 from typing import Any
 
 from spherelab.config import parse_assignment
-from spherelab.official import NETWORKS, import_official
+from spherelab.official import NETWORKS
+from spherelab.official_runs import import_official
 
 
 def register(sub: argparse._SubParsersAction) -> None:

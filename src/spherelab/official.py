@@ -1,5 +1,7 @@
-"""The paper's four networks as spherelab models: read an official state_dict, build the equal
-spherelab model (width, depth, head read from the tensors) and load the weights strictly.
+"""The paper's four networks as spherelab models: read a state_dict of the paper's public code,
+build the equal spherelab model (width, depth, head read from the tensors) and load the weights
+strictly (docs/paper_parity.md#networks-and-checkpoints). Its checkpoints become run directories
+in spherelab.official_runs.
 
 The official state_dict keys differ from spherelab's only by module names (``conv_layers`` ->
 ``features``, ``layerS.B`` -> ``blocks.N``, ...); the layer order, shapes and buffers are the

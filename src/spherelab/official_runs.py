@@ -22,7 +22,7 @@ import torch
 
 from spherelab.config import Config, apply_overrides
 from spherelab.io import read_json_dict, write_json, write_jsonl
-from spherelab.official.networks import from_official, official_config, spherelab_state
+from spherelab.official import from_official, official_config, spherelab_state
 from spherelab.sphere import si_parameters
 from spherelab.train import run_files
 from spherelab.train.build import Pack, build_pack
@@ -170,6 +170,3 @@ def import_official(
     write_json(out / "config.json", saved | {"official": source})
     log.info("imported %d official checkpoints of %s into %s", len(paths), name, out)
     return out
-
-
-__all__ = ["find_checkpoints", "import_official", "load_checkpoint"]
