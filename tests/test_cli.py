@@ -37,6 +37,17 @@ def test_train_writes_a_run_and_prints_its_summary(tmp_path, capsys):
     assert "run written to" in capsys.readouterr().out
 
 
+def test_report_of_a_run_directory_reports_it_as_a_sweep_of_one(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", *TINY, "--elr", "1e-2", "--out", str(run)]) == 0
+    assert main(["report", str(run), "--relabel"]) == 0
+    rows = (run / "summary.csv").read_text().splitlines()
+    assert len(rows) == 2 and ",.," in rows[1]  # one row, run_dir "."
+    assert (run / "report.html").is_file() and (run / "boundaries.json").is_file()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no summary.csv" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

@@ -385,3 +385,8 @@ def test_training_steps_never_wait_for_the_device(members, cuda_graph, tmp_path)
             stepper(*next_batch(pack, x_all, y_all))
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_can_pack_refuses_a_head_with_bias_so_it_runs_alone():
+    assert not can_pack([_cfg(**{"model.head_bias": True})])
+    assert can_pack([_cfg(**{"model.head_bias": False})])

@@ -194,3 +194,53 @@ def test_convnet_refuses_images_too_small_for_its_depth():
 def test_bad_sizes_are_rejected_by_name(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         build_model("convnet_si", **kwargs)
+
+
+@pytest.mark.parametrize("name", SI_NAMES)
+def test_si_head_is_torchs_linear_drawn_at_head_seed_then_scaled_as_the_paper_scales_it(name):
+    model = tiny(name, head_seed=228, head_bias=True)
+    torch.manual_seed(228)  # the global RNG at a seed draws what a generator at that seed draws
+    reference = nn.Linear(model.head.in_features, model.head.out_features)
+    weight = reference.weight.detach()
+    assert torch.equal(model.head.weight, 10.0 * weight / weight.norm())  # bit for bit
+    assert torch.equal(model.head.bias, reference.bias.detach())  # drawn after the weight
+    assert not model.head.bias.requires_grad and not model.head.weight.requires_grad
+
+
+def test_head_bias_false_removes_the_bias_of_an_af_head():
+    assert tiny("resnet18_af", head_bias=False).head.bias is None
+    assert tiny("resnet18_af").head.bias.requires_grad
+
+
+def test_paper_depth_style_adds_same_width_convs_within_the_three_stages():
+    model = build_model("convnet_si", width=2, depth=5, depth_style="paper")
+    convs = [m.out_channels for m in model.features if isinstance(m, nn.Conv2d)]
+    pools = [m for m in model.features if isinstance(m, nn.MaxPool2d)]
+    assert convs == [2, 2, 4, 4, 8, 16] and len(pools) == 3
+    assert [m.out_channels for m in build_model("convnet_si", depth=2, depth_style="paper")
+            .features if isinstance(m, nn.Conv2d)] == [32, 64, 128]  # fmt: skip
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_paper_depth_style_at_depth_3_is_the_default_network():
+    torch.manual_seed(0)
+    paper = build_model("convnet_si", width=2, depth_style="paper")
+    torch.manual_seed(0)
+    stages = build_model("convnet_si", width=2)
+    assert paper.state_dict().keys() == stages.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(paper.parameters(), stages.parameters()))
+
+
+def test_unknown_depth_style_names_the_valid_ones():
+    with pytest.raises(ValueError, match="depth_style='deep'.*stages, paper"):
+        build_model("convnet_si", depth_style="deep")
+
+
+@pytest.mark.parametrize("name", ["resnet18_si", "resnet18_af"])
+def test_resnet_downsampling_shortcut_is_a_norm_then_a_1x1_conv(name):
+    model = tiny(name)
+    shortcuts = [b.shortcut for b in model.blocks if b.shortcut is not None]
+    assert len(shortcuts) == 3
+    for norm, conv in shortcuts:
+        assert isinstance(norm, nn.BatchNorm2d) and norm.affine == name.endswith("_af")
+        assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.bias is None

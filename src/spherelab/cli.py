@@ -10,7 +10,7 @@ import sys
 
 from spherelab.io import os_error_line
 
-COMMANDS = ("train", "sweep", "report", "diagnose", "toy", "finetune", "demo")
+COMMANDS = ("train", "sweep", "report", "diagnose", "toy", "finetune", "demo", "import-official")
 # What to do after Ctrl-C: only `train` has --resume; the grid commands skip finished runs.
 RESUME_HINT = "rerun the same command"
 RESUME_HINTS = {
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"spherelab.commands.{name}").register(sub)
+        importlib.import_module(f"spherelab.commands.{name.replace('-', '_')}").register(sub)
     return parser
 
 

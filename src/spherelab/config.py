@@ -26,6 +26,11 @@ class ModelConfig:
     depth: int | None = None  # conv stages / hidden layers; None = family default
     head_seed: int = 0  # seed of the frozen head: the same head in every run of a sweep
     head_norm: float = 10.0  # Frobenius norm of the frozen head (the paper: 10)
+    # head bias: None = the variant's default (_si: none; _af: trainable); true on an _si model
+    # adds a frozen bias drawn after the head weight from head_seed's generator (the paper's
+    # ConvNet-SI); false removes it from an _af head (the paper's ResNet18SIAf)
+    head_bias: bool | None = None
+    depth_style: str = "stages"  # ConvNet depth: stages (conv+pool stages) | paper (--depth)
 
 
 @dataclass(frozen=True)

@@ -37,12 +37,13 @@ def _packable_kind(cfg: Config) -> bool:
         and cfg.optim.sphere == "global"
         and cfg.model.name in PACKABLE_FAMILIES
         and cfg.train.ghost_batch == 0  # ghost batches split one run's batch, not a pack's
+        and not cfg.model.head_bias  # the packed heads are bias-free
     )
 
 
 def can_pack(cfgs: Sequence[Config]) -> bool:
-    """True when every config is a packable kind (sphere mode, global sphere, a *_si family,
-    no ghost batches) and all share one pack_key."""
+    """True when every config is a packable kind (sphere mode, global sphere, a *_si family
+    with a bias-free head, no ghost batches) and all share one pack_key."""
     cfgs = list(cfgs)
     if not cfgs or not all(_packable_kind(c) for c in cfgs):
         return False

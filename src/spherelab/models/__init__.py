@@ -56,12 +56,16 @@ def build_model(
     depth: int | None = None,
     head_seed: int = 0,
     head_norm: float = 10.0,
+    head_bias: bool | None = None,
+    depth_style: str = "stages",
 ) -> nn.Module:
     """Build a model of the zoo. Kwargs a family does not use are ignored (e.g. in_features for
     a ConvNet, depth for ResNet-18); width/depth None means the family's default.
 
     The SI weights are drawn by PyTorch's default init from the global RNG (seed it first); the
     frozen head of a ``_si`` model comes from its own generator seeded with ``head_seed``.
+    ``head_bias`` None keeps the variant's default (``_si``: no bias; ``_af``: a trainable one);
+    ``depth_style="paper"`` reads a ConvNet's depth as the paper's ``--depth``.
     """
     family, _, suffix = str(name).rpartition("_")
     if family not in _FAMILIES or suffix not in _VARIANTS:
@@ -75,6 +79,8 @@ def build_model(
         "depth": depth,
         "head_seed": head_seed,
         "head_norm": head_norm,
+        "head_bias": head_bias,
+        "depth_style": depth_style,
     }
     model = _FAMILIES[family](ModelSpec(name=name, fully_si=_VARIANTS[suffix], **kwargs))
     model.config = {"name": name, **kwargs}
@@ -91,7 +97,7 @@ def build_from_config(
     Every ModelConfig field but ``name`` is passed to build_model as the keyword of that name.
     """
     shape = tuple(int(n) for n in input_shape)
-    sizes: dict[str, int] = {"num_classes": num_classes, "in_features": math.prod(shape)}
+    sizes: dict[str, Any] = {"num_classes": num_classes, "in_features": math.prod(shape)}
     if len(shape) == 3:  # conv families read these; the MLP flattens images
         sizes.update(in_channels=shape[0], image_size=shape[1])
     hyper = dataclasses.asdict(model_cfg)

@@ -10,6 +10,9 @@ from torch import nn
 from spherelab.config import ModelConfig
 from spherelab.sphere.recipe import freeze_head
 
+# How a ConvNet reads ``depth``: conv+pool stages, or the paper's --depth (models/convnet.py)
+DEPTH_STYLES = ("stages", "paper")
+
 
 def _check_positive_int(name: str, value: object, optional: bool = False) -> None:
     if optional and value is None:
@@ -37,6 +40,12 @@ class ModelSpec(ModelConfig):
             _check_positive_int(name, getattr(self, name), optional=True)
         if not isinstance(self.head_norm, (int, float)) or not self.head_norm > 0:
             raise ValueError(f"head_norm={self.head_norm!r} must be a positive number (paper: 10)")
+        if self.head_bias not in (None, True, False):
+            raise ValueError(f"head_bias={self.head_bias!r} must be true, false or unset")
+        if self.depth_style not in DEPTH_STYLES:
+            raise ValueError(
+                f"depth_style={self.depth_style!r} is unknown; use one of {', '.join(DEPTH_STYLES)}"
+            )
 
 
 class ZooModel(nn.Module):
@@ -63,11 +72,12 @@ class ZooModel(nn.Module):
 
 
 def make_head(in_features: int, spec: ModelSpec) -> nn.Linear:
-    """Fully SI: bias-free, seeded, norm ``spec.head_norm``, frozen. Twin: trainable, default init."""
+    """Fully SI: seeded, norm ``spec.head_norm``, frozen, bias-free unless ``head_bias`` is true.
+    Twin: trainable, default init from the global RNG, with a bias unless ``head_bias`` is false."""
     if not spec.fully_si:
-        return nn.Linear(in_features, spec.num_classes)
+        return nn.Linear(in_features, spec.num_classes, bias=spec.head_bias is not False)
     head = nn.Linear(in_features, spec.num_classes, bias=False)
-    return freeze_head(head, norm=spec.head_norm, seed=spec.head_seed)
+    return freeze_head(head, norm=spec.head_norm, seed=spec.head_seed, bias=bool(spec.head_bias))
 
 
 def batch_norm(features: int, spec: ModelSpec, dims: int = 2) -> nn.Module:

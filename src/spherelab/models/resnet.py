@@ -19,8 +19,9 @@ BLOCKS_PER_STAGE = (2, 2, 2, 2)
 
 
 class PreActBlock(nn.Module):
-    """BN ReLU Conv3x3 BN ReLU Conv3x3, plus the shortcut: identity, or a 1x1 conv (no bias)
-    on the pre-activated input where the shape changes."""
+    """BN ReLU Conv3x3 BN ReLU Conv3x3, plus the shortcut: identity, or where the shape
+    changes the paper's downsampling shortcut, a BatchNorm and then a 1x1 conv (no bias), on
+    the pre-activated input."""
 
     def __init__(self, in_planes: int, planes: int, stride: int, spec: ModelSpec) -> None:
         super().__init__()
@@ -28,9 +29,12 @@ class PreActBlock(nn.Module):
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn2 = batch_norm(planes, spec)
         self.conv2 = conv3x3(planes, planes)
-        self.shortcut = None
+        self.shortcut: nn.Sequential | None = None
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
+            self.shortcut = nn.Sequential(
+                batch_norm(in_planes, spec),
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(x))

@@ -27,23 +27,33 @@ from spherelab.sphere.graph import (
 logger = logging.getLogger("spherelab")
 
 
-def freeze_head(head: nn.Linear, *, norm: float = 10.0, seed: int = 0) -> nn.Linear:
+def freeze_head(
+    head: nn.Linear, *, norm: float = 10.0, seed: int = 0, bias: bool = False
+) -> nn.Linear:
     """Redraw ``head`` from its own generator, rescale it to Frobenius norm ``norm``, freeze it.
 
-    The draw follows PyTorch's default Linear init but from ``torch.Generator`` seeded with
-    ``seed``, so every run of a sweep gets the same head whatever the global seed. The bias is
-    removed (the paper's head is bias-free). Modifies ``head`` in place and returns it.
+    The draw is PyTorch's default Linear init (weight, then bias) from a ``torch.Generator``
+    seeded with ``seed``, so every run of a sweep gets the same head whatever the global seed;
+    with ``seed=228`` it is the paper's ``--same_last_layer`` head. The weight is drawn in
+    float32 and rescaled there as ``norm * weight / ||weight||`` (this operation order gives the
+    paper's head bit for bit). ``bias=False`` removes the bias (the paper's ResNet-SI head);
+    ``bias=True`` keeps a frozen one, drawn after the weight (the paper's ConvNet-SI head).
+    Modifies ``head`` in place and returns it.
     """
     if not (isinstance(norm, (int, float)) and math.isfinite(norm) and norm > 0):
         raise ValueError(f"head_norm={norm!r} must be a positive finite number (paper: 10.0)")
     gen = torch.Generator().manual_seed(int(seed))
     weight = torch.empty(tuple(head.weight.shape), dtype=torch.float32)
     nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=gen)
-    weight = weight.double() * (norm / weight.double().norm())
     with torch.no_grad():
-        head.weight.copy_(weight)
+        head.weight.copy_(float(norm) * weight / weight.norm())
     head.weight.requires_grad_(False)
-    head.register_parameter("bias", None)
+    if not bias:
+        head.register_parameter("bias", None)
+        return head
+    bound = 1.0 / math.sqrt(weight.shape[1]) if weight.shape[1] > 0 else 0.0
+    drawn = torch.empty(weight.shape[0], dtype=torch.float32).uniform_(-bound, bound, generator=gen)
+    head.bias = nn.Parameter(drawn.to(head.weight), requires_grad=False)
     return head
 
 

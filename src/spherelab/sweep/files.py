@@ -111,3 +111,20 @@ def write_summary(out: Path, rows: list[dict[str, str]]) -> Path:
     path = out / "summary.csv"
     write_csv(path, rows, list(rows[0]))
     return path
+
+
+def write_run_summary(run_dir: Path) -> Path:
+    """A one-row summary.csv for a lone run directory (e.g. one from ``import-official``), so
+    the sweep report and relabelling read it as a sweep of one run; returns its path."""
+    summary, saved = (
+        read_json_dict(run_dir / "summary.json"),
+        read_json_dict(run_dir / "config.json"),
+    )
+    if summary is None or saved is None:
+        raise ValueError(
+            f"{run_dir} holds neither summary.csv (a sweep) nor config.json and summary.json "
+            "(a finished run); pass a sweep directory or a finished run directory"
+        )
+    cfg = from_dict(saved)
+    point = Point(cfg, ".", cfg.optim.elr, cfg.train.seed, {})
+    return write_summary(run_dir, [summary_row(point, summary, None) | {"run_dir": "."}])
