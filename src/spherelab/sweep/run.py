@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.config import ConfigError
-from spherelab.io import read_json_dict
+from spherelab.io import read_json_dict, write_json
 from spherelab.regimes import FINAL_STATUSES, Boundary, refine_points, sweep_boundaries
 from spherelab.report import write_report
 from spherelab.sweep import executors
@@ -38,7 +38,7 @@ from spherelab.sweep.spec import (
     expand,
 )
 from spherelab.sweep.tasks import Outcome, Runner, Settings, Task, one_line_error
-from spherelab.train import relabel_run
+from spherelab.train.run_files import relabelled_summary
 
 log = logging.getLogger("spherelab")
 
@@ -49,12 +49,21 @@ def _short(value: Any) -> str:
 
 def relabel_sweep(sweep_dir: str | Path) -> Path:
     """Re-classify every finished run of a sweep with the current classifier; rewrite each
-    summary.json and the regime column of summary.csv."""
+    summary.json and the regime column of summary.csv.
+
+    Every run is re-classified before anything is written, so a run whose records cannot be
+    trusted (ValueError, naming its file) leaves every file as it was; each file is replaced
+    atomically."""
     out = Path(sweep_dir)
     rows = read_summary(out / "summary.csv")
-    for row in rows:
-        if row["status"] in FINAL_STATUSES:
-            row["regime"] = relabel_run(out / row["run_dir"])["regime"]
+    new = {
+        i: relabelled_summary(out / row["run_dir"])
+        for i, row in enumerate(rows)
+        if row["status"] in FINAL_STATUSES
+    }
+    for i, summary in new.items():
+        write_json(out / rows[i]["run_dir"] / "summary.json", summary)
+        rows[i]["regime"] = csv_cell(summary["regime"])
     return write_summary(out, rows)
 
 
