@@ -5,9 +5,13 @@ front, and the determinism switch keeps its promise."""
 import json
 import shutil
 
+import numpy as np
 import pytest
 
+from spherelab import __version__
 from spherelab.cli import main
+from spherelab.config import RUN_FILE_KEYS, SECTIONS, ConfigError, from_dict, load_json
+from spherelab.data.base import DataError, RawSplits, check_splits
 from spherelab.regimes import (
     LABELS,
     NO_REGIME,
@@ -17,6 +21,7 @@ from spherelab.regimes import (
     estimate_boundaries,
     majority_regime,
 )
+from spherelab.sweep.files import read_summary
 
 SMALL = ["--set", "data.train_subset=256", "--set", "model.width=16"]
 
@@ -99,3 +104,118 @@ def test_relabel_refuses_conflicting_records_and_leaves_every_file_intact(
 def test_distinct_records_keeps_order_and_drops_exact_repeats():
     rows = [{"step": 0, "x": 1}, {"step": 1, "x": 2}, {"step": 0, "x": 1}]
     assert distinct_records(rows) == rows[:2]
+
+
+# -- item 4: config files reject unknown tables and keys --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[optm]\nelr = 0.5\n", "'optm'"),
+        ("elr = 0.5\n", "'elr'"),
+        ("[optim]\nelr = 0.5\nelrr = 1\n", "optim.elrr"),
+    ],
+)
+def test_a_config_file_with_an_unknown_table_or_key_exits_2(tmp_path, capsys, text, needle):
+    (tmp_path / "c.toml").write_text(text)
+    argv = ["train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "c.toml" in err and len(err.splitlines()) == 1
+
+
+def test_a_run_directorys_config_json_still_loads(tmp_path):
+    argv = ["train", "--set", "train.steps=2", *SMALL, "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert set(saved) - set(SECTIONS) == set(RUN_FILE_KEYS)
+    assert load_json(tmp_path / "r" / "config.json").train.steps == 2
+    with pytest.raises(ConfigError, match="'extra'"):
+        from_dict({**saved, "extra": 1})
+
+
+# -- item 5: non-finite features are refused, with the count and the first index --------------
+
+
+def _npz(tmp_path, x_train):
+    y = np.zeros(len(x_train), dtype=np.int64)
+    y[1] = 1
+    np.savez(tmp_path / "d.npz", x_train=x_train, y_train=y, x_test=x_train, y_test=y)
+    return f"npz:{tmp_path / 'd.npz'}"
+
+
+def test_a_nan_feature_in_an_npz_is_refused_with_its_count_and_index(tmp_path, capsys):
+    x = np.ones((8, 5), dtype=np.float32)
+    x[3, 2], x[6, 0] = np.nan, np.inf
+    argv = ["train", "--dataset", _npz(tmp_path, x), "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "x_train has 2 non-finite values" in err and "(3, 2)" in err
+
+
+def test_every_loader_checks_finite_features_in_one_place():
+    x = np.zeros((4, 3))
+    x[2, 1] = np.nan
+    y = np.zeros(4, dtype=np.int64)
+    with pytest.raises(DataError, match=r"1 non-finite values .* \(2, 1\)"):
+        check_splits(RawSplits(x, y, np.zeros((4, 3)), y, 2), "src")
+
+
+def test_a_file_that_is_no_zip_gets_our_own_line_not_numpys(tmp_path, capsys):
+    (tmp_path / "d.npz").write_text("not a zip")
+    argv = ["train", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "not a .npz archive" in err and "allow_pickle" not in err
+
+
+# -- item 8: a last training batch of one sample with BatchNorm is refused up front -----------
+
+
+@pytest.mark.parametrize(
+    "batch, key", [("128", "data.batch_size=128"), ("43", "train.eval_batch_size=128")]
+)
+def test_a_last_batch_of_one_with_batchnorm_is_refused_before_training(
+    tmp_path, capsys, batch, key
+):
+    argv = ["train", "--set", "data.train_subset=129", "--batch-size", batch]
+    assert main([*argv, "--set", "train.steps=3", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "last batch of 1" in err and key in err and "data.train_subset=128" in err
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_the_packed_path_applies_the_same_rule(tmp_path):
+    argv = ["sweep", "--elrs", "1e-3,1e-2", "--set", "data.train_subset=129"]
+    assert main([*argv, "--set", "train.steps=3", "--out", str(tmp_path / "s")]) == 1
+    rows = read_summary(tmp_path / "s" / "summary.csv")
+    assert all("last batch of 1" in r["error"] for r in rows)
+
+
+def test_the_named_fix_trains(tmp_path):
+    argv = ["train", "--set", "data.train_subset=129", "--batch-size", "43"]
+    argv += ["--set", "train.eval_batch_size=43", "--set", "train.steps=2"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 0
+
+
+# -- item 9: small input checks -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--elr", "inf"], "finite"),
+        (["--elr", "nan"], "finite"),
+        (["--batch-size", "-3"], "must be >= 0"),
+    ],
+)
+def test_bad_train_flags_exit_2(tmp_path, capsys, args, needle):
+    assert main(["train", *args, "--out", str(tmp_path / "r")]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_version_prints_the_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"spherelab {__version__}"
