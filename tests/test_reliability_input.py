@@ -2,6 +2,7 @@
 accepted everywhere, relabelling validates before it writes, configs and data are checked up
 front, and the determinism switch keeps its promise."""
 
+import io
 import json
 import shutil
 
@@ -10,6 +11,7 @@ import pytest
 
 from spherelab import __version__
 from spherelab.cli import main
+from spherelab.commands.progress import pack_progress
 from spherelab.config import RUN_FILE_KEYS, SECTIONS, ConfigError, from_dict, load_json
 from spherelab.data.base import DataError, RawSplits, check_splits
 from spherelab.regimes import (
@@ -219,3 +221,27 @@ def test_version_prints_the_version(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
     assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"spherelab {__version__}"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_sweep_shows_progress_inside_its_pack(tmp_path, capsys):
+    argv = ["sweep", "--elrs", "1e-3,1e-2", "--set", "train.steps=3", *SMALL]
+    assert main([*argv, "--no-report", "--out", str(tmp_path / "s")]) == 0
+    err = capsys.readouterr().err
+    assert "pack of 2 runs:" in err and "(step 3/3)" in err  # plain lines: not a terminal
+
+
+def test_pack_progress_is_a_bar_on_a_terminal_and_throttled_lines_elsewhere():
+    info = {"step": 1, "total": 4, "epoch": 1.0, "elapsed": 1.0}
+    info |= {"record": {"train_loss": 1.0, "test_acc": 0.5}, "records": [{}, {}, {}]}
+    term, plain = _Terminal(), io.StringIO()
+    for stream in (term, plain):
+        show = pack_progress(stream)
+        for step in (1, 2, 3, 4):
+            show({**info, "step": step})
+    assert term.getvalue().count("\r[") == 4 and "pack of 3 runs" in term.getvalue()
+    assert plain.getvalue().count("\n") == 2  # the first call and the last step

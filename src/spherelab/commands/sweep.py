@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spherelab.commands.progress import pack_progress
 from spherelab.config import ConfigError, parse_assignment
 from spherelab.sweep.executors import EXECUTORS
 from spherelab.sweep.files import read_summary
@@ -158,6 +159,7 @@ def handle(args: argparse.Namespace) -> int:
         pack=args.pack,
         executor_options=options,
         report=not args.no_report,
+        train_progress=pack_progress(),
     )
     return show_results(summary, spec, args.out)
 

@@ -21,7 +21,7 @@ from spherelab.io import read_json_dict, write_json
 from spherelab.regimes import FINAL_STATUSES, Boundary, refine_points, sweep_boundaries
 from spherelab.report import write_report
 from spherelab.sweep import executors
-from spherelab.sweep.executors import make_settings, run_tasks
+from spherelab.sweep.executors import EngineRunner, make_settings, run_tasks
 from spherelab.sweep.files import (
     csv_cell,
     is_done,
@@ -38,6 +38,7 @@ from spherelab.sweep.spec import (
     expand,
 )
 from spherelab.sweep.tasks import Outcome, Runner, Settings, Task, one_line_error
+from spherelab.train.loop import ProgressFn
 from spherelab.train.run_files import relabelled_summary
 
 log = logging.getLogger("spherelab")
@@ -171,6 +172,7 @@ def run_sweep(
     executor_options: Mapping[str, Any] | None = None,
     pack: int | str = "auto",
     report: bool = True,
+    train_progress: ProgressFn | None = None,
 ) -> Path:
     """Run (or resume, or extend) a sweep in out_dir; returns the path of summary.csv.
 
@@ -182,6 +184,8 @@ def run_sweep(
     packs up to 16 runs where packing is faster (sweep.packing.packing_pays: any model on CUDA,
     MLPs on a CPU), 1 never packs.
     runner(config, run_dir) -> summary: defaults to executors.train_runner (spherelab.train).
+    train_progress: called with the engine's progress dicts inside every run or pack (the
+    inline executor with the default engine runner; the CLI shows them on stderr).
     Every input is validated before anything runs; a failing run is recorded, not raised.
     """
     out = Path(out_dir).absolute()  # workers may run in another working directory
@@ -195,7 +199,10 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     write_sweep_json(out, spec, rounds)
     # executors.train_runner is read now, not at import: tests swap it for a fake runner
-    session = _Session(out, runner or executors.train_runner, executor, settings, progress)
+    runner = runner or executors.train_runner
+    if train_progress is not None and executor == "inline" and isinstance(runner, EngineRunner):
+        runner = EngineRunner(train_progress)
+    session = _Session(out, runner, executor, settings, progress)
     session.run(points)
     path = write_summary(out, session.rows(points))
     while len(rounds) < refine:  # rounds already in sweep.json count, so a rerun is a no-op
