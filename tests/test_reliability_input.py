@@ -8,12 +8,14 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from spherelab import __version__
 from spherelab.cli import main
 from spherelab.commands.progress import pack_progress
-from spherelab.config import RUN_FILE_KEYS, SECTIONS, ConfigError, from_dict, load_json
+from spherelab.config import RUN_FILE_KEYS, SECTIONS, Config, ConfigError, from_dict, load_json
 from spherelab.data.base import DataError, RawSplits, check_splits
+from spherelab.ensemble.pack import can_pack
 from spherelab.regimes import (
     LABELS,
     NO_REGIME,
@@ -23,6 +25,7 @@ from spherelab.regimes import (
     estimate_boundaries,
     majority_regime,
 )
+from spherelab.runtime import DETERMINISTIC_THREADS, deterministic_mode
 from spherelab.sweep.files import read_summary
 
 SMALL = ["--set", "data.train_subset=256", "--set", "model.width=16"]
@@ -245,3 +248,45 @@ def test_pack_progress_is_a_bar_on_a_terminal_and_throttled_lines_elsewhere():
             show({**info, "step": step})
     assert term.getvalue().count("\r[") == 4 and "pack of 3 runs" in term.getvalue()
     assert plain.getvalue().count("\n") == 2  # the first call and the last step
+
+
+# -- item 10: the determinism switch ------------------------------------------------------------
+
+# A chaotic ELR (regime 2) in float32: reduction order differences grow to visible ones.
+CHAOTIC = ["--set", "train.steps=40", "--set", "model.width=64", "--set", "data.train_subset=512"]
+CHAOTIC += ["--set", "train.records=5"]
+
+
+def _sweep_records(out, executor, *flags):
+    argv = ["sweep", "--elrs", "1e-3,1e-2", *CHAOTIC, "--executor", executor, *flags]
+    assert main([*argv, "--no-report", "--out", str(out)]) == 0
+    return (out / "runs" / "elr_1e-02__seed_0" / "metrics.jsonl").read_text()
+
+
+def _train_records(out, *flags):
+    argv = ["train", "--elr", "1e-2", *CHAOTIC, *flags, "--out", str(out)]
+    assert main(argv) == 0
+    return (out / "metrics.jsonl").read_text()
+
+
+def test_deterministic_runs_are_never_packed_and_restore_the_thread_count():
+    cfg = Config().with_overrides({"train.deterministic": True})
+    assert can_pack([Config(), Config()]) and not can_pack([cfg, cfg])
+    threads = torch.get_num_threads()
+    with deterministic_mode(True):
+        assert torch.get_num_threads() == DETERMINISTIC_THREADS
+        assert torch.are_deterministic_algorithms_enabled()
+    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.slow
+def test_deterministic_gives_the_same_numbers_inline_packed_and_local(tmp_path):
+    # Without the switch the chaotic run differs between a pack and a single run...
+    packed = _sweep_records(tmp_path / "p", "inline", "--pack", "2")
+    assert packed != _train_records(tmp_path / "t")
+    # ...with it, a single run at 2 threads, a sweep asked to pack and the local executor
+    # (its own thread count per worker) write the same bytes.
+    torch.set_num_threads(2)  # the autouse fixture restores the count
+    same = _train_records(tmp_path / "td", "--deterministic")
+    assert same == _sweep_records(tmp_path / "pd", "inline", "--pack", "2", "--deterministic")
+    assert same == _sweep_records(tmp_path / "ld", "local", "--deterministic")

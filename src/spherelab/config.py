@@ -70,6 +70,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     diagnose: str = ""  # online diagnostics at records: comma list of grad,angles,curvature
     diagnose_every: int = 1  # ... at every N-th (log-spaced) record
+    # the same numbers inline, in any sweep and on any executor (same machine and versions):
+    # one CPU thread, deterministic kernels, never packed (see README, Determinism)
+    deterministic: bool = False
 
 
 @dataclass(frozen=True)

@@ -183,8 +183,9 @@ def check_packable(cfgs: Sequence[Config]) -> None:
         keys = sorted({pack_key(c)[0] for c in cfgs})
         raise ValueError(
             f"these configs cannot share one module (kinds {keys}): they must be "
-            "sphere mode, global sphere, a *_si model, and equal except optim.elr "
-            "and train.seed; group them with pack_key() or train them one by one"
+            "sphere mode, global sphere, a *_si model, not train.deterministic, and equal "
+            "except optim.elr and train.seed; group them with pack_key() or train them one "
+            "by one"
         )
 
 
