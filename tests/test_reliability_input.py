@@ -62,14 +62,25 @@ def test_an_elr_whose_runs_name_no_regime_makes_no_boundary():
     ]
 
 
-def test_a_sweep_of_unclassified_runs_writes_its_report_and_says_they_do_not_vote(tmp_path):
-    out = tmp_path / "s"
-    argv = ["sweep", "--elrs", "1e-3,1e-2", "--set", "train.steps=1", *SMALL, "--out", str(out)]
-    assert main(argv) == 0
-    assert json.loads((out / "boundaries.json").read_text()) == []
-    page = (out / "report.html").read_text()
+def _one_step_sweep(out, *flags):
+    argv = ["sweep", "--elrs", "1e-3,1e-2", "--set", "train.steps=1", *SMALL, *flags]
+    assert main([*argv, "--out", str(out)]) == 0
+
+
+def test_the_report_of_unclassified_runs_says_they_do_not_vote(tmp_path):
+    _one_step_sweep(tmp_path / "s", "--no-report")
+    assert main(["report", str(tmp_path / "s")]) == 0
+    assert json.loads((tmp_path / "s" / "boundaries.json").read_text()) == []
+    page = (tmp_path / "s" / "report.html").read_text()
     assert "unclassified (2)" in page and "do not vote" in page
-    assert main(["report", str(out)]) == 0
+
+
+@pytest.mark.slow
+def test_a_sweep_of_one_step_runs_writes_its_report_and_report_reruns(tmp_path):
+    _one_step_sweep(tmp_path / "s")
+    assert (tmp_path / "s" / "report.html").exists()
+    assert (tmp_path / "s" / "boundaries.json").exists()
+    assert main(["report", str(tmp_path / "s")]) == 0
 
 
 # -- item 2: report --relabel validates before it writes -------------------------------------
