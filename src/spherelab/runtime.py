@@ -44,28 +44,32 @@ CUBLAS_WORKSPACE = ":4096:8"
 
 @contextmanager
 def deterministic_mode(enabled: bool) -> Iterator[None]:
-    """Within: DETERMINISTIC_THREADS intra-op threads, deterministic algorithms (torch raises
-    for an op that has none) and no cuDNN autotuning; everything is restored on exit. A no-op
-    when not `enabled`."""
+    """Within: DETERMINISTIC_THREADS intra-op threads, deterministic algorithms and no cuDNN
+    autotuning; everything is restored on exit. A no-op when not `enabled`.
+
+    An op without a deterministic kernel warns rather than stops the run (torch's warn_only):
+    on CUDA the conv models' adaptive pooling backward is one, so bitwise equality is promised
+    on the CPU, where every op of the zoo has a deterministic kernel."""
     if not enabled:
         yield
         return
     before = (
         torch.get_num_threads(),
         torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.backends.cudnn.benchmark,
         torch.backends.cudnn.deterministic,
     )
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.set_num_threads(DETERMINISTIC_THREADS)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
     try:
         yield
     finally:
         torch.set_num_threads(before[0])
-        torch.use_deterministic_algorithms(before[1])
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2:]
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[3:]
 
 
 def environment(device: torch.device) -> dict[str, str]:
