@@ -25,6 +25,7 @@ from spherelab.regimes import (
     estimate_boundaries,
     majority_regime,
 )
+from spherelab.report.style import NO_REGIME_COLOR, regime_color, regime_number
 from spherelab.runtime import DETERMINISTIC_THREADS, deterministic_mode
 from spherelab.sweep.files import read_summary
 
@@ -53,6 +54,12 @@ def test_every_label_is_defined_once_and_no_regime_labels_do_not_vote():
     assert majority_regime([UNCLASSIFIED]) == UNCLASSIFIED
     with pytest.raises(ValueError, match="unknown regime labels"):
         majority_regime(["convergance"])
+
+
+def test_figures_draw_any_label_that_names_no_regime_in_grey():
+    for label in (*NO_REGIME, "undetermined"):
+        assert regime_color(label) == NO_REGIME_COLOR and regime_number(label) == "?"
+    assert regime_number("chaotic_equilibrium") == "2"
 
 
 def test_an_elr_whose_runs_name_no_regime_makes_no_boundary():
