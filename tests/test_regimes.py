@@ -205,7 +205,7 @@ def test_a_tie_between_seeds_goes_to_the_lower_numbered_regime_in_any_order() ->
         assert majority_regime(reversed(labels)) == lowest
     assert majority_regime(["divergence", "divergence", "convergence"]) == "divergence"
     with pytest.raises(ValueError, match="unknown regime"):
-        majority_regime(["convergence", "unclassified"])
+        majority_regime(["convergence", "convergance"])
     with pytest.raises(ValueError, match="at least one"):
         majority_regime([])
 

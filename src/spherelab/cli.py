@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from spherelab import __version__
 from spherelab.io import os_error_line
 
 COMMANDS = ("train", "sweep", "report", "diagnose", "toy", "finetune", "demo", "import-official")
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         "learning rate and map the three regimes.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--version", action="version", version=f"spherelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"spherelab.commands.{name.replace('-', '_')}").register(sub)

@@ -83,6 +83,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     diagnose: str = ""  # online diagnostics at records: comma list of grad,angles,curvature
     diagnose_every: int = 1  # ... at every N-th (log-spaced) record
+    # the same numbers inline, in any sweep and on any executor (same machine and versions):
+    # one CPU thread, deterministic kernels, never packed (see README, Determinism)
+    deterministic: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,8 +172,21 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def from_dict(data: Mapping[str, Any]) -> Config:
-    """Build a Config from a nested dict (as in config.json); extra top-level keys are ignored."""
+# Top-level keys a run directory's config.json holds besides the config (spherelab writes them).
+RUN_FILE_KEYS = ("environment",)
+
+
+def from_dict(data: Mapping[str, Any], allow: tuple[str, ...] = RUN_FILE_KEYS) -> Config:
+    """Build a Config from a nested dict (as in config.json). Top-level keys in `allow` are
+    ignored; any other key that is no section is a ConfigError, as is any unknown key inside a
+    section: a misspelled table must never train with the defaults."""
+    unknown = sorted(k for k in data if k not in SECTIONS and k not in allow)
+    if unknown:
+        raise ConfigError(
+            f"unknown config table or key {unknown[0]!r}; use the tables "
+            + ", ".join(f"[{s}]" for s in SECTIONS)
+            + " (e.g. [optim] elr = 1e-3)"
+        )
     known = {k: v for k, v in data.items() if k in SECTIONS}
     return apply_overrides(Config(), flatten(known))
 
@@ -187,10 +203,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path) -> Config:
-    """A run config from a TOML file with tables [model], [data], [optim], [train]."""
-    return from_dict(load_toml(path))
+    """A run config from a TOML file with tables [model], [data], [optim], [train] (and
+    nothing else: an unknown table or key is a ConfigError naming the file)."""
+    data = load_toml(path)
+    try:
+        return from_dict(data, allow=())
+    except ConfigError as err:
+        raise ConfigError(f"config file {path}: {err}") from None
 
 
 def load_json(path: str | Path) -> Config:
-    """The Config of a config.json (as a run directory holds it; extra keys are ignored)."""
+    """The Config of a config.json as a run directory holds it (RUN_FILE_KEYS are ignored)."""
     return from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -13,19 +13,28 @@ into a label per ELR, brackets and the next ELRs to run (one bisection round in 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+log = logging.getLogger("spherelab")
+_Record = TypeVar("_Record", bound=Mapping[str, Any])
 
 REGIMES = ("convergence", "chaotic_equilibrium", "divergence")
 # Run statuses that end with a regime label (a `failed` run has none).
 FINAL_STATUSES = ("finished", "nonfinite")
 UNCLASSIFIED = "unclassified"  # the label of a run too short to have a trajectory
+# Labels a run can get that name no regime: shown as such in reports, never a vote on a
+# boundary or a majority. A new one (e.g. "undetermined") is one more entry here.
+NO_REGIME = (UNCLASSIFIED,)
+# Every label the classifier can give; anything else is a typo or a foreign file.
+LABELS = (*REGIMES, *NO_REGIME)
 
 # The final window is the last decade of epochs (epoch >= 10% of the last one): records are
 # log-spaced, so this holds several points, and any transient (a few epochs in regime 2) is over.
@@ -331,6 +340,29 @@ def classify_records(
     )
 
 
+def distinct_records(records: Sequence[_Record], source: object = "metrics.jsonl") -> list[_Record]:
+    """The records of a run in order, each step once: an exact repeat (a second writer of the
+    same run) is dropped; a step recorded twice with different values is a ValueError naming
+    `source` (the file) and the fix, since no rule can tell which record is the run's."""
+    seen: dict[Any, _Record] = {}
+    out = []
+    for record in records:
+        step = record.get("step", record.get("epoch"))
+        if step in seen:
+            if seen[step] != record:
+                raise ValueError(
+                    f"{source}: step {step} is recorded twice with different values (two "
+                    "processes wrote this run); rerun it into a fresh --out, or keep one of "
+                    "the two runs' lines"
+                )
+            continue
+        seen[step] = record
+        out.append(record)
+    if len(out) < len(records):
+        log.warning("%s: dropped %d repeated records", source, len(records) - len(out))
+    return out
+
+
 def label_run(
     records: Sequence[Mapping[str, Any]], status: str, num_classes: int | None
 ) -> tuple[str, dict[str, Any]]:
@@ -359,18 +391,22 @@ def regime_note(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def majority_regime(labels: Iterable[str]) -> str:
-    """The label most runs got; a tie goes to the lowest-numbered regime (earliest in REGIMES).
+    """The regime most runs got; a tie goes to the lowest-numbered regime (earliest in REGIMES).
 
     The regimes follow each other up the ELR axis, so on a tie the ELR keeps the label of the
     smaller ELRs: a higher regime needs a strict majority of seeds. The rule reads only counts
-    and REGIMES, never set or dict order, so it is the same in every process.
+    and REGIMES, never set or dict order, so it is the same in every process. Labels in
+    NO_REGIME (e.g. `unclassified`) do not vote; when no label votes the answer is
+    UNCLASSIFIED.
     """
     votes = Counter(labels)
-    bad = sorted(set(votes) - set(REGIMES))
+    bad = sorted(set(votes) - set(LABELS))
     if bad:
-        raise ValueError(f"unknown regime labels {bad}: use one of {REGIMES}")
+        raise ValueError(f"unknown regime labels {bad}: use one of {LABELS}")
     if not votes:
         raise ValueError("no labels to take the majority of: pass at least one")
+    if not any(votes[r] for r in REGIMES):
+        return UNCLASSIFIED
     return max(REGIMES, key=lambda r: (votes[r], -REGIMES.index(r)))
 
 
@@ -387,8 +423,9 @@ def majority_labels(elrs: Sequence[float], regimes: Sequence[str]) -> dict[float
 
 
 def estimate_boundaries(elrs: Sequence[float], regimes: Sequence[str]) -> list[Boundary]:
-    """Boundaries between adjacent distinct ELRs (sorted) whose majority labels differ."""
-    labels = list(majority_labels(elrs, regimes).items())
+    """Boundaries between adjacent distinct ELRs (sorted) whose majority labels differ; an ELR
+    whose runs name no regime (all in NO_REGIME) is left out."""
+    labels = [(e, r) for e, r in majority_labels(elrs, regimes).items() if r in REGIMES]
     return [
         Boundary(lo, hi, below, above)
         for (lo, below), (hi, above) in pairwise(labels)

@@ -1,8 +1,12 @@
-"""Where and how a run executes: device and dtype resolution, seeding, environment facts."""
+"""Where and how a run executes: device and dtype resolution, deterministic mode, environment
+facts."""
 
 from __future__ import annotations
 
+import os
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 
 import torch
@@ -29,6 +33,43 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"dtype={name!r} is not supported; use one of {sorted(DTYPES)}")
     return DTYPES[name]
+
+
+# The intra-op threads of a deterministic run: CPU reductions (matmul, sums) split their work
+# by thread count, so the count fixes the order of float additions; one is the same everywhere.
+DETERMINISTIC_THREADS = 1
+# cuBLAS is deterministic only with a fixed workspace; read when its first handle is created.
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+@contextmanager
+def deterministic_mode(enabled: bool) -> Iterator[None]:
+    """Within: DETERMINISTIC_THREADS intra-op threads, deterministic algorithms and no cuDNN
+    autotuning; everything is restored on exit. A no-op when not `enabled`.
+
+    An op without a deterministic kernel warns rather than stops the run (torch's warn_only):
+    on CUDA the conv models' adaptive pooling backward is one, so bitwise equality is promised
+    on the CPU, where every op of the zoo has a deterministic kernel."""
+    if not enabled:
+        yield
+        return
+    before = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.set_num_threads(DETERMINISTIC_THREADS)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[3:]
 
 
 def environment(device: torch.device) -> dict[str, str]:

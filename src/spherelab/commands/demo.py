@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from spherelab.commands.progress import pack_progress
 from spherelab.commands.sweep import pack_arg, show_results
 from spherelab.diagnose import LAST, DiagnoseOptions, diagnose_sweep
 from spherelab.lock import hold
@@ -50,7 +51,14 @@ def handle(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     with hold(args.out, "demo"):
-        summary = run_sweep(spec, args.out, executor="inline", pack=args.pack, report=False)
+        summary = run_sweep(
+            spec,
+            args.out,
+            executor="inline",
+            pack=args.pack,
+            report=False,
+            train_progress=pack_progress(),
+        )
         # Curvature at each run's final point: the report's effective sharpness vs 2/ELR figure.
         diagnose_sweep(
             args.out,

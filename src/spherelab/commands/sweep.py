@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spherelab.commands.progress import pack_progress
 from spherelab.config import ConfigError, parse_assignment
 from spherelab.sweep.executors import EXECUTORS
 from spherelab.sweep.files import read_summary
@@ -44,6 +45,12 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="fixed override for every run, e.g. data.batch_size=64 (repeatable)",
+    )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="every run gives the same numbers on every executor: one thread, "
+        "deterministic kernels, no packing (train.deterministic=true)",
     )
     p.add_argument("--out", required=True, type=Path, help="sweep directory")
     p.add_argument("--executor", default="inline", choices=list(EXECUTORS))
@@ -86,6 +93,8 @@ def pack_arg(text: str) -> int | str:
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     """The spec file (if any) with the command-line fields on top."""
     sets = dict(parse_assignment(text) for text in args.set)
+    if args.deterministic:
+        sets["train.deterministic"] = True
     fields: dict[str, Any] = {
         k: getattr(args, k) for k in ("model", "dataset", "epochs") if getattr(args, k) is not None
     }
@@ -158,6 +167,7 @@ def handle(args: argparse.Namespace) -> int:
         pack=args.pack,
         executor_options=options,
         report=not args.no_report,
+        train_progress=pack_progress(),
     )
     return show_results(summary, spec, args.out)
 

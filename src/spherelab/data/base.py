@@ -52,8 +52,22 @@ def cache_dir(data_dir: str | Path | None, subdir: str) -> Path:
     return search_roots(data_dir)[0] / subdir
 
 
+def _check_finite(x: np.ndarray, name: str) -> None:
+    """DataError with the count and the first index of NaN/inf features (integers are finite)."""
+    if not np.issubdtype(x.dtype, np.floating):
+        return
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataError(
+            f"{name} has {int(bad.sum())} non-finite values (NaN or inf), the first at index "
+            f"{first}; remove or impute them before training"
+        )
+
+
 def check_splits(raw: RawSplits, source: str) -> RawSplits:
-    """Validate shapes, label dtype and range; raise DataError naming `source` otherwise."""
+    """Validate shapes, dtypes, finite features and label range; raise DataError naming
+    `source` otherwise. Every loader returns through here."""
     for split in ("train", "test"):
         x, y = getattr(raw, f"x_{split}"), getattr(raw, f"y_{split}")
         if x.ndim < 2 or x.shape[0] == 0:
@@ -64,6 +78,7 @@ def check_splits(raw: RawSplits, source: str) -> RawSplits:
             raise DataError(
                 f"{source}: x_{split} has dtype {x.dtype}; expected a real numeric array"
             )
+        _check_finite(x, f"{source}: x_{split}")
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise DataError(
                 f"{source}: y_{split} has shape {y.shape} and dtype {y.dtype}; "

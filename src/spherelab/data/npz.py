@@ -20,6 +20,11 @@ def load(path: str | Path) -> RawSplits:
             f"npz file {path} does not exist; pass 'npz:PATH' with the path of a .npz holding "
             f"{', '.join(KEYS)} (np.savez(PATH, x_train=..., ...))"
         )
+    if not zipfile.is_zipfile(path):
+        raise DataError(
+            f"{path} is not a .npz archive (a .npz is a zip of arrays); write it with "
+            "np.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...)"
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             files = list(npz.files)

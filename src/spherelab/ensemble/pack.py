@@ -32,18 +32,22 @@ def pack_key(cfg: Config) -> tuple:
 
 
 def _packable_kind(cfg: Config) -> bool:
+    # A deterministic run is never packed: a packed module sums in another order than the
+    # single run (batched matmuls, one BatchNorm over K members), so its floats would differ.
     return (
         cfg.optim.mode == "sphere"
         and cfg.optim.sphere == "global"
         and cfg.model.name in PACKABLE_FAMILIES
         and cfg.train.ghost_batch == 0  # ghost batches split one run's batch, not a pack's
         and not cfg.model.head_bias  # the packed heads are bias-free
+        and not cfg.train.deterministic
     )
 
 
 def can_pack(cfgs: Sequence[Config]) -> bool:
     """True when every config is a packable kind (sphere mode, global sphere, a *_si family
-    with a bias-free head, no ghost batches) and all share one pack_key."""
+    with a bias-free head, no ghost batches, not train.deterministic) and all share one
+    pack_key."""
     cfgs = list(cfgs)
     if not cfgs or not all(_packable_kind(c) for c in cfgs):
         return False

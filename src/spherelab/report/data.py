@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.io import read_json_dict, read_jsonl
+from spherelab.regimes import distinct_records
 
 log = logging.getLogger("spherelab")
 
@@ -100,7 +101,8 @@ def _load_run(root: Path, row: dict[str, Any]) -> tuple[RunData | None, dict[str
     try:
         if not (run_dir / "metrics.jsonl").is_file():
             raise FileNotFoundError(f"no {run_dir / 'metrics.jsonl'}")
-        records = read_jsonl(run_dir / "metrics.jsonl")  # drops a torn last line
+        path = run_dir / "metrics.jsonl"
+        records = distinct_records(read_jsonl(path), path)  # drops a torn last line, repeats
     except (OSError, ValueError) as exc:  # missing, unreadable or damaged
         (log.info if failed else log.warning)("cannot read metrics of %s (%s)", run_dir, exc)
         return None, config

@@ -20,9 +20,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from spherelab.regimes import FINAL_STATUSES, Boundary, sweep_labels
+from spherelab.regimes import FINAL_STATUSES, NO_REGIME, Boundary, sweep_labels
 from spherelab.report.data import RunData
-from spherelab.report.style import REGIME_COLORS, REGIME_NUMBERS, new_figure
+from spherelab.report.style import (
+    NO_REGIME_COLOR,
+    REGIME_COLORS,
+    REGIME_NUMBERS,
+    new_figure,
+    regime_color,
+)
 
 ELR_CMAP = "viridis"
 
@@ -128,7 +134,7 @@ def _shade_regimes(ax: Axes, regimes: list[tuple[float, str]]) -> None:
     half = np.diff(logs) / 2 if len(logs) > 1 else np.array([0.5])
     edges = np.concatenate([[logs[0] - half[0]], logs[:-1] + half, [logs[-1] + half[-1]]])
     for (_, regime), lo, hi in zip(regimes, edges[:-1], edges[1:]):
-        ax.axvspan(10**lo, 10**hi, color=REGIME_COLORS[regime], alpha=0.18, lw=0)
+        ax.axvspan(10**lo, 10**hi, color=regime_color(regime), alpha=0.18, lw=0)
 
 
 def _mark_boundaries(ax: Axes, boundaries: Sequence[Boundary], label: bool) -> None:
@@ -155,7 +161,7 @@ def _plot_final_metric(ax: Axes, rows: Sequence[Mapping[str, Any]], key: str) ->
         elr, value = _num(row.get("elr")), _num(row.get(key))
         if row.get("status") not in FINAL_STATUSES or not elr > 0:
             continue
-        colour = REGIME_COLORS.get(str(row.get("regime")), "0.5")
+        colour = regime_color(str(row.get("regime")))
         if math.isnan(value):
             ax.plot(elr, 0.96, "^", color=colour, mec="k", ms=8, transform=trans, clip_on=False)
         else:
@@ -198,7 +204,7 @@ def regime_map(rows: Sequence[Mapping[str, Any]], boundaries: Sequence[Boundary]
     axes[-1].set_xscale("log")
     axes[-1].set_xlabel("ELR")
     axes[0].legend(
-        handles=_regime_legend(regimes, bool(failed), bool(boundaries)),
+        handles=_regime_legend(regimes, _no_regime_labels(rows), bool(failed), bool(boundaries)),
         loc="upper left",
         fontsize=8,
         framealpha=0.9,
@@ -206,12 +212,25 @@ def regime_map(rows: Sequence[Mapping[str, Any]], boundaries: Sequence[Boundary]
     return fig
 
 
-def _regime_legend(regimes: list[tuple[float, str]], failed: bool, bounds: bool) -> list[Any]:
+def _no_regime_labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The labels in NO_REGIME (e.g. `unclassified`) that ended runs of `rows` carry."""
+    return sorted(
+        {str(r.get("regime")) for r in rows if r.get("status") in FINAL_STATUSES} & set(NO_REGIME)
+    )
+
+
+def _regime_legend(
+    regimes: list[tuple[float, str]], no_regime: list[str], failed: bool, bounds: bool
+) -> list[Any]:
     present = {regime for _, regime in regimes}
     handles: list[Any] = [
         Patch(color=c, alpha=0.5, label=f"{REGIME_NUMBERS[r]}: {r}")
         for r, c in REGIME_COLORS.items()
         if r in present
+    ]
+    handles += [
+        Line2D([], [], ls="", marker="o", color=NO_REGIME_COLOR, mec="k", label=f"{r} (no vote)")
+        for r in no_regime
     ]
     if bounds:
         handles.append(Patch(facecolor="none", edgecolor="0.3", hatch="//", label="boundary"))
@@ -234,7 +253,7 @@ def sharpness_vs_stability(runs: Sequence[RunData]) -> Figure:
     for run in with_diag:
         elrs = np.array([_num(d.get("elr", run.elr)) for d in run.diagnostics])
         sharp = _series(run.diagnostics, "sharpness_eff")[1]
-        colour = REGIME_COLORS.get(run.regime, "0.5")
+        colour = regime_color(run.regime)
         ax.scatter(elrs, sharp, s=14, color=colour, alpha=0.35, lw=0)
         ax.scatter(elrs[-1:], sharp[-1:], s=60, color=colour, edgecolor="k", zorder=4)
     grid = np.array([_num(d.get("elr", r.elr)) for r in with_diag for d in r.diagnostics])

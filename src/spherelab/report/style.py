@@ -17,6 +17,18 @@ REGIME_COLORS = {
     "divergence": "#e53935",
 }
 REGIME_NUMBERS = {"convergence": "1", "chaotic_equilibrium": "2", "divergence": "3"}
+# Labels that name no regime (spherelab.regimes.NO_REGIME, e.g. `unclassified`) are grey.
+NO_REGIME_COLOR = "0.6"
+
+
+def regime_color(label: str) -> str:
+    """The colour of a regime label; grey for any label that names no regime."""
+    return REGIME_COLORS.get(label, NO_REGIME_COLOR)
+
+
+def regime_number(label: str) -> str:
+    """'1', '2' or '3' for a regime; '?' for a label that names no regime."""
+    return REGIME_NUMBERS.get(label, "?")
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.io import atomic_write_text, dumps
-from spherelab.regimes import Boundary, sweep_boundaries
+from spherelab.regimes import NO_REGIME, Boundary, sweep_boundaries
 from spherelab.report import figures as plots
 from spherelab.report.data import (
     TABLE_COLUMNS,
@@ -131,6 +131,14 @@ def _add_tables(
         )
     else:
         page.paragraph("No boundary: the classified runs lie in a single regime (or none).")
+    silent = Counter(r["regime"] for r in sweep.rows if r.get("regime") in NO_REGIME)
+    if silent:
+        page.paragraph(
+            "Runs labelled "
+            + ", ".join(f"{k} ({v})" for k, v in sorted(silent.items()))
+            + " name no regime: they are grey in the figures and do not vote on the regime "
+            "of their ELR or on the boundaries."
+        )
     page.heading("Runs")
     columns = [*TABLE_COLUMNS[:2], *sweep.axes, *TABLE_COLUMNS[2:]]
     page.table(

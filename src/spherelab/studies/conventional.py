@@ -30,7 +30,7 @@ from spherelab.io import read_json, read_jsonl, write_csv, write_json
 from spherelab.metrics.geometry import equilibrium_angle
 from spherelab.report.data import load_sweep
 from spherelab.report.html import Page
-from spherelab.report.style import REGIME_COLORS, new_figure, save_figure
+from spherelab.report.style import new_figure, regime_color, save_figure
 from spherelab.studies.lens import write_lens
 from spherelab.studies.spikes import SpikeReport, detect_spikes, spike_figure
 
@@ -201,7 +201,7 @@ def _trajectories(
     lo = min(min(x["elr_effective"]) for x in lenses) / 3
     hi = max(max(x["elr_effective"]) for x in lenses) * 3
     for b_lo, b_hi, regime in lenses[0]["bands"]:
-        ax.axhspan(max(b_lo, lo), min(b_hi, hi), color=REGIME_COLORS[regime], alpha=0.2, lw=0)
+        ax.axhspan(max(b_lo, lo), min(b_hi, hi), color=regime_color(regime), alpha=0.2, lw=0)
     for row, x in zip(rows, lenses):
         ax.plot(
             x["epochs"],

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from spherelab.report.html import Page
-from spherelab.report.style import REGIME_COLORS, REGIME_NUMBERS, new_figure, save_figure
+from spherelab.report.style import new_figure, regime_color, regime_number, save_figure
 
 
 def heatmap(result: Mapping[str, Any]) -> Figure:
@@ -31,9 +31,7 @@ def heatmap(result: Mapping[str, Any]) -> Figure:
     for (i, j), value in np.ndenumerate(acc):
         ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="w", fontsize=9)
     regimes = {row["elr"]: row["regime"] for row in result["pretrain"]}
-    ax.set_yticks(
-        range(len(ps)), [f"{p:.3g} (regime {REGIME_NUMBERS.get(regimes[p], '?')})" for p in ps]
-    )
+    ax.set_yticks(range(len(ps)), [f"{p:.3g} (regime {regime_number(regimes[p])})" for p in ps])
     ax.set_xticks(range(len(fs)), [f"{f:.3g}" for f in fs])
     ax.set_ylabel("pre-train ELR (its regime)")
     ax.set_xlabel("fine-tune ELR")
@@ -65,7 +63,7 @@ def comparison(result: Mapping[str, Any]) -> Figure:
             "s",
             mec="k",
             ms=8,
-            color=REGIME_COLORS.get(r["regime"], "0.5"),
+            color=regime_color(r["regime"]),
         )
     base = result.get("scratch_baseline")
     if base:

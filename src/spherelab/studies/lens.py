@@ -30,7 +30,7 @@ from spherelab.io import read_json_dict, read_jsonl, write_json
 from spherelab.regimes import classify_stretch, sweep_labels
 from spherelab.report.data import load_sweep
 from spherelab.report.html import Page
-from spherelab.report.style import REGIME_COLORS, REGIME_NUMBERS, new_figure, save_figure
+from spherelab.report.style import new_figure, regime_color, regime_number, save_figure
 
 MIN_INTERVALS = 2  # a stretch needs >= 2 intervals (3 records) to show a trend
 TRANSIENT_EPOCHS = 1.0  # intervals starting earlier are the init transient: not labelled
@@ -195,7 +195,7 @@ def lens_figure(result: LensResult) -> Figure:
         top.axhspan(
             max(b_lo, lo),
             min(b_hi, hi),
-            color=REGIME_COLORS[regime],
+            color=regime_color(regime),
             alpha=0.25,
             lw=0,
             label=f"sweep: {regime}",
@@ -209,7 +209,7 @@ def lens_figure(result: LensResult) -> Figure:
         bottom.axvspan(
             s.start_epoch,
             s.end_epoch,
-            color=REGIME_COLORS[s.predicted],
+            color=regime_color(s.predicted),
             alpha=0.25,
             lw=0,
             hatch="//" if s.agree is False else None,
@@ -218,7 +218,7 @@ def lens_figure(result: LensResult) -> Figure:
             bottom.text(
                 (s.start_epoch + s.end_epoch) / 2,
                 1.01,
-                f"band {REGIME_NUMBERS[s.predicted]}, run {REGIME_NUMBERS[s.observed]}",
+                f"band {regime_number(s.predicted)}, run {regime_number(s.observed)}",
                 transform=bottom.get_xaxis_transform(),
                 ha="center",
                 fontsize=7,

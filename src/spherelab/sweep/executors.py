@@ -35,6 +35,7 @@ from spherelab.sweep.tasks import (
     gather,
 )
 from spherelab.train import train_ensemble
+from spherelab.train.loop import ProgressFn
 
 log = logging.getLogger("spherelab")
 
@@ -48,7 +49,14 @@ class EngineRunner:
     hooks its config asks for (train.diagnose). It can also train a pack of packable runs as
     one module (`train_pack`); a runner without `train_pack` trains runs one by one. A subclass
     that changes how one run trains must override `train_pack` too (or set it to None), since
-    packs never call `__call__`."""
+    packs never call `__call__`.
+
+    `progress` (optional) gets the engine's progress dicts inside each run or pack (see
+    spherelab.train.engine.train_ensemble); run_sweep sets it for the inline executor only,
+    since the process executors pickle the runner."""
+
+    def __init__(self, progress: ProgressFn | None = None) -> None:
+        self.progress = progress
 
     def __call__(self, config: Config, run_dir: str) -> dict[str, Any]:
         return self.train_pack([config], [run_dir])[0]
@@ -56,7 +64,13 @@ class EngineRunner:
     def train_pack(
         self, configs: Sequence[Config], run_dirs: Sequence[str]
     ) -> list[dict[str, Any]]:
-        return train_ensemble(configs, run_dirs, resume=True, hooks=hooks_for(configs[0]))
+        return train_ensemble(
+            configs,
+            run_dirs,
+            resume=True,
+            hooks=hooks_for(configs[0]),
+            progress=self.progress or False,
+        )
 
 
 train_runner = EngineRunner()

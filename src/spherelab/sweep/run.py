@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.config import ConfigError
-from spherelab.io import read_json_dict
+from spherelab.io import read_json_dict, write_json
 from spherelab.lock import hold
 from spherelab.regimes import FINAL_STATUSES, Boundary, refine_points, sweep_boundaries
 from spherelab.report import write_report
 from spherelab.sweep import executors
-from spherelab.sweep.executors import make_settings, run_tasks
+from spherelab.sweep.executors import EngineRunner, make_settings, run_tasks
 from spherelab.sweep.files import (
     csv_cell,
     is_done,
@@ -39,7 +39,8 @@ from spherelab.sweep.spec import (
     expand,
 )
 from spherelab.sweep.tasks import Outcome, Runner, Settings, Task, one_line_error
-from spherelab.train import relabel_run
+from spherelab.train.loop import ProgressFn
+from spherelab.train.run_files import relabelled_summary
 
 log = logging.getLogger("spherelab")
 
@@ -50,12 +51,21 @@ def _short(value: Any) -> str:
 
 def relabel_sweep(sweep_dir: str | Path) -> Path:
     """Re-classify every finished run of a sweep with the current classifier; rewrite each
-    summary.json and the regime column of summary.csv."""
+    summary.json and the regime column of summary.csv.
+
+    Every run is re-classified before anything is written, so a run whose records cannot be
+    trusted (ValueError, naming its file) leaves every file as it was; each file is replaced
+    atomically."""
     out = Path(sweep_dir)
     rows = read_summary(out / "summary.csv")
-    for row in rows:
-        if row["status"] in FINAL_STATUSES:
-            row["regime"] = relabel_run(out / row["run_dir"])["regime"]
+    new = {
+        i: relabelled_summary(out / row["run_dir"])
+        for i, row in enumerate(rows)
+        if row["status"] in FINAL_STATUSES
+    }
+    for i, summary in new.items():
+        write_json(out / rows[i]["run_dir"] / "summary.json", summary)
+        rows[i]["regime"] = csv_cell(summary["regime"])
     return write_summary(out, rows)
 
 
@@ -163,6 +173,7 @@ def run_sweep(
     executor_options: Mapping[str, Any] | None = None,
     pack: int | str = "auto",
     report: bool = True,
+    train_progress: ProgressFn | None = None,
 ) -> Path:
     """Run (or resume, or extend) a sweep in out_dir; returns the path of summary.csv.
 
@@ -174,6 +185,8 @@ def run_sweep(
     packs up to 16 runs where packing is faster (sweep.packing.packing_pays: any model on CUDA,
     MLPs on a CPU), 1 never packs.
     runner(config, run_dir) -> summary: defaults to executors.train_runner (spherelab.train).
+    train_progress: called with the engine's progress dicts inside every run or pack (the
+    inline executor with the default engine runner; the CLI shows them on stderr).
     Every input is validated before anything runs; a failing run is recorded, not raised.
     """
     out = Path(out_dir).absolute()  # workers may run in another working directory
@@ -189,7 +202,10 @@ def run_sweep(
         points = expand(spec, [entry for round_ in rounds for entry in round_])  # validates all
         write_sweep_json(out, spec, rounds)
         # executors.train_runner is read now, not at import: tests swap it for a fake runner
-        session = _Session(out, runner or executors.train_runner, executor, settings, progress)
+        runner = runner or executors.train_runner
+        if train_progress is not None and executor == "inline" and isinstance(runner, EngineRunner):
+            runner = EngineRunner(train_progress)
+        session = _Session(out, runner, executor, settings, progress)
         session.run(points)
         path = write_summary(out, session.rows(points))
         while len(rounds) < refine:  # rounds already in sweep.json count, so a rerun is a no-op

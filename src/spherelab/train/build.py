@@ -159,14 +159,33 @@ def total_steps(cfg: Config, steps_per_epoch: int) -> int:
     return int(total)
 
 
+def check_batch_of_one(model: nn.Module, cfg: Config, n_train: int) -> None:
+    """Refuse, before anything trains, a model with BatchNorm whose training batches
+    (data.batch_size) or train-metric batches (train.eval_batch_size; BatchNorm in train
+    mode) end in a batch of one sample, whose batch statistics do not exist. One rule for a
+    single run and a pack; any config that never forms such a batch is untouched."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    for key, size in (
+        ("data.batch_size", cfg.data.batch_size),
+        ("train.eval_batch_size", cfg.train.eval_batch_size),
+    ):
+        if fixed_batches(n_train, size)[-1] == slice(n_train - 1, n_train):
+            raise ValueError(
+                f"{n_train} training samples in batches of {key}={size} leave a last batch "
+                f"of 1 sample, which BatchNorm cannot normalise; set {key} to a size that "
+                f"does not leave 1, or data.train_subset={n_train - 1}"
+            )
+
+
 def check_packable(cfgs: Sequence[Config]) -> None:
     if not can_pack(cfgs):
         keys = sorted({pack_key(c)[0] for c in cfgs})
         raise ValueError(
             f"these configs cannot share one module (kinds {keys}): they must be "
             "sphere mode, global sphere, a *_si model without head bias, train.ghost_batch=0, "
-            "and equal except optim.elr and train.seed; group them with pack_key() or train "
-            "them one by one"
+            "not train.deterministic, and equal except optim.elr and train.seed; group them "
+            "with pack_key() or train them one by one"
         )
 
 
@@ -191,6 +210,7 @@ def build_pack(
     device, dtype, data = load_run_data(cfg)
     models = [_member_model(c, data, device, dtype) for c in cfgs]
     members = [_member(c, Path(o), data, device) for c, o in zip(cfgs, outs)]
+    check_batch_of_one(models[0], cfg, data.n_train)
     if shared_batches:
         for m in members[1:]:
             m.sampler, m.remaining = members[0].sampler, members[0].remaining

@@ -15,7 +15,7 @@ from typing import Any
 
 from spherelab.config import Config
 from spherelab.lock import hold_all
-from spherelab.runtime import resolve_device
+from spherelab.runtime import deterministic_mode, resolve_device
 from spherelab.train import run_files
 from spherelab.train.build import build_pack, check_packable
 from spherelab.train.loop import ProgressFn, RecordHook, run_loop
@@ -84,19 +84,20 @@ def train_ensemble(
         # A pack that resumes keeps the members that already finished, frozen: the same module
         # computes the same numbers, so the others resume exactly as if never interrupted.
         keep = list(range(len(cfgs))) if resume and len(cfgs) > 1 else todo
-        pack = build_pack(
-            [cfgs[k] for k in keep],
-            [outs[k] for k in keep],
-            packed=len(keep) > 1 or cuda_graph,
-            shared_batches=shared_batches,
-            layout=layout,
-        )
-        for i, k in enumerate(keep):
-            if summaries[k] is not None:
-                pack.members[i].summary = summaries[k]
-                pack.share.freeze(i)
-        start = run_files.start(pack, resume)
-        run_loop(pack, start, progress_fn(progress), hooks, cuda_graph)
+        with deterministic_mode(cfgs[0].train.deterministic):
+            pack = build_pack(
+                [cfgs[k] for k in keep],
+                [outs[k] for k in keep],
+                packed=len(keep) > 1 or cuda_graph,
+                shared_batches=shared_batches,
+                layout=layout,
+            )
+            for i, k in enumerate(keep):
+                if summaries[k] is not None:
+                    pack.members[i].summary = summaries[k]
+                    pack.share.freeze(i)
+            start = run_files.start(pack, resume)
+            run_loop(pack, start, progress_fn(progress), hooks, cuda_graph)
         for k, m in zip(keep, pack.members):
             summaries[k] = m.summary
         return [s for s in summaries if s is not None]

@@ -16,7 +16,7 @@ import torch
 
 from spherelab.config import Config, from_dict
 from spherelab.io import read_json, read_json_dict, read_jsonl, write_json, write_jsonl
-from spherelab.regimes import FINAL_STATUSES, label_run, regime_note
+from spherelab.regimes import FINAL_STATUSES, distinct_records, label_run, regime_note
 from spherelab.runtime import environment
 from spherelab.train import checkpoints as ckpt
 from spherelab.train.build import Pack
@@ -229,15 +229,23 @@ def finish(pack: Pack, k: int, status: str) -> dict[str, Any]:
     return m.summary
 
 
-def relabel_run(run_dir: str | Path) -> dict[str, Any]:
-    """Re-classify a finished run from its metrics.jsonl (after the classifier changed) and
-    rewrite summary.json; returns the new summary."""
+def relabelled_summary(run_dir: str | Path) -> dict[str, Any]:
+    """A finished run's summary.json re-classified from its metrics.jsonl with the current
+    classifier; writes nothing (ValueError, naming the file, for records it cannot trust)."""
     out = Path(run_dir)
     summary = read_json(out / "summary.json")
-    records = read_jsonl(out / "metrics.jsonl")
+    path = out / "metrics.jsonl"
+    records = distinct_records(read_jsonl(path), path)
     regime, stats = label_run(
         records, summary.get("status", "finished"), summary.get("num_classes")
     )
     summary.update(regime=regime, regime_stats=stats, regime_note=regime_note(records))
-    write_json(out / "summary.json", summary)
+    return summary
+
+
+def relabel_run(run_dir: str | Path) -> dict[str, Any]:
+    """Re-classify a finished run (after the classifier changed) and rewrite summary.json
+    (atomically); returns the new summary."""
+    summary = relabelled_summary(run_dir)
+    write_json(Path(run_dir) / "summary.json", summary)
     return summary

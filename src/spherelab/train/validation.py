@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from spherelab.config import Config
 from spherelab.data import available_datasets
 from spherelab.models import available_models
@@ -27,10 +29,16 @@ def validate_config(cfg: Config) -> Config:
     _one_of("optim.schedule", cfg.optim.schedule, SCHEDULES)
     _one_of("train.dtype", cfg.train.dtype, list(DTYPES))
     _one_of("train.loss", cfg.train.loss, list(LOSSES))
-    if cfg.optim.mode == "sphere" and not cfg.optim.elr > 0:
-        raise ValueError(f"elr={cfg.optim.elr} must be > 0 (e.g. --elr 1e-3)")
-    if cfg.optim.mode == "conventional" and not cfg.optim.lr > 0:
-        raise ValueError(f"optim.lr={cfg.optim.lr} must be > 0 (e.g. --set optim.lr=0.1)")
+    if cfg.optim.mode == "sphere" and not 0 < cfg.optim.elr < math.inf:
+        raise ValueError(f"elr={cfg.optim.elr} must be > 0 and finite (e.g. --elr 1e-3)")
+    if cfg.optim.mode == "conventional" and not 0 < cfg.optim.lr < math.inf:
+        raise ValueError(
+            f"optim.lr={cfg.optim.lr} must be > 0 and finite (e.g. --set optim.lr=0.1)"
+        )
+    if cfg.data.batch_size < 0:
+        raise ValueError(
+            f"batch_size={cfg.data.batch_size} must be >= 0 (0 = full-batch gradient descent)"
+        )
     if not 0 <= cfg.optim.momentum < 1:
         raise ValueError(f"optim.momentum={cfg.optim.momentum} must be in [0, 1)")
     _one_of("optim.momentum_style", cfg.optim.momentum_style, MOMENTUM_STYLES)
