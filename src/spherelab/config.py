@@ -173,7 +173,7 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # Top-level keys a run directory's config.json holds besides the config (spherelab writes them).
-RUN_FILE_KEYS = ("environment",)
+RUN_FILE_KEYS = ("environment", "official")  # official: runs made by import-official
 
 
 def from_dict(data: Mapping[str, Any], allow: tuple[str, ...] = RUN_FILE_KEYS) -> Config:
