@@ -4,6 +4,8 @@ post-LN transformer encoder (BERT). What "SI" honestly means for each is in docs
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -106,3 +108,12 @@ def test_hf_bert_post_ln_encoder_is_si_in_its_embedding_tables_only():
     report = explain_scale_invariance(model, inputs, output="last_hidden_state")
     reason = report.not_si["encoder.layer.0.attention.self.query.weight"]
     assert "attention scores" in reason
+
+
+def test_the_python_example_of_docs_your_model_runs(capsys):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "your_model.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "docs/your_model.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "make_scale_invariant makes it fully SI" in printed
+    assert "scale invariance OK" in printed
