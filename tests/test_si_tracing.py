@@ -156,3 +156,29 @@ def test_select_output_takes_a_key_an_attribute_a_callable_or_the_first_tensor()
     assert select_output((t, None), lambda out: out[0]) is t
     with pytest.raises(ValueError, match="output='nope'.*features"):
         select_output({"features": t}, "nope")
+
+
+class ManualLayerNorm(nn.LayerNorm):
+    """A LayerNorm subclass that computes the normalization itself (decomposed ops)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = x.mean(-1, keepdim=True)
+        var = ((x - mu) ** 2).mean(-1, keepdim=True)
+        return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
+class Reshaped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.norm, self.head = nn.Linear(6, 8), ManualLayerNorm(8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x).view(-1, 2, 4).transpose(1, 2).reshape(-1, 8)
+        return self.head(torch.relu(self.norm(h)))
+
+
+@pytest.mark.parametrize("example", [None, torch.randn(5, 6)], ids=["fx", "export"])
+def test_a_norm_subclass_with_its_own_arithmetic_counts_as_a_norm_after_reshapes(example):
+    model = Reshaped()
+    assert names(model, si_parameters(model, example)) == ["inp.weight", "inp.bias"]
+    assert check_scale_invariance(model, torch.randn(5, 6)).ok
