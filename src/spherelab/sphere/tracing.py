@@ -309,18 +309,24 @@ def _first_line(err: Exception | None) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
-def trace(model: nn.Module, example: Example | None = None, output: Output = None) -> OpGraph:
+def trace(
+    model: nn.Module, example: Example | None = None, output: Output = None, method: str = "auto"
+) -> OpGraph:
     """The op graph of ``model`` (called as ``example`` says, logits picked by ``output``; see
-    spherelab.sphere.calls): torch.fx for a one-input forward when that works, else
-    torch.export for the example. Raises NotTraceableError naming the fix."""
+    spherelab.sphere.calls). ``method="auto"``: torch.fx for a one-input forward when that
+    works, else torch.export for the example; ``"fx"`` or ``"export"`` forces one (benchmarks).
+    Raises NotTraceableError naming the fix."""
+    if method not in ("auto", "fx", "export"):
+        raise ValueError(f"method={method!r} is unknown; use auto, fx or export")
     name = type(model).__name__
     fx_err: Exception | None = None
-    if example is None or (output is None and _one_input(model)):
+    use_fx = example is None or (output is None and _one_input(model))
+    if method == "fx" or (method == "auto" and use_fx):
         try:
             return _trace_fx(model)
         except Exception as err:  # noqa: BLE001 - fx raises many error types for Python code
             fx_err = err
-    if example is None:
+    if example is None or method == "fx":
         raise NotTraceableError(
             f"cannot trace {name} with torch.fx ({_first_line(fx_err)}); pass example=<an "
             "input batch> to trace it with torch.export, or give the model a si_parameters() "
