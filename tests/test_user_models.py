@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from spherelab.cli import main
-from spherelab.config import Config, apply_overrides
+from spherelab.config import Config, ConfigError, apply_overrides, from_dict, load_config
 from spherelab.data import load_dataset
 from spherelab.models import build_from_config
 from spherelab.runtime import import_object, is_import_spec
@@ -61,6 +61,12 @@ class Liar(nn.Sequential):
 
 def liar(num_classes=10, in_features=1):
     return Liar(nn.Flatten(), nn.Linear(in_features, num_classes))
+
+
+def zoo(num_classes=10, in_channels=3, image_size=32):
+    from spherelab.models import build_model
+    return build_model("convnet_si", num_classes=num_classes, in_channels=in_channels,
+                       image_size=image_size, width=4)
 
 
 def hf_resnet(num_classes=10, in_channels=3, width=8):
@@ -151,6 +157,13 @@ def test_a_user_model_is_made_si_and_declares_its_weights_by_name(user_pkg):
     assert isinstance(logits, torch.Tensor) and logits.shape == (4, 3)  # the dict's logits
 
 
+def test_a_model_that_declares_its_si_weights_is_used_as_declared(user_pkg):
+    cfg = apply_overrides(Config(), {"model.name": f"{user_pkg}.nets:zoo"})
+    model = build_from_config(cfg.model, (3, 8, 8), 3)
+    declared = {f"net.{n}" for n, p in model.net.named_parameters() if p.requires_grad}
+    assert set(model.si_names) == declared and model(torch.randn(2, 3, 8, 8)).shape == (2, 3)
+
+
 @pytest.mark.parametrize("loader", ["tensors", "datasets"])
 def test_a_user_loader_returns_tensors_or_torch_datasets(user_pkg, loader):
     data = load_dataset(f"{user_pkg}.data:{loader}", normalize=False)
@@ -204,3 +217,15 @@ def test_sweep_of_a_third_party_resnet_over_three_elrs_packs_nothing_and_says_so
     state = torch.load(next(Path(out).glob("runs/*/checkpoints/*.pt")), weights_only=True)
     weights = state["model"] if "model" in state else state
     assert not any("normalization.weight" in k for k in weights)  # BN affines removed: SI
+
+
+def test_model_kwargs_come_from_a_toml_table_or_dotted_overrides(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[model]\nname = "pkg.nets:make"\n[model.kwargs]\nwidth = 3\nact = "relu"\n')
+    cfg = load_config(path)
+    assert cfg.model.kwargs == {"width": 3, "act": "relu"}
+    cfg = apply_overrides(cfg, {"model.kwargs.width": 64, "model.kwargs.depth": 2})
+    assert cfg.model.kwargs == {"width": 64, "act": "relu", "depth": 2}
+    assert from_dict(json.loads(json.dumps(cfg.to_dict()))).model == cfg.model
+    with pytest.raises(ConfigError, match="model.kwargs=3 should be a table"):
+        apply_overrides(cfg, {"model.kwargs": 3})
