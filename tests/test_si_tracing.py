@@ -182,3 +182,20 @@ def test_a_norm_subclass_with_its_own_arithmetic_counts_as_a_norm_after_reshapes
     model = Reshaped()
     assert names(model, si_parameters(model, example)) == ["inp.weight", "inp.bias"]
     assert check_scale_invariance(model, torch.randn(5, 6)).ok
+
+
+class FunctionalLinear(nn.Module):
+    """A layer that owns its weight and calls F.linear itself (no nn.Linear)."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_out, n_in) / n_in**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+@pytest.mark.parametrize("example", [None, torch.randn(5, 6)], ids=["fx", "export"])
+def test_a_module_calling_f_linear_with_its_own_weight_is_a_layer(example):
+    model = nn.Sequential(FunctionalLinear(6, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 3))
+    assert names(model, si_parameters(model, example)) == ["0.weight"]

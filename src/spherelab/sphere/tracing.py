@@ -113,6 +113,7 @@ _FX_KINDS: dict[Any, str] = {
         MUL,
     ),
     **dict.fromkeys([operator.truediv, torch.div, "div"], DIV),
+    **dict.fromkeys([F.linear, F.conv1d, F.conv2d, F.conv3d, F.embedding], LAYER),
 }
 _LISTED = {torch.cat, torch.stack}  # their operands come as one list
 # ATen op names (overload packets, in-place "_" stripped) by kind.
@@ -183,7 +184,9 @@ class _Norms:
         return any(self._is_norm(str(v[0])) for v in stack.values() if isinstance(v, tuple))
 
 
-def _fx_op(node: fx.Node, model: nn.Module, idx: dict[fx.Node, int], norms: _Norms) -> Op:
+def _fx_op(
+    node: fx.Node, model: nn.Module, idx: dict[fx.Node, int], norms: _Norms, params: _Params
+) -> Op:
     name, target = node.name, node.target
     if node.op == "placeholder":
         return Op(name, INPUT)
@@ -202,6 +205,8 @@ def _fx_op(node: fx.Node, model: nn.Module, idx: dict[fx.Node, int], norms: _Nor
         return Op(name, kind, ins, type(mod).__name__)
     kind = NORM if norms.inside(node) else _FX_KINDS.get(target, OTHER)
     what = getattr(target, "__name__", str(target))
+    if kind == LAYER:
+        return _layer_op(node, idx, params, what)
     return Op(name, kind, _operands(node, kind, idx, target in _LISTED), what)
 
 
@@ -212,12 +217,17 @@ def _trace_fx(model: nn.Module) -> OpGraph:
     ops: list[Op] = []
     outputs: tuple[int, ...] = ()
     norms = _Norms(model)
+    owned = {name for name, _ in model.named_parameters()}
+    params = _Params(
+        model,
+        {n.name: str(n.target) for n in graph.nodes if n.op == "get_attr" and n.target in owned},
+    )
     for node in graph.nodes:
         if node.op == "output":
             outputs = tuple(idx[a] for a in node.all_input_nodes)
             continue
         idx[node] = len(ops)
-        ops.append(_fx_op(node, model, idx, norms))
+        ops.append(_fx_op(node, model, idx, norms, params))
     return OpGraph(tuple(ops), outputs, "torch.fx", time.perf_counter() - start)
 
 
@@ -228,19 +238,27 @@ def _aten_name(target: object) -> str:
 
 
 class _Params:
-    """Graph placeholders that are parameters: their ids and owner module names."""
+    """Graph nodes that are parameters (export placeholders, fx get_attr nodes), by node name:
+    the parameter's id and the name of the module that owns it."""
 
-    def __init__(self, ep: torch.export.ExportedProgram, root: nn.Module, prefix: str) -> None:
+    def __init__(self, root: nn.Module, names: dict[str, str], prefix: str = "") -> None:
         self.ids: dict[str, int] = {}
         self.owners: dict[str, str] = {}
-        for placeholder, fqn in ep.graph_signature.inputs_to_parameters.items():
-            self.ids[placeholder] = id(root.get_parameter(fqn))
-            self.owners[placeholder] = fqn.removeprefix(prefix).rpartition(".")[0]
+        for node_name, fqn in names.items():
+            self.ids[node_name] = id(root.get_parameter(fqn))
+            self.owners[node_name] = fqn.removeprefix(prefix).rpartition(".")[0]
 
 
 def _layer_op(node: fx.Node, idx: dict[fx.Node, int], params: _Params, what: str) -> Op:
+    """A conv/linear/embedding call: (x, weight, bias) operands, aten or torch.nn.functional
+    argument order (aten.embedding takes the weight first, F.embedding the indices)."""
     args = list(node.args) + [None, None, None]
-    x, w, b = (None, args[0], None) if what == "embedding" else args[:3]
+    if node.target is F.embedding:
+        x, w, b = None, args[1], None
+    elif what == "embedding":
+        x, w, b = None, args[0], None
+    else:
+        x, w, b = args[0], args[1], node.kwargs.get("bias", args[2])
     w_name, b_name = getattr(w, "name", ""), getattr(b, "name", "")
     return Op(
         node.name, LAYER, (_index(idx, x), _index(idx, w), _index(idx, b)), what,
@@ -284,7 +302,8 @@ def _trace_export(model: nn.Module, example: Example, output: Output) -> OpGraph
     with _train_mode(model):
         ep = torch.export.export(wrapper, args, kwargs, strict=False)
     graph = ep.graph_module.graph
-    params, norms = _Params(ep, wrapper, "model."), _Norms(wrapper)
+    params = _Params(wrapper, dict(ep.graph_signature.inputs_to_parameters), "model.")
+    norms = _Norms(wrapper)
     user = {spec.arg.name for spec in ep.graph_signature.output_specs
             if spec.kind == torch.export.graph_signature.OutputKind.USER_OUTPUT}  # fmt: skip
     idx: dict[fx.Node, int] = {}
