@@ -71,7 +71,8 @@ def explain_scale_invariance(
     kept, dropped = find_si_parameters(graph, candidates)
     names = {id(p): n for n, (_, p) in owned_parameters(model).items()}
     si = {layer: [names[id(p)] for p in candidates[layer]] for layer in kept}
-    norms = {name for name, m in model.named_modules() if m in norm_layers(model)}
+    norm_ids = {id(m) for m in norm_layers(model)}
+    norms = {name for name, m in model.named_modules() if id(m) in norm_ids}
     not_si = {}
     for p_name, (owner, p) in owned_parameters(model).items():
         if p.requires_grad and owner not in kept:
