@@ -149,13 +149,18 @@ def test_config_rebuilds_the_same_model():
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
 
 
+def zoo_fields() -> list[dataclasses.Field]:
+    """The [model] keys of the zoo (``kwargs`` goes to a user factory, model.name=module:attr)."""
+    return [f for f in dataclasses.fields(ModelConfig) if f.name != "kwargs"]
+
+
 @pytest.mark.parametrize(
     ("name", "shape"), [("convnet_si", (1, 16, 16)), ("mlp_af", (40,)), ("mlp_si", (1, 8, 8))]
 )
 def test_a_model_config_builds_the_model_sized_for_its_data(name, shape):
     cfg = ModelConfig(name=name, width=4, depth=1, head_seed=3, head_norm=5.0)
     model = build_from_config(cfg, shape, num_classes=7)
-    hyper = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(ModelConfig)}
+    hyper = {f.name: getattr(cfg, f.name) for f in zoo_fields()}
     assert model.config == model.config | hyper  # every [model] key reaches the model
     assert model.config["num_classes"] == 7 and model.config["in_features"] == math.prod(shape)
     assert model(torch.randn(2, *shape)).shape == (2, 7)
@@ -164,8 +169,14 @@ def test_a_model_config_builds_the_model_sized_for_its_data(name, shape):
 def test_every_model_config_field_is_a_build_model_keyword_and_a_spec_field():
     keywords = set(inspect.signature(build_model).parameters)
     spec_fields = {f.name for f in dataclasses.fields(ModelSpec)}
-    for f in dataclasses.fields(ModelConfig):
+    for f in zoo_fields():
         assert f.name in keywords and f.name in spec_fields
+
+
+def test_model_kwargs_are_refused_for_a_zoo_model():
+    cfg = ModelConfig(name="mlp_si", kwargs={"width": 4})
+    with pytest.raises(ValueError, match="model.kwargs.*module:attr"):
+        build_from_config(cfg, (8,), num_classes=3)
 
 
 def test_kwargs_a_family_does_not_use_are_ignored():

@@ -16,6 +16,7 @@ _API = {
     "SphereSGD": "spherelab.sphere",
     "make_scale_invariant": "spherelab.sphere",
     "check_scale_invariance": "spherelab.sphere",
+    "explain_scale_invariance": "spherelab.sphere",
     "si_parameters": "spherelab.sphere",
     "freeze_head": "spherelab.sphere",
     "build_model": "spherelab.models",
@@ -52,6 +53,7 @@ __all__ = [
     "classify",
     "classify_records",
     "estimate_boundaries",
+    "explain_scale_invariance",
     "freeze_head",
     "load_config",
     "load_dataset",
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
     from spherelab.sphere import (
         SphereSGD,
         check_scale_invariance,
+        explain_scale_invariance,
         freeze_head,
         make_scale_invariant,
         si_parameters,

@@ -31,6 +31,8 @@ class ModelConfig:
     # ConvNet-SI); false removes it from an _af head (the paper's ResNet18SIAf)
     head_bias: bool | None = None
     depth_style: str = "stages"  # ConvNet depth: stages (conv+pool stages) | paper (--depth)
+    # keyword arguments of a user factory (name = module:attr), e.g. --set model.kwargs.width=64
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,10 @@ def _coerce(dotted: str, value: Any, annotation: str) -> Any:
     """Check a value against the field's annotation string (e.g. 'int | None')."""
     if value is None and "None" in annotation:
         return None
+    if annotation.startswith("dict"):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{dotted}={value!r} should be a table, e.g. {dotted}={{width=64}}")
+        return dict(value)
     if annotation.startswith("tuple"):
         values = value if isinstance(value, (list, tuple)) else [value]
         return tuple(_coerce(dotted, v, "float") for v in values)
@@ -151,6 +157,12 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
                 f"unknown config section {section!r} in {dotted!r}; use one of {sorted(SECTIONS)}"
             )
         fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+        name, dot, sub = key.partition(".")
+        if dot and name in fields and str(fields[name].type).startswith("dict"):
+            # one entry of a table field: model.kwargs.width=64
+            table = {**getattr(sections[section], name), sub: value}
+            sections[section] = dataclasses.replace(sections[section], **{name: table})
+            continue
         if key not in fields:
             raise ConfigError(
                 f"unknown key {dotted!r}; valid keys of [{section}]: {', '.join(sorted(fields))}"

@@ -1,13 +1,17 @@
 """Where and how a run executes: device and dtype resolution, deterministic mode, environment
-facts."""
+facts, and the user code a run imports (``module:attr`` factories of models and data)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
+import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
+from typing import Any
 
 import torch
 
@@ -90,3 +94,41 @@ def environment(device: torch.device) -> dict[str, str]:
     else:
         info["device_name"] = platform.processor() or platform.machine()
     return info
+
+
+# `package.module:attr` (a user factory); npz:PATH and synthetic:SPEC are dataset names instead.
+_IMPORT_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_NOT_IMPORTS = ("npz:", "synthetic:")
+
+
+def is_import_spec(name: str) -> bool:
+    """Whether ``name`` names user code as ``module:attr`` (e.g. ``my_pkg.nets:make_net``)."""
+    return bool(_IMPORT_SPEC.fullmatch(name)) and not name.startswith(_NOT_IMPORTS)
+
+
+def import_object(spec: str, what: str) -> Any:
+    """The object ``module:attr`` names, importable from sys.path or the current directory.
+    Raises ValueError with a one-line message naming ``what`` (e.g. "model") and the fix."""
+    module_name, _, attr = spec.partition(":")
+    if not is_import_spec(spec):
+        raise ValueError(f"{what}={spec!r} is not of the form module:attr (e.g. my_pkg.nets:make)")
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.append(cwd)  # `spherelab` as a console script does not see the cwd otherwise
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as err:  # noqa: BLE001 - a user module may raise anything on import
+        raise ValueError(
+            f"{what}={spec!r}: cannot import {module_name!r} ({type(err).__name__}: {err}); "
+            "run from the directory that holds it or add it to PYTHONPATH"
+        ) from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(
+                f"{what}={spec!r}: module {module_name!r} has no attribute {attr!r}; "
+                "name a function defined in it"
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"{what}={spec!r} is a {type(obj).__name__}, not a callable factory")
+    return obj

@@ -11,11 +11,13 @@ from typing import Any
 
 from spherelab.commands.progress import pack_progress
 from spherelab.config import ConfigError, parse_assignment
+from spherelab.runtime import is_import_spec
 from spherelab.sweep.executors import EXECUTORS
 from spherelab.sweep.files import read_summary
 from spherelab.sweep.packing import AUTO
 from spherelab.sweep.run import boundaries_by_group, run_sweep
-from spherelab.sweep.spec import SweepSpec, load_spec, parse_elrs, parse_seeds
+from spherelab.sweep.spec import SweepSpec, expand, load_spec, parse_elrs, parse_seeds
+from spherelab.train.build import build_config_model
 
 # CLI flag -> executor option (passed only when given).
 EXECUTOR_FLAGS = {
@@ -34,8 +36,12 @@ def register(subparsers: Any) -> None:
         "OUT/summary.csv and OUT/report.html. Rerunning skips finished runs.",
     )
     p.add_argument("--spec", type=Path, help="sweep spec TOML (flags below override it)")
-    p.add_argument("--model", help="model name (default mlp_si)")
-    p.add_argument("--dataset", help="dataset name (default mnist1d)")
+    p.add_argument(
+        "--model",
+        help="model name (default mlp_si), or a factory module:attr (e.g. my_pkg.nets:make_net; "
+        "its keyword arguments: --set model.kwargs.KEY=VALUE)",
+    )
+    p.add_argument("--dataset", help="dataset name (default mnist1d), or a loader module:attr")
     p.add_argument("--elrs", help="comma list (1e-4,1e-3) or logspace:LO:HI:N")
     p.add_argument("--seeds", help="comma list of seeds (default 0)")
     p.add_argument("--epochs", type=int, help="epochs per run")
@@ -150,6 +156,8 @@ def _print_boundaries(rows: Sequence[dict[str, str]], axis_keys: Sequence[str]) 
 
 def handle(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    if is_import_spec(spec.model):  # a bad factory or a non-SI model: exit 2 before any run
+        build_config_model(expand(spec)[0].config)
     options = {
         option: getattr(args, flag)
         for flag, option in EXECUTOR_FLAGS.items()

@@ -29,9 +29,15 @@ FLAGS = {
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by the commands that build one run config."""
-    p.add_argument("--model", help="model name, e.g. mlp_si, convnet_si, resnet18_si")
     p.add_argument(
-        "--dataset", help="mnist1d, fashion_mnist, cifar10, cifar100, synthetic, npz:PATH"
+        "--model",
+        help="model name, e.g. mlp_si, convnet_si, resnet18_si, or a factory module:attr "
+        "(e.g. my_pkg.nets:make_net; its keyword arguments: --set model.kwargs.KEY=VALUE)",
+    )
+    p.add_argument(
+        "--dataset",
+        help="mnist1d, fashion_mnist, cifar10, cifar100, synthetic, npz:PATH, or a loader "
+        "module:attr (e.g. my_pkg.data:load)",
     )
     p.add_argument("--elr", type=float, help="effective learning rate on the sphere")
     p.add_argument("--epochs", type=int)

@@ -6,6 +6,7 @@ Names (see available_datasets()):
   cifar10/100    the official python-pickle batches, (3, 32, 32), 10 / 100 (fine) classes
   synthetic      synthetic[:SHAPE[:N_TRAIN[:N_TEST[:CLASSES]]]], default synthetic:3x32x32:5000:1000:10
   npz:PATH       arrays x_train, y_train, x_test, y_test of any sample shape
+  module:attr    a user's loader function (spherelab.data.user), e.g. my_pkg.data:load
 
 Files are looked for in data_dir, $SPHERELAB_DATA, ~/.cache/spherelab, /usr/share/datasets (each
 root and its per-dataset subfolder: fashion-mnist, cifar10, cifar100, mnist1d). Downloads and the
@@ -27,9 +28,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from spherelab.data import cifar, fashion_mnist, mnist1d_cache, npz, synthetic
+from spherelab.data import cifar, fashion_mnist, mnist1d_cache, npz, synthetic, user
 from spherelab.data.base import DataError, RawSplits
 from spherelab.data.transforms import noisy_labels, normalize_, subset_indices
+from spherelab.runtime import is_import_spec
 
 _NAMED = ("mnist1d", "fashion_mnist", "cifar10", "cifar100")
 
@@ -71,12 +73,14 @@ class Dataset:
 
 def available_datasets() -> list[str]:
     """Every accepted name; 'synthetic' also takes a size spec and 'npz:PATH' a file path."""
-    return [*_NAMED, "synthetic", "npz:PATH"]
+    return [*_NAMED, "synthetic", "npz:PATH", "module:attr"]
 
 
 def _load_raw(name: str, data_dir: str | Path | None, download: bool) -> tuple[str, RawSplits]:
     """Dispatch a name to its loader; returns the canonical name and the host arrays."""
     name = name.strip()
+    if is_import_spec(name):
+        return name, user.load(name)
     if name.startswith("npz:"):
         return name, npz.load(name[len("npz:") :])
     if name == "synthetic" or name.startswith("synthetic:"):

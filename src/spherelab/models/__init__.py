@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from spherelab.config import ModelConfig
@@ -21,6 +22,8 @@ from spherelab.models.convnet import ConvNet
 from spherelab.models.heads import ModelSpec, ZooModel
 from spherelab.models.mlp import MLP
 from spherelab.models.resnet import PreActResNet18
+from spherelab.models.user import build_user_model
+from spherelab.runtime import is_import_spec
 
 __all__ = [
     "MLP",
@@ -88,17 +91,32 @@ def build_model(
 
 
 def build_from_config(
-    model_cfg: ModelConfig, input_shape: Sequence[int], num_classes: int
+    model_cfg: ModelConfig,
+    input_shape: Sequence[int],
+    num_classes: int,
+    example: torch.Tensor | None = None,
 ) -> nn.Module:
     """The model of a run's [model] config, sized for its data: ``input_shape`` is one sample's
     shape ((C, H, W) images feed conv families as channels and square size; every family may
     flatten it to ``in_features``) and ``num_classes`` the head's outputs.
 
-    Every ModelConfig field but ``name`` is passed to build_model as the keyword of that name.
+    Every ModelConfig field but ``name`` and ``kwargs`` is passed to build_model as the keyword
+    of that name. A ``module:attr`` name builds a user's model (spherelab.models.user), made SI
+    and checked on ``example`` (a CPU float32 batch; default: a normal draw of 8 samples).
     """
+    if is_import_spec(model_cfg.name):
+        if example is None:
+            example = torch.randn(8, *input_shape, generator=torch.Generator().manual_seed(0))
+        return build_user_model(model_cfg, input_shape, num_classes, example)
+    if model_cfg.kwargs:
+        raise ValueError(
+            f"model.kwargs={model_cfg.kwargs} is for a user factory (model.name=module:attr); "
+            f"{model_cfg.name} takes model.width / model.depth"
+        )
     shape = tuple(int(n) for n in input_shape)
     sizes: dict[str, Any] = {"num_classes": num_classes, "in_features": math.prod(shape)}
     if len(shape) == 3:  # conv families read these; the MLP flattens images
         sizes.update(in_channels=shape[0], image_size=shape[1])
     hyper = dataclasses.asdict(model_cfg)
+    del hyper["kwargs"]
     return build_model(hyper.pop("name"), **hyper, **sizes)

@@ -7,6 +7,7 @@ from spherelab.sphere.check import (
     graph_si_parameters,
     si_parameters,
 )
+from spherelab.sphere.explain import SIReport, explain_scale_invariance
 from spherelab.sphere.graph import NotTraceableError
 from spherelab.sphere.optim import SPHERES, SphereSGD
 from spherelab.sphere.recipe import freeze_head, make_scale_invariant
@@ -15,8 +16,10 @@ __all__ = [
     "SPHERES",
     "NotTraceableError",
     "SICheck",
+    "SIReport",
     "SphereSGD",
     "check_scale_invariance",
+    "explain_scale_invariance",
     "freeze_head",
     "graph_si_parameters",
     "make_scale_invariant",

@@ -21,15 +21,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from spherelab.sphere.calls import Example, Output, as_call, select_output
 from spherelab.sphere.graph import (
     NORM_MODULES,
     NotTraceableError,
     find_si_parameters,
     owned_parameters,
-    trace,
-    weight_layers,
 )
 from spherelab.sphere.recipe import freeze_head, make_scale_invariant
+from spherelab.sphere.tracing import trace
 
 __all__ = [
     "NotTraceableError",
@@ -47,28 +47,41 @@ logger = logging.getLogger("spherelab")
 _TINY_EPS = 1e-300
 
 
-def si_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The model's SI weights: its own ``si_parameters()`` if declared, else the graph analysis."""
+def si_parameters(
+    model: nn.Module, example: Example | None = None, *, output: Output = None
+) -> list[nn.Parameter]:
+    """The model's SI weights: its own ``si_parameters()`` if declared, else the graph analysis
+    (``example``: an input batch, needed for models torch.fx cannot trace; ``output`` names the
+    logits, see spherelab.sphere.calls)."""
     declared = getattr(model, "si_parameters", None)
     if callable(declared):
         return list(declared())
-    return graph_si_parameters(model)
+    return graph_si_parameters(model, example, output=output)
 
 
-def graph_si_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Trainable conv/linear parameters that the module graph shows to be jointly SI.
-
-    A layer qualifies when its output reaches a normalization through positively homogeneous
-    ops only (relu, pooling, add, flatten, ...). Its bias counts too: (weight, bias) scaled
-    together is SI before any norm. Raises NotTraceableError for models torch.fx cannot trace.
-    """
-    graph = trace(model)
+def layer_candidates(model: nn.Module, layers: Iterable[str]) -> dict[str, list[nn.Parameter]]:
+    """Layer name -> its trainable weight and bias (scaled together), for layers that have any."""
     candidates = {}
-    for name in weight_layers(graph, model):
+    for name in layers:
         params = [p for p in model.get_submodule(name).parameters(recurse=False) if p.requires_grad]
         if params:
             candidates[name] = params
-    kept, dropped = find_si_parameters(model, candidates, graph=graph)
+    return candidates
+
+
+def graph_si_parameters(
+    model: nn.Module, example: Example | None = None, *, output: Output = None
+) -> list[nn.Parameter]:
+    """Trainable conv/linear/embedding parameters that the op graph shows to be jointly SI.
+
+    A layer qualifies when its output reaches a normalization through positively homogeneous
+    ops only (relu, pooling, add, permutes, views, ...). Its bias counts too: (weight, bias)
+    scaled together is SI before any norm. Raises NotTraceableError for models that cannot be
+    traced (torch.fx without ``example``, torch.export with it).
+    """
+    graph = trace(model, example, output)
+    candidates = layer_candidates(model, graph.layers())
+    kept, dropped = find_si_parameters(graph, candidates)
     for owner, reason in dropped.items():
         logger.debug("layer %s is not scale-invariant: %s", owner, reason)
     found = {id(p) for name in kept for p in candidates[name]}
@@ -143,18 +156,27 @@ def _restored(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator[None
             mod.eps = value
 
 
-def _output(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """Forward pass with a fixed RNG seed, so that dropout draws the same mask every time."""
-    cuda = [inputs.device] if inputs.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(0)
-        out = model(inputs)
-    return out if isinstance(out, torch.Tensor) else out[0]
+@dataclass(frozen=True)
+class _Call:
+    """How to call the model on the batch and which output holds the logits."""
+
+    args: tuple
+    kwargs: dict
+    output: Output
+
+    def __call__(self, model: nn.Module) -> torch.Tensor:
+        """Forward pass with a fixed RNG seed, so that dropout draws the same mask every time."""
+        tensors = [t for t in (*self.args, *self.kwargs.values()) if isinstance(t, torch.Tensor)]
+        cuda = sorted({t.device for t in tensors if t.device.type == "cuda"}, key=str)
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(0)
+            out = model(*self.args, **self.kwargs)
+        return select_output(out, self.output)
 
 
 def _rel_change(
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: _Call,
     params: Sequence[nn.Parameter],
     scales: Sequence[float],
     ref: torch.Tensor,
@@ -165,7 +187,7 @@ def _rel_change(
     for scale in scales:
         for p, value in zip(params, saved):
             p.copy_(value * scale)
-        change = (_output(model, inputs) - ref).abs().max() / ref.abs().max().clamp_min(1e-30)
+        change = (inputs(model) - ref).abs().max() / ref.abs().max().clamp_min(1e-30)
         worst = max(worst, float(change))
     for p, value in zip(params, saved):
         p.copy_(value)
@@ -179,37 +201,40 @@ def _names(model: nn.Module, params: Sequence[nn.Parameter]) -> list[str]:
 
 def check_scale_invariance(
     model: nn.Module,
-    batch: torch.Tensor | Sequence[torch.Tensor],
+    batch: Example,
     params: Iterable[nn.Parameter] | None = None,
     scales: Sequence[float] = (0.5, 2.0),
     tol: float = 1e-4,
     *,
     probe_tensors: bool = True,
+    output: Output = None,
 ) -> SICheck:
     """Numerically check that the model output is invariant to scaling ``params`` jointly.
 
-    Runs in train mode (batch statistics) on ``batch`` (an input tensor, or a tuple whose first
-    item is the input); the model's mode, BN running buffers, eps and parameters are restored.
-    ``params`` defaults to ``si_parameters(model)``. The verdict uses eps ~ 0 (module norms only;
-    a functional norm keeps its eps) and the report gives the eps-induced change separately.
+    Runs in train mode (batch statistics) on ``batch`` (an input tensor, a tuple whose first
+    item is the input, or a dict of keyword arguments); ``output`` names the logits of a model
+    that returns a dict/dataclass (spherelab.sphere.calls). The model's mode, BN running
+    buffers, eps and parameters are restored. ``params`` defaults to ``si_parameters``. The
+    verdict uses eps ~ 0 (module norms only; a functional norm keeps its eps) and the report
+    gives the eps-induced change separately.
     ``probe_tensors=False`` probes tensors one at a time only when the joint check fails
     (2 forward passes per tensor saved on big models).
     """
-    params = list(si_parameters(model) if params is None else params)
+    params = list(si_parameters(model, batch, output=output) if params is None else params)
     if not params:
         raise ValueError("no parameters to check; pass params= or declare si_parameters()")
     if not scales or any(not a > 0 or a == 1 for a in scales):
         raise ValueError(
             f"scales={tuple(scales)} must be positive factors other than 1, e.g. (0.5, 2.0)"
         )
-    inputs = batch if isinstance(batch, torch.Tensor) else batch[0]
+    inputs = _Call(*as_call(batch), output)
     with _restored(model, params), torch.no_grad():
         model.train()
-        with_eps = _rel_change(model, inputs, params, scales, _output(model, inputs))
+        with_eps = _rel_change(model, inputs, params, scales, inputs(model))
         for mod in model.modules():
             if isinstance(mod, NORM_MODULES):
                 mod.eps = _TINY_EPS
-        ref = _output(model, inputs)
+        ref = inputs(model)
         joint = _rel_change(model, inputs, params, scales, ref)
         ok = joint <= tol
         per_tensor = {}

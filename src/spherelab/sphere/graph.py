@@ -1,26 +1,23 @@
-"""Find scale-invariant weights from a model's torch.fx graph (private helper of the SI modules).
+"""Find scale-invariant weights from a model's op graph (private helper of the SI modules).
 
-Every value in the traced graph gets a *degree* of positive homogeneity in the joint scale ``a``
-of a candidate set S of weights: the value is multiplied by ``a**k`` when every weight in S is.
-Inputs and constants have degree 0; a conv/linear whose weight is in S adds 1; relu, pooling,
-flatten and views keep the degree; add/cat need equal degrees; mul/div/matmul add/subtract them;
-a normalization maps any positive degree to 0; any other op is fine on degree-0 inputs only
-(e.g. softmax of an invariant value is invariant) and *breaks* homogeneity otherwise. The network
-is SI in S iff its output has degree 0. Weights whose homogeneous flow reaches the output or a
-breaking op are dropped from S until the rest is consistent (a fixed point). Used by
-scale_invariance (finding SI weights) and si_recipe (making a model SI).
+The graph (``OpGraph``, built by ``spherelab.sphere.tracing`` from torch.fx or torch.export) is a
+list of ops of a few kinds. Every value gets a *degree* of positive homogeneity in the joint scale
+``a`` of a candidate set S of weights: the value is multiplied by ``a**k`` when every weight in S
+is. Inputs and constants have degree 0; a layer (conv/linear/embedding) whose weight is in S adds
+1; relu, pooling, views and permutes keep the degree; add/cat need equal degrees; mul/div/matmul
+add/subtract them; a normalization maps any degree to 0; attention needs invariant queries and
+keys; any other op is fine on degree-0 inputs only (e.g. softmax of an invariant value) and
+*breaks* homogeneity otherwise. The network is SI in S iff its output has degree 0. Weights whose
+homogeneous flow reaches the output or a breaking op are dropped from S until the rest is
+consistent (a fixed point); each dropped layer keeps the reason it was dropped.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import cast
 
-import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
 NORM_MODULES = (
     nn.BatchNorm1d,
@@ -34,257 +31,160 @@ NORM_MODULES = (
     nn.InstanceNorm3d,
     nn.RMSNorm,
 )
-WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_KEEP_MODULES = (
-    nn.ReLU,
-    nn.LeakyReLU,
-    nn.Identity,
-    nn.Flatten,
-    nn.Unflatten,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-)
-_NORM_FUNCS = {F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm, F.rms_norm, F.normalize}
-# Positively homogeneous of degree 1 in their first argument; other args are shapes/options.
-_KEEP_FUNCS = {
-    F.relu,
-    torch.relu,
-    F.leaky_relu,
-    F.dropout,
-    torch.flatten,
-    torch.reshape,
-    torch.permute,
-    torch.transpose,
-    torch.squeeze,
-    torch.unsqueeze,
-    torch.mean,
-    torch.sum,
-    operator.getitem,
-    operator.neg,
-    torch.neg,
-    F.max_pool1d,
-    F.max_pool2d,
-    F.max_pool3d,
-    F.avg_pool1d,
-    F.avg_pool2d,
-    F.avg_pool3d,
-    F.adaptive_max_pool1d,
-    F.adaptive_max_pool2d,
-    F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d,
-}
-_KEEP_METHODS = {
-    "relu",
-    "view",
-    "view_as",
-    "reshape",
-    "flatten",
-    "permute",
-    "transpose",
-    "contiguous",
-    "squeeze",
-    "unsqueeze",
-    "mean",
-    "sum",
-    "expand",
-    "neg",
-    "clone",
-    "float",
-    "double",
-    "to",
-}
-_SHAPE_METHODS = {"size", "dim", "numel"}
-_ADD_FUNCS = {
-    operator.add,
-    operator.sub,
-    operator.iadd,
-    torch.add,
-    torch.sub,
-    torch.cat,
-    torch.stack,
-}
-_ADD_METHODS = {"add", "sub", "add_"}
-_MUL_FUNCS = {operator.mul, torch.mul, operator.matmul, torch.matmul, torch.mm, torch.bmm}
-_MUL_METHODS = {"mul", "matmul"}
-_DIV_FUNCS = {operator.truediv, torch.div}
+WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
+
+# Op kinds; an op's ``args`` are the op indices of its tensor operands (None: a constant).
+INPUT, CONST, LAYER, NORM, KEEP, ADD, MUL, DIV, ATTENTION, OTHER = (
+    "input", "const", "layer", "norm", "keep", "add", "mul", "div", "attention", "other"
+)  # fmt: skip
 
 _BROKEN = None  # degree of a value that is not positively homogeneous in the scale
 
 
 class NotTraceableError(ValueError):
-    """The model cannot be traced by torch.fx, so its SI weights cannot be found from its graph."""
+    """The model cannot be traced, so its SI weights cannot be found from its graph."""
+
+
+@dataclass(frozen=True)
+class Op:
+    """One value of the graph. ``layer`` ops (x, weight, bias operands) carry their owner module
+    name and the ids of the weight/bias parameters it owns; ``what`` is the readable target."""
+
+    name: str
+    kind: str
+    args: tuple[int | None, ...] = ()
+    what: str = ""
+    owner: str = ""
+    weight: int | None = None  # id() of the owned weight parameter
+    bias: int | None = None  # id() of the owned bias parameter
+
+
+@dataclass(frozen=True)
+class OpGraph:
+    """The ops in execution order, the indices of the outputs, and how it was traced."""
+
+    ops: tuple[Op, ...]
+    outputs: tuple[int, ...]
+    method: str  # "torch.fx" | "torch.export"
+    seconds: float = 0.0
+
+    def layers(self) -> list[str]:
+        """Owner names of the layers in the order the forward pass calls them (no repeats)."""
+        return list(dict.fromkeys(op.owner for op in self.ops if op.kind == LAYER and op.owner))
 
 
 @dataclass
 class _Flow:
-    """Degree and homogeneous sources (owners of SI weights upstream, no norm between) per node."""
+    """Degree and homogeneous sources (SI owners upstream, no norm between) per op."""
 
-    degree: dict = field(default_factory=dict)
-    sources: dict = field(default_factory=dict)
-    offenders: dict = field(default_factory=dict)  # owner -> reason it is not SI
-
-
-def trace(model: nn.Module) -> fx.Graph:
-    """Trace ``model`` with torch.fx or raise NotTraceableError naming the fix."""
-    try:
-        return fx.symbolic_trace(model).graph
-    except Exception as err:  # fx raises many error types for untraceable code
-        raise NotTraceableError(
-            f"cannot trace {type(model).__name__} with torch.fx ({type(err).__name__}: {err}); "
-            "give the model a si_parameters() method that returns its SI weights, or remove "
-            "data-dependent Python control flow from forward()"
-        ) from err
+    degree: list[int | None] = field(default_factory=list)
+    sources: list[frozenset[str]] = field(default_factory=list)
+    offenders: dict[str, str] = field(default_factory=dict)  # owner -> reason it is not SI
 
 
-def _arg_degree(flow: _Flow, arg: object) -> int | None:
-    return flow.degree[arg] if isinstance(arg, fx.Node) else 0
+def _deg(flow: _Flow, arg: int | None) -> int | None:
+    return 0 if arg is None else flow.degree[arg]
 
 
-def _common(degrees: list[int | None]) -> int | None:
-    """The shared degree of the operands of a sum/concatenation, or broken if they differ."""
-    if not degrees:
-        return 0
-    first = degrees[0]
-    return first if first is not None and all(d == first for d in degrees) else _BROKEN
-
-
-def _weight_module_degree(
-    mod: nn.Module, d_in: int | None, si: set[int], bias_free: Collection[int]
-) -> int | None:
-    if d_in is _BROKEN:
+def _layer_degree(op: Op, flow: _Flow, si: set[int], bias_free: Collection[str]) -> int | None:
+    x, w, b = (*op.args, None, None, None)[:3]
+    parts = [_deg(flow, x), _deg(flow, w)]
+    if _BROKEN in parts:
         return _BROKEN
-    d_out = d_in + (1 if id(mod.weight) in si else 0)
-    bias = mod.bias
-    if bias is None or id(mod) in bias_free:
+    d_out = sum(d for d in parts if d is not None) + (1 if op.weight in si else 0)
+    if (op.bias is None and b is None) or op.owner in bias_free:
         return d_out
-    return d_out if d_out == (1 if id(bias) in si else 0) else _BROKEN
+    d_bias = _deg(flow, b)
+    if d_bias is not _BROKEN and op.bias is not None:
+        d_bias += 1 if op.bias in si else 0
+    return d_out if d_bias == d_out else _BROKEN
 
 
-def _module_degree(
-    node: fx.Node, model: nn.Module, flow: _Flow, si: set[int], bias_free: Collection[int]
-) -> int | None:
-    mod = model.get_submodule(cast(str, node.target))  # a call_module node targets a name
-    ins = [flow.degree[a] for a in node.all_input_nodes]
-    if isinstance(mod, NORM_MODULES):
-        return _BROKEN if _BROKEN in ins else 0
-    if isinstance(mod, WEIGHT_MODULES):
-        return _weight_module_degree(mod, ins[0], si, bias_free)
-    if isinstance(mod, _KEEP_MODULES):
-        return ins[0]
-    return 0 if all(d == 0 for d in ins) else _BROKEN
-
-
-def _call_degree(node: fx.Node, flow: _Flow) -> int | None:
-    """Degree of a call_function / call_method node (the tensor is args[0] for methods)."""
-    t, args = node.target, node.args
-    ins = [flow.degree[a] for a in node.all_input_nodes]
-    if t in _NORM_FUNCS:
-        return _BROKEN if _BROKEN in ins else 0
-    if t in _SHAPE_METHODS or t is getattr:
+def _degree(op: Op, flow: _Flow, si: set[int], bias_free: Collection[str]) -> int | None:
+    ins = [_deg(flow, a) for a in op.args]
+    if op.kind in (INPUT, CONST):
         return 0
-    if t in _KEEP_FUNCS or t in _KEEP_METHODS:
-        return _arg_degree(flow, args[0])
-    if t in _ADD_FUNCS or t in _ADD_METHODS:
-        operands = (
-            cast(Sequence[fx.node.Argument], args[0]) if t in (torch.cat, torch.stack) else args[:2]
-        )
-        return _common([_arg_degree(flow, a) for a in operands])
-    if t in _MUL_FUNCS or t in _MUL_METHODS or t in _DIV_FUNCS or t == "div":
-        d0, d1 = _arg_degree(flow, args[0]), _arg_degree(flow, args[1])
-        if d0 is _BROKEN or d1 is _BROKEN:
+    if op.kind == LAYER:
+        return _layer_degree(op, flow, si, bias_free)
+    if op.kind == NORM:
+        return _BROKEN if _BROKEN in ins else 0
+    if op.kind == KEEP:
+        return ins[0] if ins else 0
+    if op.kind == ADD:
+        return ins[0] if ins and ins[0] is not None and all(d == ins[0] for d in ins) else _BROKEN
+    if op.kind in (MUL, DIV):
+        if _BROKEN in ins:
             return _BROKEN
-        return d0 - d1 if (t in _DIV_FUNCS or t == "div") else d0 + d1
+        d = [d for d in ins if d is not None] + [0, 0]
+        return d[0] - d[1] if op.kind == DIV else sum(d)
+    if op.kind == ATTENTION:  # softmax(q k^T) v: invariant queries and keys, homogeneous values
+        return ins[2] if ins[:2] == [0, 0] else _BROKEN
     return 0 if all(d == 0 for d in ins) else _BROKEN
 
 
-def _propagate(
-    graph: fx.Graph, model: nn.Module, si: set[int], bias_free: Collection[int]
-) -> _Flow:
+def _reason(op: Op, flow: _Flow) -> str:
+    """Why homogeneity breaks at ``op`` (its inputs are all homogeneous)."""
+    where = f"graph node '{op.name}'"
+    if op.kind == ADD:
+        return f"feeds the residual stream, no norm before the next add ({where})"
+    if op.kind == ATTENTION:
+        return f"feeds the attention scores (softmax of queries x keys) at {where}"
+    if op.kind == LAYER:
+        return f"its bias does not scale with its output at {where}; remove the bias or add a norm"
+    return f"passes through {op.what or op.kind} at {where} before any normalization"
+
+
+def _propagate(graph: OpGraph, si: set[int], bias_free: Collection[str]) -> _Flow:
     flow = _Flow()
-    for node in graph.nodes:
-        in_src = frozenset().union(*(flow.sources[a] for a in node.all_input_nodes))
-        deg: int | None
-        if node.op in ("placeholder", "get_attr"):
-            deg = 0
-        elif node.op == "call_module":
-            deg = _module_degree(node, model, flow, si, bias_free)
-            mod = model.get_submodule(node.target)
-            if isinstance(mod, NORM_MODULES) and deg == 0:
-                in_src = frozenset()
-            elif isinstance(mod, WEIGHT_MODULES) and id(mod.weight) in si:
-                in_src = in_src | {node.target}
-        elif node.op == "output":
-            for d, a in ((flow.degree[a], a) for a in node.all_input_nodes):
-                if d is not _BROKEN and d != 0:  # a broken value was blamed where it broke
-                    for owner in flow.sources[a]:
-                        flow.offenders.setdefault(
-                            owner, "its output reaches the model output without a normalization"
-                        )
-            continue
-        else:
-            deg = _call_degree(node, flow)
-            if node.target in _NORM_FUNCS and deg == 0:
-                in_src = frozenset()
-        inputs_ok = all(flow.degree[a] is not _BROKEN for a in node.all_input_nodes)
+    for op in graph.ops:
+        in_src: frozenset[str] = frozenset().union(
+            *(flow.sources[a] for a in op.args if a is not None)
+        )
+        deg = _degree(op, flow, si, bias_free)
+        if op.kind == NORM and deg == 0:
+            in_src = frozenset()
+        elif op.kind == LAYER and op.weight in si:
+            in_src = in_src | {op.owner}
+        inputs_ok = all(_deg(flow, a) is not _BROKEN for a in op.args)
         if deg is _BROKEN and inputs_ok:
             for owner in in_src:
+                flow.offenders.setdefault(owner, _reason(op, flow))
+        flow.degree.append(deg)
+        flow.sources.append(in_src)
+    for out in graph.outputs:
+        if flow.degree[out] not in (_BROKEN, 0):  # a broken value was blamed where it broke
+            for owner in flow.sources[out]:
                 flow.offenders.setdefault(
-                    owner, f"homogeneity breaks at graph node '{node.name}' ({node.target})"
+                    owner, "its output reaches the model output without a normalization"
                 )
-        flow.degree[node], flow.sources[node] = deg, in_src
     return flow
 
 
 def find_si_parameters(
-    model: nn.Module,
+    graph: OpGraph,
     candidates: dict[str, list[nn.Parameter]],
-    bias_free: Collection[int] = frozenset(),
-    graph: fx.Graph | None = None,
+    bias_free: Collection[str] = frozenset(),
 ) -> tuple[list[str], dict[str, str]]:
     """Largest consistent subset of ``candidates`` (owner module name -> its weights).
 
     Returns the SI owners (in the given order) and, for every dropped owner, why it is not SI.
-    ``bias_free`` holds ids of modules whose bias is treated as removed.
+    ``bias_free`` holds names of layers whose bias is treated as removed.
     """
-    graph = trace(model) if graph is None else graph
     kept, dropped = dict(candidates), {}
     while kept:
         si = {id(p) for params in kept.values() for p in params}
-        offenders = _propagate(graph, model, si, bias_free).offenders
+        offenders = _propagate(graph, si, bias_free).offenders
+        offenders = {o: r for o, r in offenders.items() if o in kept}
         if not offenders:
             break
         for owner, reason in offenders.items():
             dropped[owner] = reason
-            kept.pop(owner, None)
+            kept.pop(owner)
     return list(kept), dropped
 
 
-def weight_layers(graph: fx.Graph, model: nn.Module) -> list[str]:
-    """Names of the conv/linear modules in the order the forward pass calls them (no repeats)."""
-    names = [
-        n.target
-        for n in graph.nodes
-        if n.op == "call_module" and isinstance(model.get_submodule(n.target), WEIGHT_MODULES)
-    ]
-    return list(dict.fromkeys(names))
-
-
 def norm_layers(model: nn.Module) -> list[nn.Module]:
-    """All normalization modules of ``model``."""
+    """All normalization modules of ``model`` (subclasses included)."""
     return [m for m in model.modules() if isinstance(m, NORM_MODULES)]
 
 

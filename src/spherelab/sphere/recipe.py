@@ -3,7 +3,7 @@
 
 Every normalization loses its affine parameters, the convs/linears that feed a norm lose their
 bias, and the logit layer is redrawn at a fixed Frobenius norm and frozen (``freeze_head``). Which
-weights are SI is decided by the torch.fx graph analysis (``spherelab.sphere.graph``); the public
+weights are SI is decided by the graph analysis (torch.fx or torch.export) (``spherelab.sphere.graph``); the public
 entry points are importable from ``spherelab.sphere`` and ``spherelab``.
 """
 
@@ -16,13 +16,9 @@ from typing import cast
 import torch
 from torch import nn
 
-from spherelab.sphere.graph import (
-    find_si_parameters,
-    norm_layers,
-    owned_parameters,
-    trace,
-    weight_layers,
-)
+from spherelab.sphere.calls import Example, Output
+from spherelab.sphere.graph import OpGraph, find_si_parameters, norm_layers, owned_parameters
+from spherelab.sphere.tracing import trace
 
 logger = logging.getLogger("spherelab")
 
@@ -74,23 +70,35 @@ def _head_name(model: nn.Module, layers: list[str], head: nn.Linear | None) -> s
     raise ValueError("head is not a submodule of the model; pass one of the model's own layers")
 
 
-def _refuse_leftovers(
+FREE_PARAMETER = "not a conv/linear/embedding weight (used directly in forward)"
+
+
+def non_si_leftovers(
     model: nn.Module, kept: list[str], head: str, dropped: dict[str, str]
-) -> None:
-    """Raise if a trainable non-SI parameter would remain once the recipe is applied."""
+) -> dict[str, str]:
+    """Trainable parameter -> why it is not SI, for those the recipe would leave behind (not a
+    kept layer, not the head, not a norm's affine parameter, which the recipe removes)."""
     norms = {id(m) for m in norm_layers(model)}
-    bad = []
+    bad = {}
     for p_name, (owner, p) in owned_parameters(model).items():
         if not p.requires_grad or owner in kept or owner == head:
             continue
         if id(model.get_submodule(owner)) in norms:
             continue
-        reason = dropped.get(owner, "it is not a conv/linear weight feeding a normalization")
-        bad.append(f"'{p_name}' ({reason})")
+        bad[p_name] = dropped.get(owner, FREE_PARAMETER)
+    return bad
+
+
+def _refuse_leftovers(
+    model: nn.Module, kept: list[str], head: str, dropped: dict[str, str]
+) -> None:
+    """Raise if a trainable non-SI parameter would remain once the recipe is applied."""
+    bad = non_si_leftovers(model, kept, head, dropped)
     if bad:
         raise ValueError(
-            "cannot make the model fully scale-invariant; trainable non-SI parameters: "
-            + "; ".join(bad)
+            f"cannot make {type(model).__name__} fully scale-invariant; {len(bad)} trainable "
+            "non-SI parameters: "
+            + "; ".join(f"'{name}' ({reason})" for name, reason in bad.items())
             + ". Fix: put a normalization (BatchNorm/LayerNorm/GroupNorm) after "
             "that layer, freeze it with requires_grad_(False), or pass it as head="
         )
@@ -105,8 +113,28 @@ def _drop_affine(norm: nn.Module) -> None:
         norm.register_parameter("bias", None)
 
 
+def recipe_plan(
+    model: nn.Module, graph: OpGraph, head: nn.Linear | None = None
+) -> tuple[str, list[str], dict[str, str]]:
+    """What the recipe would do, changing nothing: the head's name, the layers whose weights
+    become SI (biases removed), and why each other trainable layer would not be SI."""
+    layers = graph.layers()
+    head_name = _head_name(model, layers, head)
+    candidates = {
+        n: [_weight(model, n)] for n in layers if n != head_name and _weight(model, n).requires_grad
+    }
+    kept, dropped = find_si_parameters(graph, candidates, bias_free=set(candidates))
+    return head_name, kept, dropped
+
+
 def make_scale_invariant(
-    model: nn.Module, *, head: nn.Linear | None = None, head_norm: float = 10.0, head_seed: int = 0
+    model: nn.Module,
+    example: Example | None = None,
+    *,
+    head: nn.Linear | None = None,
+    head_norm: float = 10.0,
+    head_seed: int = 0,
+    output: Output = None,
 ) -> list[nn.Parameter]:
     """Turn ``model`` into a fully SI network in place and return its SI weights
     (docs/science.md#fully-scale-invariant-networks).
@@ -114,15 +142,13 @@ def make_scale_invariant(
     Every normalization loses its affine parameters, the convs/linears that feed a norm lose
     their bias, and the last nn.Linear of the forward pass (or ``head``) is redrawn at Frobenius
     norm ``head_norm`` from a generator seeded with ``head_seed`` and frozen. The SI weights are
-    found from the torch.fx graph. Raises ValueError (before changing anything) if a trainable
-    parameter would remain that is not SI, naming it and the fix.
+    found from the model's graph: torch.fx, or torch.export for ``example`` (an input batch, a
+    tuple whose first item is the input, or a dict of keyword arguments) when the forward has
+    Python control flow or several arguments; ``output`` names the logits of a model that
+    returns a dict/dataclass (spherelab.sphere.calls). Raises ValueError (before changing
+    anything) naming every trainable parameter that would remain non-SI, why, and the fix.
     """
-    graph = trace(model)
-    layers = weight_layers(graph, model)
-    head_name = _head_name(model, layers, head)
-    candidates = {n: [_weight(model, n)] for n in layers if n != head_name}
-    bias_free = {id(model.get_submodule(n)) for n in candidates}
-    kept, dropped = find_si_parameters(model, candidates, bias_free, graph)
+    head_name, kept, dropped = recipe_plan(model, trace(model, example, output), head)
     _refuse_leftovers(model, kept, head_name, dropped)
     for norm in norm_layers(model):
         _drop_affine(norm)
@@ -140,5 +166,5 @@ def make_scale_invariant(
 
 
 def _weight(model: nn.Module, name: str) -> nn.Parameter:
-    """The weight of the conv/linear layer ``name`` (torch types a module attribute loosely)."""
+    """The weight of the layer ``name`` (torch types a module attribute loosely)."""
     return cast(nn.Parameter, model.get_submodule(name).weight)

@@ -48,7 +48,18 @@ def pack_groups(tasks: Sequence[Task], pack: int | str) -> list[list[Task]]:
     groups: dict[tuple, list[Task]] = {}
     for task in tasks:
         groups.setdefault(pack_key(task.config), []).append(task)
-    return [group[i : i + pack] for group in groups.values() for i in range(0, len(group), pack)]
+    unpackable = [task for key, group in groups.items() if key[0] == "single" for task in group]
+    if len(unpackable) > 1:  # said once per sweep round, not once per run
+        log.warning(
+            "%d runs (model %s) cannot share one ensemble module (packing needs sphere mode, "
+            "the global sphere and a zoo *_si model); training them one by one",
+            len(unpackable),
+            ", ".join(sorted({t.config.model.name for t in unpackable})),
+        )
+    packs = [g for key, g in groups.items() if key[0] != "single"]
+    return [g[i : i + pack] for g in packs for i in range(0, len(g), pack)] + [
+        [t] for t in unpackable
+    ]
 
 
 def run_pack(group: Sequence[Task], runner: Runner) -> Iterator[Outcome]:

@@ -131,11 +131,19 @@ def _member_model(
     cfg: Config, data: Dataset, device: torch.device, dtype: torch.dtype
 ) -> nn.Module:
     torch.manual_seed(cfg.train.seed)
-    model = build_from_config(cfg.model, data.input_shape, data.num_classes)
+    example = data.x_train[:8].to(device="cpu", dtype=torch.float32)  # makes a user model SI
+    model = build_from_config(cfg.model, data.input_shape, data.num_classes, example)
     model = model.to(device=device, dtype=dtype)
     if cfg.train.init_from:  # e.g. a fine-tune branch starts from a pre-trained checkpoint
         load_weights(model, cfg.train.init_from, device)
     return model
+
+
+def build_config_model(cfg: Config) -> nn.Module:
+    """The model of ``cfg`` as its run builds it (a user model: made SI and checked), so that a
+    sweep can refuse a bad factory or a non-SI model before any run starts."""
+    device, dtype, data = load_run_data(cfg)
+    return _member_model(cfg, data, device, dtype)
 
 
 def _member(cfg: Config, out: Path, data: Dataset, device: torch.device) -> Member:

@@ -7,7 +7,7 @@ import math
 from spherelab.config import Config
 from spherelab.data import available_datasets
 from spherelab.models import available_models
-from spherelab.runtime import DTYPES
+from spherelab.runtime import DTYPES, import_object, is_import_spec
 from spherelab.sphere.optim import MOMENTUM_STYLES, SPHERES
 from spherelab.train.losses import LOSSES
 from spherelab.train.optimizer import MODES, check_paper_units
@@ -21,8 +21,13 @@ def _one_of(what: str, value: object, valid: list[str] | tuple[str, ...]) -> Non
 
 def validate_config(cfg: Config) -> Config:
     """Raise ValueError naming the first bad value and the fix; return cfg when it is sound."""
-    _one_of("model", cfg.model.name, available_models())
-    if not (cfg.data.name.startswith("npz:") or cfg.data.name.startswith("synthetic")):
+    if is_import_spec(cfg.model.name):
+        import_object(cfg.model.name, "model")  # a bad path fails now, not after data loads
+    else:
+        _one_of("model", cfg.model.name, available_models())
+    if is_import_spec(cfg.data.name):
+        import_object(cfg.data.name, "dataset")
+    elif not (cfg.data.name.startswith("npz:") or cfg.data.name.startswith("synthetic")):
         _one_of("dataset", cfg.data.name, available_datasets())
     _one_of("optim.mode", cfg.optim.mode, MODES)
     _one_of("optim.sphere", cfg.optim.sphere, [s for s in SPHERES if s != "none"])
