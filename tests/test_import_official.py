@@ -51,7 +51,7 @@ def test_an_official_run_becomes_a_run_directory_that_diagnose_and_report_read(
     config = json.loads((run / "config.json").read_text())
     assert config["model"] | {"head_norm": 10.0} == {
         "name": "convnet_si", "width": 2, "depth": 3, "depth_style": "paper",
-        "head_bias": True, "head_seed": 228, "head_norm": 10.0,
+        "head_bias": True, "head_seed": 228, "head_norm": 10.0, "kwargs": {},
     }  # fmt: skip
     assert config["optim"]["elr"] == pytest.approx(1e-3, rel=1e-6)  # lr / rho0^2
     assert len(config["official"]["checkpoints"]) == 3
