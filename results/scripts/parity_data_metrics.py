@@ -42,6 +42,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from _official import cuda_noop, load_official  # noqa: E402  (tests/ holds the loader)
+
 DEFAULT_OUT = ROOT / "tests" / "fixtures" / "parity" / "data_metrics.json"
 
 # the data check: a stand-in CIFAR-10 of N_RAW images, the first K_FIRST of them, noise P_NOISE
@@ -224,8 +227,6 @@ def _loader(x: torch.Tensor, y: torch.Tensor, ids: Any = None) -> Any:
 
 def official_metrics(mods: dict[str, Any], inputs: dict[str, Any], dense: bool) -> dict[str, Any]:
     """get_info.py's metrics of both states, by the official functions."""
-    from _official import cuda_noop
-
     gif, ce = mods["get_info_funcs"], mods["train"].cross_entropy
     train = _loader(inputs["x_train"], inputs["y_train"])
     test = _loader(inputs["x_test"], inputs["y_test"])
@@ -300,9 +301,6 @@ def official_reference(official: str | Path, dense: bool = True) -> dict[str, An
     """Every reference number (the fixture's contents); `dense=False` leaves out the dense
     Fisher eigenvalues (the slow part, ~100 official Fisher-vector products)."""
     official = Path(official).resolve()
-    sys.path.insert(0, str(ROOT / "tests"))
-    from _official import load_official
-
     mods = load_official(official)
     inputs = make_inputs()
     return {
