@@ -293,6 +293,15 @@ def test_pack_key_ignores_only_elr_and_seed():
     assert pack_key(noisy) != pack_key(_cfg(**{"data.label_noise": 0.1, "train.seed": 1}))
 
 
+def test_pack_key_drops_the_seed_when_the_data_do_not_depend_on_it():
+    paper = {"data.label_noise": 0.1, "data.label_noise_style": "paper"}
+    assert pack_key(_cfg(**paper)) == pack_key(_cfg(**paper, **{"train.seed": 1}))
+    first = {"data.train_subset": 50, "data.subset": "first"}
+    assert pack_key(_cfg(**first)) == pack_key(_cfg(**first, **{"train.seed": 1}))
+    seeded = {"data.train_subset": 50}
+    assert pack_key(_cfg(**seeded)) != pack_key(_cfg(**seeded, **{"train.seed": 1}))
+
+
 def test_can_pack_refuses_other_kinds_and_mixed_configs():
     assert can_pack([_cfg(), _cfg(**{"optim.elr": 0.1, "train.seed": 2})])
     assert not can_pack([_cfg(), _cfg(**{"model.width": 4})])
