@@ -189,9 +189,7 @@ def _spherelab_convnet(state: dict[str, Tensor]) -> tuple[nn.Module, list[Tensor
 
 
 def _official_convnet(state: dict[str, Tensor]) -> tuple[nn.Module, list[Tensor]]:
-    from _official import load_official
-
-    model = S.official_model(load_official(OFFICIAL), state)
+    model = S.official_model(S.official_modules(OFFICIAL), state)
     names = S.si_names()
     return model, [p for n, p in model.named_parameters() if n in names]
 

@@ -114,6 +114,28 @@ def si_names() -> list[str]:
 # --------------------------------------------------------------------------- official side
 
 
+def _is_stub(module: Any) -> bool:
+    """A stand-in module of tests/_official.py (no spec, every attribute answered)."""
+    return isinstance(module, types.ModuleType) and (
+        module.__dict__.get("__spec__") is None and "__getattr__" in module.__dict__
+    )
+
+
+def official_modules(official: str | Path) -> dict[str, Any]:
+    """The official modules (load_official's, plus `data`); the stand-in modules they needed
+    are taken out of sys.modules again afterwards (the official modules keep their own
+    references), so that later code inspecting sys.modules (inspect, torch) never meets them."""
+    before = set(sys.modules)
+    try:
+        mods = dict(load_official(official))
+        mods["data"] = importlib.import_module("data")
+    finally:
+        for name in set(sys.modules) - before:
+            if _is_stub(sys.modules[name]):
+                del sys.modules[name]
+    return mods
+
+
 @contextlib.contextmanager
 def patched(owner: Any, name: str, value: Any) -> Iterator[None]:
     saved = getattr(owner, name)
@@ -189,7 +211,7 @@ class _FakeCifar:
 
 def official_data(mods: dict[str, Any]) -> dict[str, Any]:
     """Labels and corrupted indices from the official data.loaders (first k, label noise)."""
-    data = importlib.import_module("data")
+    data = mods["data"]
     stand_in = types.SimpleNamespace(datasets=types.SimpleNamespace(CIFAR10=_FakeCifar))
     with patched(data, "torchvision", stand_in), contextlib.redirect_stdout(sys.stderr):
         loaders, classes = data.loaders(
@@ -301,7 +323,7 @@ def official_reference(official: str | Path, dense: bool = True) -> dict[str, An
     """Every reference number (the fixture's contents); `dense=False` leaves out the dense
     Fisher eigenvalues (the slow part, ~100 official Fisher-vector products)."""
     official = Path(official).resolve()
-    mods = load_official(official)
+    mods = official_modules(official)
     inputs = make_inputs()
     return {
         "about": "made by results/scripts/parity_data_metrics.py from the paper's public code",
