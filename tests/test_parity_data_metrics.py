@@ -267,7 +267,22 @@ def test_record_metrics_and_traces_equal_the_official_get_info(kind, key, ref):
     assert _rel(ours["fisher_trace"], float(np.mean(theirs["fisher_trace"]))) <= SUMMED
 
 
-@pytest.mark.slow
+def test_fisher_lanczos_equals_the_official_eval_eigs_from_the_same_start(ref):
+    expected = ref["metrics"]["moved"].get("fisher_evals")
+    if expected is None:
+        pytest.skip("the fixture was made without gpytorch: no official eval_eigs values")
+    inputs = S.make_inputs()
+    model, si = _spherelab_convnet(inputs["states"]["moved"])
+    batches = [
+        (inputs["x_train"][i : i + S.BATCH], inputs["y_train"][i : i + S.BATCH])
+        for i in range(0, S.N_TRAIN, S.BATCH)
+    ]
+    gen = torch.Generator().manual_seed(S.LANCZOS_SEED)  # eval_eigs' start: torch.randn(N, 1)
+    steps = S.LANCZOS_STEPS
+    top = fisher_topk(model, get_loss("cross_entropy"), batches, si, steps, steps, gen)
+    assert max(_rel(a, b) for a, b in zip(top.eigenvalues, expected)) <= SUMMED
+
+
 def test_fisher_top_eigenvalues_equal_the_official_dense_fisher(ref):
     inputs = S.make_inputs()
     model, _ = _spherelab_convnet(inputs["states"]["moved"])

@@ -20,8 +20,13 @@ runs on a CPU in float64 (tests/_official.py stubs torchvision, tqdm and gpytorc
   mean batch-gradient norm as get_info.py computes them (calc_grads over the SI parameters),
   get_info.py's `calc_l2` to the first state, `eval_trace` of the Hessian and of the Fisher with
   probes from fixed torch seeds, and the top Fisher eigenvalues of the first conv's weight from
-  the dense matrix of the official Fisher-vector products (`eval_eigs` itself cannot run: it
-  needs gpytorch and torch.symeig, which current torch has removed).
+  the dense matrix of the official Fisher-vector products;
+- where gpytorch is importable (it is not a spherelab dependency; the fixture was made with
+  gpytorch 1.15.2 installed beside the project with `pip install --target DIR --no-deps gpytorch
+  linear_operator jaxtyping wadler_lindig mpmath` and DIR on PYTHONPATH): `eval_eigs` itself, 10
+  Lanczos steps of the Fisher from a fixed torch seed. It calls `torch.symeig`, which current
+  torch has removed; this script substitutes `torch.linalg.eigh` for that call (the same
+  eigen-decomposition of the symmetric tridiagonal matrix).
 
 The inputs (images, labels, states, probe seeds) are generated here without the official code
 (`make_inputs`), so the test can rebuild them and compare spherelab's numbers with the fixture.
@@ -56,6 +61,7 @@ WIDTH, N_TRAIN, N_TEST, BATCH, METRIC_NOISE = 2, 24, 12, 10, 0.3  # batches of 1
 PROBE_SEEDS = (11, 12)
 N_PROBES = 1
 TOP_K = 5
+LANCZOS_SEED, LANCZOS_STEPS = 21, 10  # torch.manual_seed before eval_eigs; its nsteps default
 CONV_SHAPES = ((2, 3, 3, 3), (4, 2, 3, 3), (8, 4, 3, 3), (16, 8, 3, 3))  # ConvNetSI width 2
 
 
@@ -297,6 +303,8 @@ def official_metrics(mods: dict[str, Any], inputs: dict[str, Any], dense: bool) 
                         )
                 if dense:
                     row["fisher_top_eigenvalues_conv0"] = dense_fisher_top(gif, model, train)
+                if has_gpytorch():
+                    row["fisher_evals"] = lanczos_fisher(gif, model, train, pnames)
                 out[key] = row
     finally:
         torch.set_default_dtype(previous)
@@ -317,6 +325,23 @@ def dense_fisher_top(gif: Any, model: torch.nn.Module, loader: Any) -> list[floa
     dense = torch.stack(columns, dim=1)
     dense = (dense + dense.T) / 2  # symmetric up to rounding
     return torch.linalg.eigvalsh(dense).flip(0)[:TOP_K].tolist()
+
+
+def has_gpytorch() -> bool:
+    module = sys.modules.get("gpytorch")
+    return module is not None and not _is_stub(module)
+
+
+def _symeig(matrix: torch.Tensor, eigenvectors: bool = False) -> Any:
+    return torch.linalg.eigh(matrix)  # stands in for the removed torch.symeig
+
+
+def lanczos_fisher(gif: Any, model: torch.nn.Module, loader: Any, pnames: list[str]) -> list[float]:
+    """The official eval_eigs (Fisher, BN train mode): all Ritz values, largest first."""
+    torch.manual_seed(LANCZOS_SEED)
+    with patched(torch, "symeig", _symeig):
+        evals, _ = gif.eval_eigs(model, loader, True, True, LANCZOS_STEPS, False, pnames)
+    return sorted(evals.tolist(), reverse=True)
 
 
 def official_reference(official: str | Path, dense: bool = True) -> dict[str, Any]:
