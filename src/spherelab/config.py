@@ -35,7 +35,7 @@ class DataConfig:
     train_subset: int | None = None  # use this many training samples (None = all)
     test_subset: int | None = None  # evaluate on this many test samples (None = all)
     subset: str = "random"  # random (seeded) | first (the first k samples, as the paper)
-    label_noise: float = 0.0  # fraction of training labels replaced by another class
+    label_noise: float = 0.0  # fraction of training labels made noisy (see label_noise_style)
     label_noise_style: str = "exact"  # exact (round(p n) labels, never the true class) | paper
     normalize: str = (
         "split"  # split (train-split statistics) | paper (fixed CIFAR constants) | none
