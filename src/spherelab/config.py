@@ -37,9 +37,7 @@ class DataConfig:
     subset: str = "random"  # random (seeded) | first (the first k samples, as the paper)
     label_noise: float = 0.0  # fraction of training labels made noisy (see label_noise_style)
     label_noise_style: str = "exact"  # exact (round(p n) labels, never the true class) | paper
-    normalize: str = (
-        "split"  # split (train-split statistics) | paper (fixed CIFAR constants) | none
-    )
+    normalize: str = "split"  # split (train-split stats) | paper (fixed CIFAR constants) | none
     augment: bool = False  # random crop + flip on the device (off in the paper)
     augment_pad: str = "reflect"  # reflect | zeros (a raw zero pixel, as the paper's crop pads)
     data_dir: str | None = None  # where to look for files first
