@@ -58,6 +58,11 @@ def test_report_of_a_run_directory_reports_it_as_a_sweep_of_one(tmp_path, capsys
         (["--set", "optim.elrr=1"], "valid keys"),
         (["--set", "optim.elr"], "section.key=value"),
         (["--dtype", "float64", "--set", "train.device=tpu"], "device"),
+        (["--set", "data.subset=last"], "random, first"),
+        (["--set", "data.label_noise_style=uniform"], "exact, paper"),
+        (["--set", "data.normalize=global"], "split, paper, none"),
+        (["--set", "data.augment_pad=wrap"], "reflect, zeros"),
+        (["--set", "data.normalize=paper"], "'paper'"),  # the data here are not RGB images
     ],
 )
 def test_bad_input_exits_2_with_one_line_naming_the_fix(tmp_path, capsys, args, needle):

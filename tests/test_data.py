@@ -295,3 +295,61 @@ def test_test_subset_is_fixed_across_seeds_and_checked():
     assert len(a.y_test) == 10 and torch.equal(a.x_test, b.x_test)
     with pytest.raises(DataError, match="test_subset=60"):
         load_dataset("synthetic:4:100:50:3", test_subset=60)
+
+
+def test_first_subset_takes_the_first_k_samples_whatever_the_seed():
+    full = load_dataset(SMALL, normalize=False)
+    firsts = [
+        load_dataset(SMALL, train_subset=10, subset="first", seed=s, normalize=False)
+        for s in (0, 7)
+    ]
+    for ds in firsts:
+        assert torch.equal(ds.x_train, full.x_train[:10])
+        assert torch.equal(ds.y_train, full.y_train[:10])
+    first_test = load_dataset(SMALL, test_subset=5, subset="first", normalize=False)
+    assert torch.equal(first_test.x_test, full.x_test[:5])
+
+
+def test_paper_label_noise_is_a_bernoulli_draw_from_seed_228_the_same_for_every_seed():
+    clean = load_dataset(SMALL)
+    a, b = (load_dataset(SMALL, label_noise=0.5, label_noise_style="paper", seed=s) for s in (1, 2))
+    assert torch.equal(a.y_train, b.y_train) and torch.equal(a.noisy, b.noisy)
+    rs = np.random.RandomState(228)  # the paper's draw: a mask, then a class per masked sample
+    mask = rs.rand(60) <= 0.5
+    expected = clean.y_train.numpy().copy()
+    expected[mask] = rs.choice(4, mask.sum())
+    assert a.noisy.numpy().tolist() == mask.tolist()
+    assert a.y_train.numpy().tolist() == expected.tolist()
+    kept = (a.y_train[a.noisy] == clean.y_train[a.noisy]).sum()
+    assert kept > 0  # a redrawn class may be the true one (about 1 in 4 here)
+
+
+def test_exact_label_noise_marks_exactly_the_changed_labels():
+    clean = load_dataset(SMALL)
+    noisy = load_dataset(SMALL, label_noise=0.25, seed=5)
+    assert torch.equal(noisy.noisy, clean.y_train != noisy.y_train)
+    assert load_dataset(SMALL).noisy is None
+
+
+def test_paper_normalization_is_refused_for_non_rgb_samples():
+    with pytest.raises(DataError, match="'paper'"):
+        load_dataset(SMALL, normalize="paper")
+    with pytest.raises(DataError, match="normalize"):
+        load_dataset(SMALL, normalize="global")
+
+
+def test_zero_padding_uses_the_per_channel_fill_and_the_zero_pixel_is_a_raw_zero():
+    x = torch.rand(8, 3, 4, 4, dtype=torch.float64)
+    fill = torch.tensor([-1.0, 2.0, 3.0], dtype=torch.float64).view(3, 1, 1)
+    out = augment_images(x, torch.Generator().manual_seed(0), padding=2, mode="zeros", fill=fill)
+    for image, augmented in zip(x, out, strict=True):
+        padded = fill.expand(3, 8, 8).clone()
+        padded[:, 2:6, 2:6] = image
+        crops = [padded[:, dy : dy + 4, dx : dx + 4] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(augmented, c) or torch.equal(augmented, c.flip(-1)) for c in crops)
+    ds = load_dataset("synthetic:3x4x4:20:5:3", dtype=torch.float64)
+    raw = load_dataset("synthetic:3x4x4:20:5:3", dtype=torch.float64, normalize=False)
+    mean = raw.x_train.mean(dim=(0, 2, 3), keepdim=True)
+    std = raw.x_train.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
+    assert ds.zero_pixel is not None
+    assert torch.allclose(ds.zero_pixel, (-mean / std)[0], rtol=0, atol=1e-14)

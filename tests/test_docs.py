@@ -280,7 +280,8 @@ def run_dir(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("docs") / "run"
     train_run(_tiny_config(), out)
-    diagnose_run(out, DiagnoseOptions(samples=128, probes=2, top_k=2, iters=4))
+    what = ("grad", "angles", "curvature", "fisher")
+    diagnose_run(out, DiagnoseOptions(what, samples=128, probes=2, top_k=2, iters=4))
     return out
 
 
@@ -291,6 +292,16 @@ def _rows(path: Path) -> list[dict]:
 def test_run_files_lists_exactly_the_metrics_keys(run_dir):
     documented = _documented("### metrics.jsonl")
     for row in _rows(run_dir / "metrics.jsonl"):
+        assert sorted(row) == sorted(documented)
+
+
+def test_run_files_lists_exactly_the_metrics_keys_of_a_noisy_run(tmp_path):
+    from spherelab import train_run
+
+    cfg = _tiny_config(**{"data.label_noise": 0.2, "train.epochs": 1, "train.records": 1})
+    train_run(cfg, tmp_path / "noisy")
+    documented = _documented("### metrics.jsonl") + _documented("### metrics.jsonl", table=1)
+    for row in _rows(tmp_path / "noisy" / "metrics.jsonl"):
         assert sorted(row) == sorted(documented)
 
 

@@ -316,3 +316,31 @@ def test_a_run_with_the_papers_options_records_the_papers_rates(tmp_path):
     torch.testing.assert_close(radii, radii[:1].expand_as(radii))  # all at the RMS filter norm
     n_filters = radii.numel()
     assert rows[-1]["lr"] == pytest.approx(rows[-1]["elr"] * n_filters * radii[0].item() ** 2)
+
+
+def test_noisy_runs_record_both_subsets_and_every_run_its_l2_distance_to_init(tmp_path):
+    from spherelab.train.build import build_run
+
+    cfg = _cfg(
+        **{
+            "data.label_noise": 0.3,
+            "data.label_noise_style": "paper",
+            "train.dtype": "float64",
+            "train.eval_batch_size": 64,  # 256 = 4 x 64: plain and weighted means agree
+        }
+    )
+    train_run(cfg, tmp_path / "run")
+    rows = read_records(tmp_path / "run" / "metrics.jsonl")
+    noisy = build_run(cfg).data.noisy
+    share = float(noisy.double().mean())
+    for row in rows:
+        mixed = share * row["train_loss_noisy"] + (1 - share) * row["train_loss_clean"]
+        assert 0 < mixed < 10 and 0 <= row["train_acc_noisy"] <= 1
+        assert row["eff_grad_norm_plain"] == pytest.approx(row["eff_grad_norm"], rel=1e-12)
+    assert rows[0]["l2_to_init"] == 0.0
+    init = torch.load(tmp_path / "run" / "checkpoints" / "init.pt")["init"]
+    last = sorted((tmp_path / "run" / "checkpoints").glob("step_*.pt"))[-1]
+    model = torch.load(last)["model"]
+    names = build_run(cfg).si_names  # only the SI weights move (the head is frozen)
+    moved = sum(float((model[n] - w).square().sum()) for n, w in zip(names, init))
+    assert rows[-1]["l2_to_init"] == pytest.approx(moved**0.5, rel=1e-12)

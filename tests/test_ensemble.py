@@ -204,7 +204,8 @@ def test_members_follow_their_single_runs_under_a_cosine_schedule(tmp_path):
 
 
 def test_member_files_have_the_single_run_keys_and_record_steps(tmp_path):
-    cfgs = [_cfg(**{"optim.elr": e, "train.seed": s}) for s, e in enumerate(ELRS[:2])]
+    noise = {"data.label_noise": 0.25, "data.label_noise_style": "paper"}  # seed-free: packable
+    cfgs = [_cfg(**{"optim.elr": e, "train.seed": s}, **noise) for s, e in enumerate(ELRS[:2])]
     summaries = train_ensemble(cfgs, [tmp_path / "e0", tmp_path / "e1"])
     single = train_run(cfgs[1], tmp_path / "s1")
     mine, ref = (
@@ -214,7 +215,9 @@ def test_member_files_have_the_single_run_keys_and_record_steps(tmp_path):
     assert [r["step"] for r in mine] == [r["step"] for r in ref]
     assert [set(r) for r in mine] == [set(r) for r in ref]
     assert set(summaries[1]) == set(single)
-    for key in ("train_loss", "test_acc", "eff_grad_norm", "angle", "si_norm", "grad_snr"):
+    keys = ("train_loss", "test_acc", "eff_grad_norm", "angle", "si_norm", "grad_snr")
+    new = ("eff_grad_norm_plain", "l2_to_init", "train_loss_noisy", "train_acc_clean")
+    for key in keys + new:
         assert summaries[1][key] == pytest.approx(single[key], rel=1e-9, abs=1e-12), key
     saved = json.loads((tmp_path / "e1" / "config.json").read_text())
     assert saved["optim"]["elr"] == ELRS[1] and "environment" in saved
@@ -312,6 +315,15 @@ def test_pack_key_ignores_only_elr_and_seed():
     assert pack_key(base) != pack_key(_cfg(**{"data.batch_size": 8}))
     noisy = _cfg(**{"data.label_noise": 0.1})
     assert pack_key(noisy) != pack_key(_cfg(**{"data.label_noise": 0.1, "train.seed": 1}))
+
+
+def test_pack_key_drops_the_seed_when_the_data_do_not_depend_on_it():
+    paper = {"data.label_noise": 0.1, "data.label_noise_style": "paper"}
+    assert pack_key(_cfg(**paper)) == pack_key(_cfg(**paper, **{"train.seed": 1}))
+    first = {"data.train_subset": 50, "data.subset": "first"}
+    assert pack_key(_cfg(**first)) == pack_key(_cfg(**first, **{"train.seed": 1}))
+    seeded = {"data.train_subset": 50}
+    assert pack_key(_cfg(**seeded)) != pack_key(_cfg(**seeded, **{"train.seed": 1}))
 
 
 def test_can_pack_refuses_other_kinds_and_mixed_configs():

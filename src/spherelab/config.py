@@ -41,8 +41,12 @@ class DataConfig:
     batch_size: int = 128  # samples per step; 0 = full-batch gradient descent
     train_subset: int | None = None  # use this many training samples (None = all)
     test_subset: int | None = None  # evaluate on this many test samples (None = all)
-    label_noise: float = 0.0  # fraction of training labels replaced by another class
+    subset: str = "random"  # random (seeded) | first (the first k samples, as the paper)
+    label_noise: float = 0.0  # fraction of training labels made noisy (see label_noise_style)
+    label_noise_style: str = "exact"  # exact (round(p n) labels, never the true class) | paper
+    normalize: str = "split"  # split (train-split stats) | paper (fixed CIFAR constants) | none
     augment: bool = False  # random crop + flip on the device (off in the paper)
+    augment_pad: str = "reflect"  # reflect | zeros (a raw zero pixel, as the paper's crop pads)
     data_dir: str | None = None  # where to look for files first
     download: bool = False  # fetch missing files (checksummed) when online
 
@@ -83,7 +87,7 @@ class TrainConfig:
     eval_batch_size: int = 128  # fixed unshuffled batches for train/test metrics
     channels_last: bool = False  # memory format for conv models
     compile: bool = False  # torch.compile the model
-    diagnose: str = ""  # online diagnostics at records: comma list of grad,angles,curvature
+    diagnose: str = ""  # online diagnostics at records: comma list of grad,angles,curvature,fisher
     diagnose_every: int = 1  # ... at every N-th (log-spaced) record
     # the same numbers inline, in any sweep and on any executor (same machine and versions):
     # one CPU thread, deterministic kernels, never packed (see README, Determinism)

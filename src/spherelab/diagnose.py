@@ -20,6 +20,7 @@ import torch
 from spherelab.config import Config, load_json
 from spherelab.io import append_jsonl, read_csv, write_jsonl
 from spherelab.metrics.curvature import hutchinson_trace, lanczos_topk, riemannian_topk
+from spherelab.metrics.fisher import fisher_topk, fisher_trace
 from spherelab.metrics.geometry import (
     AngularUpdateTracker,
     angle,
@@ -37,15 +38,16 @@ from spherelab.train.losses import get_loss
 from spherelab.train.step import eager_step
 
 log = logging.getLogger("spherelab")
-WHAT = ("grad", "angles", "curvature")
+WHAT = ("grad", "angles", "curvature", "fisher")
+DEFAULT_WHAT = ("grad", "angles", "curvature")
 
 
 @dataclass(frozen=True)
 class DiagnoseOptions:
-    what: tuple[str, ...] = WHAT
+    what: tuple[str, ...] = DEFAULT_WHAT
     samples: int = 1024  # training samples (fixed, first ones) used for the landscape
     batch_size: int = 128  # fixed batches of this size (BN in train mode)
-    probes: int = 8  # Hutchinson probes
+    probes: int = 8  # Hutchinson probes (Gaussian probes for the Fisher trace)
     top_k: int = 5  # Lanczos eigenvalues
     iters: int = 20  # Lanczos iterations
     seed: int = 0  # probes and Lanczos start vector
@@ -79,6 +81,8 @@ def diagnose_point(
         out |= _angles(run, prev)
     if "curvature" in opts.what:
         out |= _curvature(model, loss_fn, batches, si, opts)
+    if "fisher" in opts.what:
+        out |= _fisher(model, loss_fn, batches, si, opts)
     return out
 
 
@@ -156,6 +160,21 @@ def _curvature(
         "top_eigenvalues": top.eigenvalues,
         "effective_top_eigenvalues": top.effective_eigenvalues,
         "sharpness_eff": riem.effective_eigenvalues[0],
+    }
+
+
+def _fisher(
+    model: Any, loss_fn: Any, batches: list, si: list, opts: DiagnoseOptions
+) -> dict[str, Any]:
+    """The paper's Fisher metrics (metrics.fisher): tr(F) / #params and top eigenvalues."""
+    gen = torch.Generator(device=si[0].device).manual_seed(opts.seed)
+    trace = fisher_trace(model, loss_fn, batches, si, n_probes=opts.probes, generator=gen)
+    top = fisher_topk(model, loss_fn, batches, si, k=opts.top_k, iters=opts.iters, generator=gen)
+    return {
+        "fisher_trace_per_param": trace["trace_per_param"],
+        "fisher_effective_trace_per_param": trace["effective_trace_per_param"],
+        "fisher_top_eigenvalues": top.eigenvalues,
+        "fisher_effective_top_eigenvalues": top.effective_eigenvalues,
     }
 
 

@@ -27,7 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", help="a run directory, or a sweep directory")
     p.add_argument(
-        "--what", default="grad,angles,curvature", help="comma list of grad,angles,curvature"
+        "--what",
+        default="grad,angles,curvature",
+        help="comma list of grad,angles,curvature,fisher (fisher: the paper's Fisher trace and "
+        "top eigenvalues)",
     )
     p.add_argument(
         "--epochs",
@@ -35,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma list of epochs (nearest checkpoints), or 'last'; default all",
     )
     p.add_argument("--samples", type=int, default=1024, help="training samples for the landscape")
-    p.add_argument("--probes", type=int, default=8, help="Hutchinson probes")
-    p.add_argument("--top-k", type=int, default=5, help="Lanczos eigenvalues")
+    p.add_argument("--probes", type=int, default=8, help="Hutchinson (and Fisher) probes")
+    p.add_argument("--top-k", type=int, default=5, help="Lanczos eigenvalues (Hessian, Fisher)")
     p.add_argument("--iters", type=int, default=20, help="Lanczos iterations")
     p.set_defaults(handler=handle)
 

@@ -12,11 +12,16 @@ Files are looked for in data_dir, $SPHERELAB_DATA, ~/.cache/spherelab, /usr/shar
 root and its per-dataset subfolder: fashion-mnist, cifar10, cifar100, mnist1d). Downloads and the
 MNIST-1D cache go to the first root's subfolder. Only downloads are md5-checked.
 
-Order of the transforms: uint8 pixels / 255 -> train_subset (first k of a permutation seeded by
-`seed`, original order kept) -> label_noise (exactly round(p * n) training labels, chosen with
-the same seeded generator, each moved to a different uniformly random class; test labels
-untouched) -> normalize (per-channel mean/std of the training split, applied to both splits;
-vectors (N, D) use one global mean/std).
+Order of the transforms: uint8 pixels / 255 -> train_subset (`subset="random"`: first k of a
+permutation seeded by `seed`, original order kept; `"first"`: the first k samples, as the paper)
+-> label_noise (`label_noise_style="exact"`: exactly round(p * n) training labels, chosen with
+the same seeded generator, each moved to a different uniformly random class; `"paper"`: the
+paper's Bernoulli(p) draw and uniform class from RandomState(228), the same for every seed; test
+labels untouched) -> normalize (`"split"`: per-channel mean/std of the training split, applied
+to both splits, vectors (N, D) use one global mean/std; `"paper"`: the paper's fixed CIFAR
+constants; `"none"`). Augmentation runs later, per batch, on the normalized images; the
+Dataset's `zero_pixel` is where a raw zero pixel lands, so padding with it equals the paper's
+zero padding of the raw image (normalization is per channel, so it commutes with crop and flip).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from torch import Tensor
 
 from spherelab.data import cifar, fashion_mnist, mnist1d_cache, npz, synthetic, user
 from spherelab.data.base import DataError, RawSplits
-from spherelab.data.transforms import noisy_labels, normalize_, subset_indices
+from spherelab.data.transforms import NORMALIZATIONS, noisy_labels, normalize_, subset_indices
 from spherelab.runtime import is_import_spec
 
 _NAMED = ("mnist1d", "fashion_mnist", "cifar10", "cifar100")
@@ -46,6 +51,8 @@ class Dataset:
     x_test: Tensor
     y_test: Tensor
     num_classes: int
+    noisy: Tensor | None = None  # bool mask of the training samples drawn for label noise
+    zero_pixel: Tensor | None = None  # a zero input after normalization (per channel)
 
     def __post_init__(self) -> None:
         if self.x_train.shape[0] != self.y_train.shape[0] or (
@@ -118,33 +125,42 @@ def load_dataset(
     seed: int = 0,
     data_dir: str | Path | None = None,
     download: bool = False,
-    normalize: bool = True,
+    normalize: bool | str = True,
+    subset: str = "random",
+    label_noise_style: str = "exact",
 ) -> Dataset:
-    """Load `name` (see the module docstring) onto `device`; raise DataError with the fix."""
+    """Load `name` (see the module docstring) onto `device`; raise DataError with the fix.
+    `normalize`: one of NORMALIZATIONS, True for "split", False for "none"."""
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise DataError(f"dtype={dtype!r} is invalid; pass a floating dtype such as torch.float32")
+    how = "split" if normalize is True else "none" if normalize is False else normalize
+    if how not in NORMALIZATIONS:
+        raise DataError(f"normalize={normalize!r} is unknown; pass one of {NORMALIZATIONS}")
     device = torch.device(device)
     canonical, raw = _load_raw(name, data_dir, download)
     generator = torch.Generator().manual_seed(seed)
     x_train, y_train = raw.x_train, torch.from_numpy(raw.y_train.astype(np.int64))
     if train_subset is not None:
-        keep = subset_indices(x_train.shape[0], train_subset, generator)
+        keep = subset_indices(x_train.shape[0], train_subset, generator, how=subset)
         x_train, y_train = x_train[keep.numpy()], y_train[keep]
-    y_train = noisy_labels(y_train, label_noise, raw.num_classes, generator)
+    y_train, noisy = noisy_labels(
+        y_train, label_noise, raw.num_classes, generator, label_noise_style
+    )
     x_test, y_test = raw.x_test, torch.from_numpy(raw.y_test.astype(np.int64))
     if test_subset is not None:  # a fixed (seed-independent) evaluation subset, for speed
         keep = subset_indices(
-            x_test.shape[0], test_subset, torch.Generator().manual_seed(0), "test_subset"
+            x_test.shape[0], test_subset, torch.Generator().manual_seed(0), "test_subset", subset
         )
         x_test, y_test = x_test[keep.numpy()], y_test[keep]
     xs = [_to_device(x, device, dtype) for x in (x_train, x_test)]
-    if normalize:
-        xs = list(normalize_(*xs))
+    x_train_t, x_test_t, zero = normalize_(xs[0], xs[1], how)
     return Dataset(
         name=canonical,
-        x_train=xs[0],
+        x_train=x_train_t,
         y_train=y_train.to(device),
-        x_test=xs[1],
+        x_test=x_test_t,
         y_test=y_test.to(device),
         num_classes=raw.num_classes,
+        noisy=noisy.to(device) if bool(noisy.any()) else None,
+        zero_pixel=zero,
     )

@@ -22,13 +22,20 @@ PACKABLE_FAMILIES = ("convnet_si", "resnet18_si", "mlp_si")
 
 def pack_key(cfg: Config) -> tuple:
     """Runs with equal keys can share one ensemble module: everything but optim.elr and
-    train.seed (the seed stays in the key when it also draws the data: train_subset or
-    label_noise)."""
+    train.seed (the seed stays in the key when it also draws the data: a random train_subset
+    or label_noise in the exact style)."""
     data = cfg.to_dict()
     del data["optim"]["elr"]
-    if cfg.data.train_subset is None and cfg.data.label_noise == 0:
+    if not _seed_draws_data(cfg):
         del data["train"]["seed"]
     return ("packable" if _packable_kind(cfg) else "single", json.dumps(data, sort_keys=True))
+
+
+def _seed_draws_data(cfg: Config) -> bool:
+    d = cfg.data
+    random_subset = d.train_subset is not None and d.subset == "random"
+    seeded_noise = d.label_noise != 0 and d.label_noise_style == "exact"
+    return random_subset or seeded_noise
 
 
 def _packable_kind(cfg: Config) -> bool:

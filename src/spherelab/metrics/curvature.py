@@ -22,7 +22,7 @@ d^2/dt^2 L(c(t)) at t = 0 = rho^2 u^T H u − <g, w> = rho^2 <u, Hess_R u>. For 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -181,6 +181,48 @@ def hutchinson_trace(
     }
 
 
+Product = Callable[[list[Tensor]], list[Tensor]]  # a symmetric operator on tensors like params
+
+
+def top_eigenvalues(
+    product: Product,
+    params: Sequence[Tensor],
+    k: int,
+    iters: int,
+    generator: torch.Generator | None,
+) -> Spectrum:
+    """Top-``k`` eigenvalues of the symmetric operator ``product`` (vectors shaped like
+    ``params``) by Lanczos with ``iters`` products; also times rho^2 (rho = ||params||)."""
+    params = check_params(params)
+    dim = sum(p.numel() for p in params)
+    if not isinstance(k, int) or not 1 <= k <= min(iters, dim):
+        raise ValueError(f"k={k!r} must be an integer in [1, min(iters={iters}, #params={dim})]")
+
+    def matvec(flat: Tensor) -> Tensor:
+        return flatten(product(unflatten(flat, params)))
+
+    gen = make_generator(generator, params[0].device)
+    ritz = lanczos(matvec, dim, iters, gen, params[0].dtype, params[0].device)
+    top = ritz.flip(0)[:k]
+    rho = float(joint_norm(params))
+    return Spectrum(top.tolist(), (top * rho**2).tolist(), rho, min(iters, dim))
+
+
+def mean_rayleigh_quotient(product: Product, probes: Sequence[Sequence[Tensor]]) -> float:
+    """Mean over ``probes`` of v^T M v / v^T v for the operator M = ``product``.
+
+    For isotropic Gaussian probes this estimates tr(M) / #params: the paper's "trace divided by
+    the number of parameters" (its probes are standard normal vectors scaled to unit norm).
+    """
+    if not probes:
+        raise ValueError("probes is empty: pass at least one probe vector")
+    total = 0.0
+    for vec in probes:
+        vec = [v.detach() for v in vec]
+        total += float(dot(vec, product(vec)) / dot(vec, vec))
+    return total / len(probes)
+
+
 def _topk(
     model: nn.Module,
     loss_fn: LossFn,
@@ -192,19 +234,12 @@ def _topk(
     riemannian: bool,
 ) -> Spectrum:
     params = check_params(params)
-    dim = sum(p.numel() for p in params)
-    if not isinstance(k, int) or not 1 <= k <= min(iters, dim):
-        raise ValueError(f"k={k!r} must be an integer in [1, min(iters={iters}, #params={dim})]")
     product = riemannian_hvp if riemannian else hvp
 
-    def matvec(flat: Tensor) -> Tensor:
-        return flatten(product(model, loss_fn, batches, params, unflatten(flat, params)))
+    def apply(vec: list[Tensor]) -> list[Tensor]:
+        return product(model, loss_fn, batches, params, vec)
 
-    gen = make_generator(generator, params[0].device)
-    ritz = lanczos(matvec, dim, iters, gen, params[0].dtype, params[0].device)
-    top = ritz.flip(0)[:k]
-    rho = float(joint_norm(params))
-    return Spectrum(top.tolist(), (top * rho**2).tolist(), rho, min(iters, dim))
+    return top_eigenvalues(apply, params, k, iters, generator)
 
 
 def lanczos_topk(

@@ -10,6 +10,9 @@ batch's mean loss w.r.t. the SI parameters, BatchNorm in train mode):
 - ``eff_grad_norm``: radius · grad_norm, the paper's "mean effective gradient norm"
   (docs/science.md#measurement-conventions): the gradient norm the same batches would have at
   the unit-norm point, since grad L(a w) = grad L(w) / a for an SI loss.
+- ``grad_norm_plain``, ``eff_grad_norm_plain``: the same with the plain mean over batches,
+  (1 / B) sum_b ||g_b||, exactly as the paper's analysis code averages (it differs from
+  ``grad_norm`` only when the last batch is smaller).
 - ``full_grad_norm``: ||g_mean|| with g_mean = sum_b p_b g_b, the gradient of the loss over all N
   samples (each batch normalized with its own statistics); ``eff_full_grad_norm`` = radius times it.
 - ``grad_variance``: sum_b p_b ||g_b − g_mean||^2, the trace of the covariance of the batch
@@ -56,6 +59,8 @@ class GradStats:
     eff_full_grad_norm: float
     grad_variance: float
     snr: float
+    grad_norm_plain: float
+    eff_grad_norm_plain: float
     radius: float
     n_batches: int
     n_samples: int
@@ -89,14 +94,18 @@ def gradient_stats(
     batches = check_batches(batches)
     weights, n_samples = batch_weights(batches)
     rho = joint_norm(params) if radius is None else torch.tensor(positive(radius, "radius"))
-    # running sums of (loss, number correct, gradient norm), weighted by n_b / N where it applies
-    totals = torch.zeros(3, dtype=torch.float64, device=params[0].device)
+    # running sums of (loss, number correct, gradient norm, plain gradient norm), weighted by
+    # n_b / N (1 / B for the plain mean) where it applies
+    totals = torch.zeros(4, dtype=torch.float64, device=params[0].device)
     welford = Welford(params)  # the pack of one
     with preserved_state(model, train=True), torch.enable_grad():
         for (x, y), w in zip(batches, weights):
             loss, logits = loss_fn(model, x, y)
             grads = torch.autograd.grad(loss, params)
-            batch = torch.stack([w * loss.detach(), _n_correct(logits, y), w * joint_norm(grads)])
+            norm = joint_norm(grads)
+            batch = torch.stack(
+                [w * loss.detach(), _n_correct(logits, y), w * norm, norm / len(batches)]
+            )
             totals += batch.double()
             welford.add(grads, w)
     finals = torch.stack([joint_norm(welford.mean), welford.variance()[0], rho.to(totals)])
@@ -104,7 +113,7 @@ def gradient_stats(
 
 
 def _assemble(values: list[float], n_batches: int, n_samples: int) -> GradStats:
-    loss, n_correct, grad_norm, full_norm, variance, rho = values
+    loss, n_correct, grad_norm, plain_norm, full_norm, variance, rho = values
     return GradStats(
         loss=loss,
         accuracy=n_correct / n_samples,
@@ -114,6 +123,8 @@ def _assemble(values: list[float], n_batches: int, n_samples: int) -> GradStats:
         eff_full_grad_norm=full_norm * rho,
         grad_variance=variance,
         snr=full_norm**2 / variance if variance > 0 else math.inf,
+        grad_norm_plain=plain_norm,
+        eff_grad_norm_plain=plain_norm * rho,
         radius=rho,
         n_batches=n_batches,
         n_samples=n_samples,

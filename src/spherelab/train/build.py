@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from spherelab.config import Config
-from spherelab.data import BatchSampler, Dataset, fixed_batches, load_dataset
+from spherelab.data import BatchSampler, Dataset, fixed_batches, image_augment, load_dataset
 from spherelab.ensemble.pack import can_pack, pack_key
 from spherelab.models import build_from_config
 from spherelab.runtime import resolve_device, resolve_dtype
@@ -111,6 +111,9 @@ def load_run_data(cfg: Config) -> tuple[torch.device, torch.dtype, Dataset]:
         seed=cfg.train.seed,
         data_dir=cfg.data.data_dir,
         download=cfg.data.download,
+        normalize=cfg.data.normalize,
+        subset=cfg.data.subset,
+        label_noise_style=cfg.data.label_noise_style,
     )
     return device, dtype, data
 
@@ -231,11 +234,12 @@ def build_pack(
     si_names = [names[id(p)] for p in si]
     opt = make_optimizer(cfg.optim, first, si)
     share: Solo | Packed
+    augment = image_augment(cfg.data.augment_pad, data.zero_pixel)
     if packed:
-        share = Packed(cfgs, models, opt, si_names, layout)
+        share = Packed(cfgs, models, opt, si_names, layout, augment)
         si = share.si
     else:
-        share = Solo(cfg, first, opt)
+        share = Solo(cfg, first, opt, augment)
     recorder = Recorder(
         share.model,
         share,
@@ -244,6 +248,7 @@ def build_pack(
         eval_batches(data.x_test, data.y_test, cfg, share),
         si_names,
         list(si),
+        subsets=label_noise_subsets(data, cfg, share),
     )
     return Pack(
         members, share, data, device, recorder, total_steps(cfg, members[0].sampler.steps_per_epoch)
@@ -256,6 +261,20 @@ def eval_batches(
     """Fixed, unshuffled evaluation batches."""
     x = share.train_inputs(x)
     return [(x[s], y[s]) for s in fixed_batches(len(y), cfg.train.eval_batch_size)]
+
+
+def label_noise_subsets(
+    data: Dataset, cfg: Config, share: Solo | Packed
+) -> dict[str, list[tuple[Tensor, Tensor]]]:
+    """With label noise: fixed batches of the samples drawn for noise (`noisy`) and of the
+    others (`clean`), each on its own, as the paper evaluates them; else nothing."""
+    if data.noisy is None:
+        return {}
+    parts = {"noisy": data.noisy, "clean": ~data.noisy}
+    return {
+        name: eval_batches(data.x_train[m], data.y_train[m], cfg, share) if bool(m.any()) else []
+        for name, m in parts.items()
+    }
 
 
 def build_run(cfg: Config) -> Run:

@@ -60,6 +60,7 @@ class TrainPass:
     loss: Tensor  # mean loss over the training set
     correct: Tensor  # number of correct predictions
     grad_norm: Tensor  # mean over batches (weighted by size) of the batch-gradient norm
+    grad_norm_plain: Tensor  # plain mean over batches of the batch-gradient norm (the paper's)
     full_grad_norm: Tensor  # norm of the full-batch gradient (the weighted mean gradient)
     grad_variance: Tensor  # weighted variance of the batch gradients around it
     n: int  # training samples
@@ -67,7 +68,7 @@ class TrainPass:
 
 @dataclass(frozen=True)
 class TestPass:
-    """Per-member sums of one pass over the fixed test batches ([K] float64 tensors)."""
+    """Per-member sums of one pass without gradients over fixed batches ([K] float64 tensors)."""
 
     loss_sum: Tensor
     correct: Tensor
@@ -87,9 +88,14 @@ class Recorder:
     si_params: list[Tensor]
     init: list[Tensor] = field(default_factory=list)
     prev: list[Tensor] = field(default_factory=list)
+    # training subsets measured apart, by name (e.g. the noisy and the clean labels)
+    subsets: dict[str, Batches] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.members = self.share.members
+        # every parameter (SI or not, trainable or not) where the model starts: built before a
+        # resume loads its checkpoint, so this is always the run's start
+        self.init_all = [p.detach().clone() for p in self.model.parameters()]
         if not self.init:
             self.init = [p.detach().clone() for p in self.si_params]
         if not self.prev:
@@ -101,18 +107,26 @@ class Recorder:
         k = self.members
         train, test = self.train_pass(), self.test_pass()
         rho = member_norms(self.si_params, k).double()  # on the global sphere: the radius
-        return {
+        params = [p.detach() for p in self.model.parameters()]
+        metrics = {
             "train_loss": train.loss,
             "train_acc": train.correct / train.n,
             "test_loss": test.loss_sum / test.n,
             "test_acc": test.correct / test.n,
             "eff_grad_norm": train.grad_norm * rho,
+            "eff_grad_norm_plain": train.grad_norm_plain * rho,
             "eff_full_grad_norm": train.full_grad_norm * rho,
             "grad_snr": _snr(train.full_grad_norm, train.grad_variance),
             "si_norm": rho,
             "angle": member_angles(self.si_params, self.prev, k),
             "angle_to_init": member_angles(self.si_params, self.init, k),
+            "l2_to_init": member_norms(torch._foreach_sub(params, self.init_all), k).double(),
         }
+        for name, batches in self.subsets.items():
+            part = self.eval_pass(batches, train=True)
+            metrics[f"train_loss_{name}"] = part.loss_sum / part.n
+            metrics[f"train_acc_{name}"] = part.correct / part.n
+        return metrics
 
     def record(
         self,
@@ -152,7 +166,7 @@ class Recorder:
         mode (running statistics restored); a weighted Welford pass over the batch gradients."""
         k = self.members
         n = sum(len(y) for _, y in self.train_batches)
-        sums = torch.zeros(3, k, dtype=torch.float64, device=self.si_params[0].device)
+        sums = torch.zeros(4, k, dtype=torch.float64, device=self.si_params[0].device)
         welford = Welford(self.si_params, k)
         with preserved_state(self.model, train=True), torch.enable_grad():
             for x, y in self.train_batches:
@@ -160,29 +174,34 @@ class Recorder:
                 logits = self.share.logits(self.model(self.share.eval_inputs(x)))
                 losses = member_losses(logits, y, self.loss)
                 grads = torch.autograd.grad(losses.sum(), self.si_params)
+                norms = member_norms(grads, k)
                 sums += torch.stack(
                     [
                         w * losses.detach(),
                         member_correct(logits, y).to(losses),
-                        w * member_norms(grads, k),
+                        w * norms,
+                        norms / len(self.train_batches),
                     ]
                 ).double()
                 welford.add(grads, w)
         full = member_norms(welford.mean, k).double()
-        return TrainPass(sums[0], sums[1], sums[2], full, welford.variance(), n)
+        return TrainPass(sums[0], sums[1], sums[2], sums[3], full, welford.variance(), n)
 
-    @torch.no_grad()
     def test_pass(self) -> TestPass:
         """Summed loss and number correct over the fixed test batches, BN in eval mode."""
+        return self.eval_pass(self.test_batches, train=False)
+
+    @torch.no_grad()
+    def eval_pass(self, batches: Batches, train: bool) -> TestPass:
+        """Summed loss and number correct over `batches` without gradients, BN in train mode
+        (batch statistics) or eval mode (running statistics); buffers and modes restored."""
         sums = torch.zeros(2, self.members, dtype=torch.float64, device=self.si_params[0].device)
-        was_training = self.model.training
-        self.model.eval()  # eval mode reads the running statistics and never writes them
-        for x, y in self.test_batches:
-            logits = self.share.logits(self.model(self.share.eval_inputs(x)))
-            losses = member_losses(logits, y, self.loss) * len(y)
-            sums += torch.stack([losses, member_correct(logits, y).to(logits)]).double()
-        self.model.train(was_training)
-        return TestPass(sums[0], sums[1], sum(len(y) for _, y in self.test_batches))
+        with preserved_state(self.model, train=train):
+            for x, y in batches:
+                logits = self.share.logits(self.model(self.share.eval_inputs(x)))
+                losses = member_losses(logits, y, self.loss) * len(y)
+                sums += torch.stack([losses, member_correct(logits, y).to(logits)]).double()
+        return TestPass(sums[0], sums[1], sum(len(y) for _, y in batches))
 
 
 def metric_row(

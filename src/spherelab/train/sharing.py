@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from spherelab.config import Config
-from spherelab.data import augment_images
+from spherelab.data import Augment, augment_images
 from spherelab.ensemble.members import member_inputs, shared_inputs
 from spherelab.ensemble.modules import batched_names, ensemble_skeleton, pack_info
 from spherelab.ensemble.pack import join_members, member_slice, pack_states, unpack_state
@@ -33,8 +33,15 @@ class Solo:
 
     members = 1
 
-    def __init__(self, cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        augment: Augment = augment_images,
+    ) -> None:
         self.cfg, self.model, self.optimizer = cfg, model, optimizer
+        self.augment = augment  # (batch, generator) -> augmented batch (data.image_augment)
         self.channels_last = cfg.train.channels_last
         self.lr, self.elr = set_rate(optimizer, cfg.optim, 1.0)
 
@@ -48,7 +55,7 @@ class Solo:
         self, x: Tensor, y: Tensor, idx: Sequence[Tensor], aug: Sequence[torch.Generator] | None
     ) -> tuple[Tensor, Tensor]:
         xb = x[idx[0]]
-        return (augment_images(xb, aug[0]) if aug else xb), y[idx[0]]
+        return (self.augment(xb, aug[0]) if aug else xb), y[idx[0]]
 
     def eval_inputs(self, x: Tensor) -> Tensor:
         return self.train_inputs(x)
@@ -98,8 +105,10 @@ class Packed:
         scratch_opt: torch.optim.Optimizer,
         si_names: Sequence[str],
         layout: str | None,
+        augment: Augment = augment_images,
     ) -> None:
         first = models[0]
+        self.augment = augment
         self.cfgs, self.members = list(cfgs), len(models)
         self.scratch, self.scratch_opt = first, scratch_opt
         p0 = next(first.parameters())
@@ -139,7 +148,7 @@ class Packed:
         index = torch.stack(list(idx))  # [K, B]
         xb = x.index_select(0, index.view(-1)).view(*index.shape, *x.shape[1:])
         if aug:
-            xb = torch.stack([augment_images(xb[k], g) for k, g in enumerate(aug)])
+            xb = torch.stack([self.augment(xb[k], g) for k, g in enumerate(aug)])
         return member_inputs(xb, self.layout), y.index_select(0, index.view(-1)).view(index.shape)
 
     def eval_inputs(self, x: Tensor) -> Tensor:

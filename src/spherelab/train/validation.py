@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from spherelab.config import Config
-from spherelab.data import available_datasets
+from spherelab.data import NOISE_STYLES, NORMALIZATIONS, PAD_MODES, SUBSETS, available_datasets
 from spherelab.models import available_models
 from spherelab.runtime import DTYPES, import_object, is_import_spec
 from spherelab.sphere.optim import MOMENTUM_STYLES, SPHERES
@@ -29,6 +29,10 @@ def validate_config(cfg: Config) -> Config:
         import_object(cfg.data.name, "dataset")
     elif not (cfg.data.name.startswith("npz:") or cfg.data.name.startswith("synthetic")):
         _one_of("dataset", cfg.data.name, available_datasets())
+    _one_of("data.subset", cfg.data.subset, SUBSETS)
+    _one_of("data.label_noise_style", cfg.data.label_noise_style, NOISE_STYLES)
+    _one_of("data.normalize", cfg.data.normalize, NORMALIZATIONS)
+    _one_of("data.augment_pad", cfg.data.augment_pad, PAD_MODES)
     _one_of("optim.mode", cfg.optim.mode, MODES)
     _one_of("optim.sphere", cfg.optim.sphere, [s for s in SPHERES if s != "none"])
     _one_of("optim.schedule", cfg.optim.schedule, SCHEDULES)
