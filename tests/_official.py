@@ -42,12 +42,21 @@ def _stub_attribute(attr: str) -> Any:
     return _Anything
 
 
+STUB_MARK = "_spherelab_stand_in"
+
+
+def is_stub(module: object) -> bool:
+    """True for a stand-in module made here (not a real installed package)."""
+    return isinstance(module, types.ModuleType) and STUB_MARK in module.__dict__
+
+
 def _stub(name: str, **attrs: Any) -> types.ModuleType:
     module = types.ModuleType(name)
     module.__spec__ = importlib.machinery.ModuleSpec(
         name, None
     )  # importlib.util.find_spec reads it
     module.__getattr__ = _stub_attribute  # type: ignore[method-assign]
+    module.__dict__[STUB_MARK] = True
     for key, value in attrs.items():
         setattr(module, key, value)
     return module

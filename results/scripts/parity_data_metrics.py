@@ -48,7 +48,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from _official import cuda_noop, load_official  # noqa: E402  (tests/ holds the loader)
+from _official import cuda_noop, is_stub, load_official  # noqa: E402  (tests/ holds the loader)
 
 DEFAULT_OUT = ROOT / "tests" / "fixtures" / "parity" / "data_metrics.json"
 
@@ -120,13 +120,6 @@ def si_names() -> list[str]:
 # --------------------------------------------------------------------------- official side
 
 
-def _is_stub(module: Any) -> bool:
-    """A stand-in module of tests/_official.py (no spec, every attribute answered)."""
-    return isinstance(module, types.ModuleType) and (
-        module.__dict__.get("__spec__") is None and "__getattr__" in module.__dict__
-    )
-
-
 def official_modules(official: str | Path) -> dict[str, Any]:
     """The official modules (load_official's, plus `data`); the stand-in modules they needed
     are taken out of sys.modules again afterwards (the official modules keep their own
@@ -137,7 +130,7 @@ def official_modules(official: str | Path) -> dict[str, Any]:
         mods["data"] = importlib.import_module("data")
     finally:
         for name in set(sys.modules) - before:
-            if _is_stub(sys.modules[name]):
+            if is_stub(sys.modules[name]):
                 del sys.modules[name]
     return mods
 
@@ -329,7 +322,7 @@ def dense_fisher_top(gif: Any, model: torch.nn.Module, loader: Any) -> list[floa
 
 def has_gpytorch() -> bool:
     module = sys.modules.get("gpytorch")
-    return module is not None and not _is_stub(module)
+    return module is not None and not is_stub(module)
 
 
 def _symeig(matrix: torch.Tensor, eigenvectors: bool = False) -> Any:
