@@ -45,6 +45,11 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="fixed override for every run, e.g. data.batch_size=64 (repeatable)",
     )
+    p.add_argument(
+        "--log",
+        choices=["tensorboard"],
+        help="also write every run's records as TensorBoard scalars (RUN/tensorboard/)",
+    )
     p.add_argument("--out", required=True, type=Path, help="sweep directory")
     p.add_argument("--executor", default="inline", choices=list(EXECUTORS))
     p.add_argument("--workers", type=int, default=2, help="parallel runs (local, submitit)")
@@ -86,6 +91,8 @@ def pack_arg(text: str) -> int | str:
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     """The spec file (if any) with the command-line fields on top."""
     sets = dict(parse_assignment(text) for text in args.set)
+    if args.log:
+        sets["train.log"] = args.log
     fields: dict[str, Any] = {
         k: getattr(args, k) for k in ("model", "dataset", "epochs") if getattr(args, k) is not None
     }

@@ -23,6 +23,7 @@ FLAGS = {
     "batch_size": "data.batch_size",
     "device": "train.device",
     "dtype": "train.dtype",
+    "log": "train.log",
 }
 
 
@@ -39,6 +40,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="0 = full-batch gradient descent")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=["float32", "float64"])
+    p.add_argument(
+        "--log", choices=["tensorboard"], help="also write records as TensorBoard scalars"
+    )
     p.add_argument("--config", help="TOML file with [model] [data] [optim] [train] tables")
     p.add_argument(
         "--set",

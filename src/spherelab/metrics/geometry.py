@@ -173,3 +173,16 @@ def equilibrium_angle(lr: float, weight_decay: float, momentum: float = 0.0) -> 
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum={momentum!r} must be in [0, 1)")
     return math.sqrt(2.0 * lr * weight_decay / (1.0 + momentum))
+
+
+def equilibrium_elr(lr: float, weight_decay: float, momentum: float, eff_grad_norm: float) -> float:
+    """The ELR lr / ||w||^2 at which SGD with weight decay holds the norm steady, given the
+    effective gradient norm ||g|| ||w||: sqrt(2·lr·wd·(1 − mu)) / ||g_eff||.
+
+    It equates the per-step angle of a noise-dominated heavy-ball step, ELR·||g_eff|| /
+    sqrt(1 − mu^2), with ``equilibrium_angle``. NaN when the gradient norm is not positive.
+    """
+    angle = equilibrium_angle(lr, weight_decay, momentum)
+    if not eff_grad_norm > 0:
+        return math.nan
+    return angle * math.sqrt(1.0 - momentum**2) / eff_grad_norm

@@ -11,6 +11,8 @@ from spherelab.train.losses import LOSSES
 from spherelab.train.optimizer import MODES
 from spherelab.train.schedules import SCHEDULES
 
+LOGS = ("", "tensorboard")  # train.log: "" = metrics.jsonl only
+
 
 def _one_of(what: str, value: object, valid: list[str] | tuple[str, ...]) -> None:
     if value not in valid:
@@ -27,6 +29,7 @@ def validate_config(cfg: Config) -> Config:
     _one_of("optim.schedule", cfg.optim.schedule, SCHEDULES)
     _one_of("train.dtype", cfg.train.dtype, list(DTYPES))
     _one_of("train.loss", cfg.train.loss, list(LOSSES))
+    _one_of("train.log", cfg.train.log, LOGS)
     if cfg.optim.mode == "sphere" and not cfg.optim.elr > 0:
         raise ValueError(f"elr={cfg.optim.elr} must be > 0 (e.g. --elr 1e-3)")
     if cfg.optim.mode == "conventional" and not cfg.optim.lr > 0:

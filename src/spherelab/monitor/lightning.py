@@ -1,0 +1,69 @@
+"""A PyTorch Lightning callback that runs a RegimeMonitor in `Trainer.fit` (extra `lightning`).
+
+The monitor is built when fitting starts (the LightningModule and its first optimizer; steps per
+epoch from the trainer), steps after every training batch with the loss the module returned,
+and closes when fitting ends. Each record is also sent to the trainer's loggers under
+``spherelab/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from torch import Tensor
+
+from spherelab.monitor.monitor import RegimeMonitor, SIGroups
+from spherelab.train.tensorboard import scalars
+
+
+class RegimeCallback(pl.Callback):
+    """`RegimeMonitor(pl_module, optimizer, out, **monitor_kwargs)` inside `Trainer.fit`.
+
+    `si` may be a callable of the module giving its SI weights (or groups); default: the
+    module's own ``si_parameters()`` or spherelab's graph analysis."""
+
+    def __init__(
+        self, out: str | Path | None = None, si: Any = None, **monitor_kwargs: Any
+    ) -> None:
+        super().__init__()
+        self.out, self.si, self.kwargs = out, si, monitor_kwargs
+        self.monitor: RegimeMonitor | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        si: SIGroups | None = self.si(pl_module) if callable(self.si) else self.si
+        steps = int(trainer.num_training_batches)
+        if steps < 1:
+            raise ValueError(
+                "the trainer has no training batches per epoch: give it a train loader"
+            )
+        kwargs = {"steps_per_epoch": steps} | self.kwargs
+        self.monitor = RegimeMonitor(pl_module, trainer.optimizers[0], self.out, si=si, **kwargs)
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if self.monitor is None:
+            return
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        before = len(self.monitor.records)
+        self.monitor.step(loss if isinstance(loss, Tensor) else None)
+        if len(self.monitor.records) > before:
+            self._log(trainer, self.monitor.records[-1])
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.monitor is not None and self.monitor.step_count:
+            self.monitor.close()
+
+    @staticmethod
+    def _log(trainer: pl.Trainer, row: Mapping[str, Any]) -> None:
+        values = {f"spherelab/{k}": v for k, v in scalars(row) if k != "step"}
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=int(row["step"]))
