@@ -1,13 +1,14 @@
 """A PyTorch Lightning callback that runs a RegimeMonitor in `Trainer.fit` (extra `lightning`).
 
-The monitor is built when fitting starts (the LightningModule and its first optimizer; steps per
+The monitor is built when training starts (the LightningModule and its first optimizer; steps per
 epoch from the trainer), steps after every training batch with the loss the module returned,
-and closes when fitting ends. Each record is also sent to the trainer's loggers under
+and closes when training ends. Each record is also sent to the trainer's loggers under
 ``spherelab/``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,16 @@ class RegimeCallback(pl.Callback):
         self.out, self.si, self.kwargs = out, si, monitor_kwargs
         self.monitor: RegimeMonitor | None = None
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         si: SIGroups | None = self.si(pl_module) if callable(self.si) else self.si
-        steps = int(trainer.num_training_batches)
-        if steps < 1:
-            raise ValueError(
-                "the trainer has no training batches per epoch: give it a train loader"
-            )
-        kwargs = {"steps_per_epoch": steps} | self.kwargs
+        kwargs = dict(self.kwargs)
+        if "steps_per_epoch" not in kwargs:
+            batches = float(trainer.num_training_batches)  # inf for a loader without len()
+            if not (math.isfinite(batches) and batches >= 1):
+                raise ValueError(
+                    "the train loader has no length: pass RegimeCallback(steps_per_epoch=N)"
+                )
+            kwargs["steps_per_epoch"] = int(batches)
         self.monitor = RegimeMonitor(pl_module, trainer.optimizers[0], self.out, si=si, **kwargs)
 
     def on_train_batch_end(
@@ -58,7 +61,7 @@ class RegimeCallback(pl.Callback):
         if len(self.monitor.records) > before:
             self._log(trainer, self.monitor.records[-1])
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.monitor is not None and self.monitor.step_count:
             self.monitor.close()
 
