@@ -11,7 +11,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from spherelab.cli import main
-from spherelab.metrics.geometry import equilibrium_angle, equilibrium_elr
+from spherelab.metrics.geometry import (
+    angle_from_sides,
+    angle_tensor,
+    equilibrium_angle,
+    equilibrium_elr,
+)
 from spherelab.monitor import RegimeMonitor
 from spherelab.studies.conventional import angle_table
 from spherelab.studies.lens import band_of, regime_bands, write_lens
@@ -181,3 +186,14 @@ def test_the_monitor_refuses_a_directory_that_holds_a_run(tmp_path):
         _train(net, opt, monitor, 1)
     with pytest.raises(ValueError, match="already holds a run"):
         RegimeMonitor(net, opt, tmp_path, steps_per_epoch=1)
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1e-5, 1e-2, 0.3])
+def test_the_angle_from_three_norms_equals_the_angle_between_the_vectors(scale):
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(50, dtype=torch.float64, generator=gen)
+    # a training step: a tangential move of size `scale` and a radial one 10x smaller
+    b = (1 - 0.1 * scale) * a + scale * torch.randn(50, dtype=torch.float64, generator=gen)
+    got = angle_from_sides(a.norm(), b.norm(), (a - b).norm())
+    assert float(got) == pytest.approx(float(angle_tensor([a], [b])), rel=1e-7, abs=1e-15)
+    assert float(angle_from_sides(a.norm(), torch.zeros((), dtype=torch.float64), a.norm())) == 0

@@ -55,6 +55,21 @@ def angle_tensor(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     return member_angles(a, b, 1)[0]  # the pack of one
 
 
+def angle_from_sides(norm_a: Tensor, norm_b: Tensor, norm_diff: Tensor) -> Tensor:
+    """Angle in radians between two vectors from their norms and the norm of their difference
+    (0-d tensors, no host sync), by Kahan's stable formula for a triangle's angle: accurate for
+    tiny angles, and cheaper than ``angle_tensor`` when ||a - b|| is at hand (one pass over the
+    weights instead of several). 0 when either vector is zero. Its accuracy is that of the
+    three norms: relative eps as long as | ||a|| - ||b|| | is not much larger than ||a - b||'s
+    tangential part (true of a training step; not of two near-parallel vectors of very different
+    norms, where ``angle_tensor`` is the one to use)."""
+    a, b, c = torch.maximum(norm_a, norm_b), torch.minimum(norm_a, norm_b), norm_diff
+    mu = torch.where(b >= c, c - (a - b), b - (a - c))
+    ratio = ((a - b) + c) * mu / ((a + (b + c)) * ((a - c) + b))
+    theta = 2.0 * torch.atan(ratio.clamp(min=0.0).sqrt())  # rounding may give ratio < 0
+    return torch.where(b > 0, theta, torch.zeros_like(theta))
+
+
 def _check_nonzero(a: Sequence[Tensor], b: Sequence[Tensor], what: str) -> None:
     na, nb = torch.stack([joint_norm(a), joint_norm(b)]).tolist()
     if na == 0.0 or nb == 0.0:

@@ -2,8 +2,9 @@
 
 Per step (after ``optimizer.step()``): the effective gradient norm ||g_t|| ||w_t|| (the batch
 gradient at the weights the step started from, times their norm) and the angle between w_t and
-w_{t+1}, summed (and the angle's maximum) in float64 on the weights' device. ``read`` stacks
-everything a record needs into one tensor, so a record costs one host read.
+w_{t+1} (from ||w_t||, ||w_{t+1}|| and ||w_t - w_{t+1}||: three passes over the weights per
+step, sub, norm and copy, all in place), summed (and the angle's maximum) in float64 on the
+weights' device. ``read`` stacks everything a record needs into one tensor, so a record costs one host read.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from spherelab.metrics.geometry import angle_tensor, joint_norm
+from spherelab.metrics.geometry import angle_from_sides, joint_norm
 
 
 class GroupTracker:
@@ -44,19 +45,21 @@ class GroupTracker:
         cur = self._weights()
         grads = [p.grad.detach() for p in self.params if p.grad is not None]
         grad = joint_norm(grads) if grads else self.prev_norm.new_zeros(())
-        theta = angle_tensor(self.prev, cur)
+        norm = joint_norm(cur)
+        torch._foreach_sub_(self.prev, cur)  # in place: w_t - w_{t+1}, no new memory
+        theta = angle_from_sides(self.prev_norm, norm, joint_norm(self.prev))
         one = self.prev_norm.new_ones(())
         self.sums += torch.stack([one, grad * self.prev_norm, theta]).double()
         self.peak = torch.maximum(self.peak, theta.double())
         torch._foreach_copy_(self.prev, cur)
-        self.prev_norm = joint_norm(cur)
+        self.prev_norm = norm
 
     def read(self) -> tuple[dict[str, float], list[float]]:
         """(sums since the last read and the state now by FIELDS, the per-tensor norms), from
         one host read; then start new sums."""
         cur = self._weights()
         now = torch.stack(
-            [self.prev_norm, angle_tensor(self.at_record, cur), angle_tensor(self.init, cur)]
+            [self.prev_norm, _angle(self.at_record, cur), _angle(self.init, cur)]
         ).double()
         tensor_norms = torch.stack(torch._foreach_norm(cur)).double()
         values = torch.cat([self.sums, self.peak.reshape(1), now, tensor_norms]).tolist()
@@ -64,3 +67,9 @@ class GroupTracker:
         self.peak.zero_()
         torch._foreach_copy_(self.at_record, cur)
         return dict(zip(self.FIELDS, values[:7])), values[7:]
+
+
+def _angle(ref: Sequence[Tensor], cur: Sequence[Tensor]) -> Tensor:
+    return angle_from_sides(
+        joint_norm(ref), joint_norm(cur), joint_norm(torch._foreach_sub(cur, ref))
+    )
