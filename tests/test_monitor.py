@@ -4,6 +4,8 @@ directory the lens reads, the live map regime, the optimizer hook, and its refus
 import csv
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from spherelab.cli import main
+from spherelab.io import read_jsonl
 from spherelab.metrics.geometry import (
     angle_from_sides,
     angle_tensor,
@@ -18,6 +21,7 @@ from spherelab.metrics.geometry import (
     equilibrium_elr,
 )
 from spherelab.monitor import RegimeMonitor
+from spherelab.regimes import REGIMES
 from spherelab.studies.conventional import angle_table
 from spherelab.studies.lens import band_of, regime_bands, write_lens
 
@@ -197,3 +201,17 @@ def test_the_angle_from_three_norms_equals_the_angle_between_the_vectors(scale):
     got = angle_from_sides(a.norm(), b.norm(), (a - b).norm())
     assert float(got) == pytest.approx(float(angle_tensor([a], [b])), rel=1e-7, abs=1e-15)
     assert float(angle_from_sides(a.norm(), torch.zeros((), dtype=torch.float64), a.norm())) == 0
+
+
+def test_the_docs_example_runs_and_its_run_goes_through_the_lens(tmp_path, monkeypatch):
+    page = Path(__file__).resolve().parents[1] / "docs" / "monitor.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), namespace)
+    rows = read_jsonl(tmp_path / "out" / "my_run" / "metrics.jsonl")
+    assert len(rows) == 8 and all(r["map_regime"] in REGIMES for r in rows)
+    assert main(["report", "out/map", "--lens", "out/my_run"]) == 0
+    assert (tmp_path / "out" / "my_run" / "lens" / "lens.json").is_file()
