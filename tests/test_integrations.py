@@ -93,7 +93,9 @@ def test_the_monitor_writes_tensorboard_scalars(tmp_path):
 
 
 # lightning 2.6's own data loading calls torch's deprecated LeafSpec (torch 2.13); not ours
-@pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings(
+    "ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning"
+)
 def test_the_lightning_callback_monitors_a_real_trainer(tmp_path):
     import lightning.pytorch as pl
 
@@ -114,8 +116,9 @@ def test_the_lightning_callback_monitors_a_real_trainer(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
 
     callback = RegimeCallback(tmp_path / "run", si=lambda m: list(m.net[0].parameters()))
+    logger = pl.loggers.TensorBoardLogger(tmp_path / "tb", name="", version="")
     trainer = pl.Trainer(
-        max_epochs=3, accelerator="cpu", callbacks=[callback], logger=False,
+        max_epochs=3, accelerator="cpu", callbacks=[callback], logger=logger, log_every_n_steps=1,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(Module(), loader)
@@ -126,3 +129,6 @@ def test_the_lightning_callback_monitors_a_real_trainer(tmp_path):
     assert summary["status"] == "finished"
     assert set(json.loads((tmp_path / "run" / "config.json").read_text())["monitor"]["si_groups"][
         "si"]) == {"net.0.weight", "net.0.bias"}  # fmt: skip
+    logged = _scalars(tmp_path / "tb")  # the records reach the trainer's logger
+    assert [s for s, _ in logged["spherelab/elr"]] == [4, 8, 12]
+    assert [v for _, v in logged["spherelab/elr"]] == pytest.approx([r["elr"] for r in rows])
