@@ -69,7 +69,8 @@ class GroupTracker:
         return dict(zip(self.FIELDS, values[:7])), values[7:]
 
 
-def _angle(ref: Sequence[Tensor], cur: Sequence[Tensor]) -> Tensor:
+def _angle(ref: list[Tensor], cur: list[Tensor]) -> Tensor:
+    """The angle between two lists of tensors, from three norms (a record's, not per step)."""
     return angle_from_sides(
         joint_norm(ref), joint_norm(cur), joint_norm(torch._foreach_sub(cur, ref))
     )
