@@ -35,6 +35,11 @@ class RegimeCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         si: SIGroups | None = self.si(pl_module) if callable(self.si) else self.si
+        if trainer.accumulate_grad_batches != 1:  # one monitor step per batch = per step
+            raise ValueError(
+                f"RegimeCallback needs accumulate_grad_batches=1, got "
+                f"{trainer.accumulate_grad_batches}; use RegimeMonitor in a manual loop instead"
+            )
         kwargs = dict(self.kwargs)
         if "steps_per_epoch" not in kwargs:
             batches = float(trainer.num_training_batches)  # inf for a loader without len()

@@ -177,7 +177,9 @@ class RegimeMonitor:
         out: dict[str, float] = {}
         if self._loss is not None and self._seen:
             sums = [self._loss] + ([self._acc] if self._acc is not None else [])
-            values = [float(v) for v in (torch.stack([torch.as_tensor(v) for v in sums]).tolist())]
+            device = next((v.device for v in sums if isinstance(v, Tensor)), None)
+            both = [torch.as_tensor(v, dtype=torch.float64, device=device) for v in sums]
+            values = torch.stack(both).tolist()  # the one host read of the losses
             out["train_loss"] = values[0] / self._seen
             if self._acc is not None:
                 out["train_acc"] = values[1] / self._acc_seen
