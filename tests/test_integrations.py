@@ -37,6 +37,22 @@ def test_train_with_log_tensorboard_writes_every_record_as_scalars(tmp_path):
     assert any(tag.startswith("layer_norms/") for tag in got)
 
 
+def test_the_tensorboard_hook_closes_each_run_at_its_last_record(tmp_path):
+    from spherelab.diagnose import hooks_for
+    from spherelab.train.tensorboard import TensorBoardHook
+
+    cfg = apply_overrides(
+        Config(),
+        {"train.log": "tensorboard", "data.name": "synthetic:40:128", "model.width": 8,
+         "train.epochs": 2, "train.records": 2, "train.device": "cpu"},
+    )  # fmt: skip
+    hooks = hooks_for(cfg)
+    (hook,) = [h for h in hooks if isinstance(h, TensorBoardHook)]
+    train_run(cfg, tmp_path / "run", hooks=hooks)
+    assert hook.open_runs == 0
+    assert _scalars(tmp_path / "run" / "tensorboard")["train_loss"][-1][0] == 2 * 1  # 128 / 128
+
+
 def test_train_log_without_its_hook_is_refused(tmp_path):
     cfg = apply_overrides(Config(), {"train.log": "tensorboard", "data.name": "synthetic:40:256"})
     with pytest.raises(ValueError, match="hooks_for"):

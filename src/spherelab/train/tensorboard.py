@@ -66,3 +66,12 @@ class TensorBoardHook:
         if out not in self._logs:
             self._logs[out] = ScalarLog(out / TENSORBOARD_DIR)
         self._logs[out].write(event.step, event.row)
+        # a run's last record (its final step, or the non-finite one that ends it): close its
+        # writer, so that a sweep of many runs holds no more open writers than runs in flight
+        if event.step >= event.pack.total_steps or not math.isfinite(event.row["train_loss"]):
+            self._logs.pop(out).close()
+
+    @property
+    def open_runs(self) -> int:
+        """How many runs' writers are open (runs recorded but not finished)."""
+        return len(self._logs)
