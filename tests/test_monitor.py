@@ -215,3 +215,10 @@ def test_the_docs_example_runs_and_its_run_goes_through_the_lens(tmp_path, monke
     assert len(rows) == 8 and all(r["map_regime"] in REGIMES for r in rows)
     assert main(["report", "out/map", "--lens", "out/my_run"]) == 0
     assert (tmp_path / "out" / "my_run" / "lens" / "lens.json").is_file()
+
+
+def test_a_model_without_si_weights_is_refused_with_the_fix():
+    net = nn.Sequential(nn.Linear(6, 3))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="pass them as si="):
+        RegimeMonitor(net, opt, steps_per_epoch=1)

@@ -320,7 +320,13 @@ class RegimeMonitor:
 
 def _groups(model: nn.Module, si: SIGroups | None) -> dict[str, list[nn.Parameter]]:
     if si is None:
-        return {JOINT: list(si_parameters(model))}
+        found = list(si_parameters(model))
+        if not found:
+            raise ValueError(
+                f"spherelab.si_parameters found no scale-invariant weights in "
+                f"{type(model).__name__}; pass them as si=[...] (weights followed by a norm)"
+            )
+        return {JOINT: found}
     if isinstance(si, Mapping):
         groups = {str(k): list(v) for k, v in si.items()}
     else:
