@@ -22,7 +22,7 @@ from spherelab.metrics.geometry import (
 )
 from spherelab.monitor import RegimeMonitor
 from spherelab.regimes import REGIMES
-from spherelab.studies.conventional import angle_table
+from spherelab.studies.conventional import angle_table, run_diagnostics
 from spherelab.studies.lens import band_of, regime_bands, write_lens
 
 MAP = {1e-4: "convergence", 1e-3: "convergence", 1e-2: "chaotic_equilibrium", 1e-1: "divergence"}
@@ -132,6 +132,10 @@ def test_the_run_directory_is_read_by_the_lens_and_the_live_regime_follows_the_m
     }
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["step"] == 30
+    diag = run_diagnostics(read_jsonl(tmp_path / "run" / "metrics.jsonl"), cfg["optim"])
+    assert diag["equilibrium"]["angle_predicted"] == pytest.approx(
+        monitor.records[-1]["angle_equilibrium"]
+    )
     lens = write_lens(tmp_path / "run", sweep)
     assert lens.is_file()
     assert main(["report", str(sweep), "--lens", str(tmp_path / "run")]) == 0
