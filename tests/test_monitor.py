@@ -216,7 +216,7 @@ def test_the_docs_example_runs_and_its_run_goes_through_the_lens(tmp_path, monke
     for block in blocks:
         exec(compile(block, str(page), "exec"), namespace)
     rows = read_jsonl(tmp_path / "out" / "my_run" / "metrics.jsonl")
-    assert len(rows) == 8 and all(r["map_regime"] in REGIMES for r in rows)
+    assert len(rows) == 12 and all(r["map_regime"] in REGIMES for r in rows)
     assert main(["report", "out/map", "--lens", "out/my_run"]) == 0
     assert (tmp_path / "out" / "my_run" / "lens" / "lens.json").is_file()
 
