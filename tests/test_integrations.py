@@ -148,3 +148,20 @@ def test_the_lightning_callback_monitors_a_real_trainer(tmp_path):
     logged = _scalars(tmp_path / "tb")  # the records reach the trainer's logger
     assert [s for s, _ in logged["spherelab/elr"]] == [4, 8, 12]
     assert [v for _, v in logged["spherelab/elr"]] == pytest.approx([r["elr"] for r in rows])
+
+
+def test_log_tensorboard_without_tensorboard_installed_is_a_one_line_error(
+    tmp_path, monkeypatch, capsys
+):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorboard" else real(name, *a),
+    )
+    argv = ["train", "--log", "tensorboard", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    assert "spherelab[tensorboard]" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything was written

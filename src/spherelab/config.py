@@ -70,9 +70,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     diagnose: str = ""  # online diagnostics at records: comma list of grad,angles,curvature
     diagnose_every: int = 1  # ... at every N-th (log-spaced) record
-    log: str = (
-        ""  # "" | tensorboard: also write every record as TensorBoard scalars (RUN/tensorboard/)
-    )
+    log: str = ""  # "" | tensorboard: records also as TensorBoard scalars in RUN/tensorboard/
 
 
 @dataclass(frozen=True)

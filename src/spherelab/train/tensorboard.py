@@ -8,6 +8,7 @@ skipped. tensorboard is an optional dependency (extra ``tensorboard``), imported
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -59,6 +60,11 @@ class TensorBoardHook:
     serves = "train.log"  # the config setting this hook carries out
 
     def __init__(self) -> None:
+        if importlib.util.find_spec("tensorboard") is None:  # fail before training, not at a record
+            raise ValueError(
+                "train.log=tensorboard needs the tensorboard package: "
+                "pip install 'spherelab[tensorboard]' (or drop --log tensorboard)"
+            )
         self._logs: dict[Path, ScalarLog] = {}
 
     def __call__(self, event: RecordEvent) -> None:

@@ -29,7 +29,11 @@ def validate_config(cfg: Config) -> Config:
     _one_of("optim.schedule", cfg.optim.schedule, SCHEDULES)
     _one_of("train.dtype", cfg.train.dtype, list(DTYPES))
     _one_of("train.loss", cfg.train.loss, list(LOSSES))
-    _one_of("train.log", cfg.train.log, LOGS)
+    if cfg.train.log not in LOGS:
+        raise ValueError(
+            f"train.log={cfg.train.log!r} is unknown; valid: tensorboard (or empty: "
+            "metrics.jsonl only)"
+        )
     if cfg.optim.mode == "sphere" and not cfg.optim.elr > 0:
         raise ValueError(f"elr={cfg.optim.elr} must be > 0 (e.g. --elr 1e-3)")
     if cfg.optim.mode == "conventional" and not cfg.optim.lr > 0:
