@@ -92,6 +92,7 @@ class TrainConfig:
     # the same numbers inline, in any sweep and on any executor (same machine and versions):
     # one CPU thread, deterministic kernels, never packed (see README, Determinism)
     deterministic: bool = False
+    log: str = ""  # "" | tensorboard: records also as TensorBoard scalars in RUN/tensorboard/
 
 
 @dataclass(frozen=True)

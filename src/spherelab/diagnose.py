@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from spherelab.config import Config, load_json
-from spherelab.io import append_jsonl, read_csv, write_jsonl
+from spherelab.io import append_jsonl, read_csv, read_json_dict, write_jsonl
 from spherelab.metrics.curvature import hutchinson_trace, lanczos_topk, riemannian_topk
 from spherelab.metrics.fisher import fisher_topk, fisher_trace
 from spherelab.metrics.geometry import (
@@ -32,10 +32,11 @@ from spherelab.metrics.geometry import (
 )
 from spherelab.metrics.gradients import gradient_stats
 from spherelab.regimes import FINAL_STATUSES
-from spherelab.train import RecordEvent, Run, build_run
+from spherelab.train import RecordEvent, RecordHook, Run, build_run
 from spherelab.train import checkpoints as ckpt
 from spherelab.train.losses import get_loss
 from spherelab.train.step import eager_step
+from spherelab.train.tensorboard import TensorBoardHook
 
 log = logging.getLogger("spherelab")
 WHAT = ("grad", "angles", "curvature", "fisher")
@@ -195,9 +196,12 @@ class OnlineDiagnostics:
         append_jsonl(event.out / "diagnostics.jsonl", row)
 
 
-def hooks_for(cfg: Config) -> list[OnlineDiagnostics]:
-    """The record hooks a config asks for (train.diagnose): pass them to train_run."""
-    return [OnlineDiagnostics(cfg)] if cfg.train.diagnose else []
+def hooks_for(cfg: Config) -> list[RecordHook]:
+    """The record hooks a config asks for (train.diagnose, train.log): pass them to train_run."""
+    hooks: list[RecordHook] = [OnlineDiagnostics(cfg)] if cfg.train.diagnose else []
+    if cfg.train.log == "tensorboard":
+        hooks.append(TensorBoardHook())
+    return hooks
 
 
 def diagnose_run(
@@ -211,6 +215,12 @@ def diagnose_run(
         raise ValueError(
             f"{run_dir} is not a run directory (no config.json); pass the --out "
             "of a `spherelab train` run"
+        )
+    if "monitor" in (read_json_dict(run_dir / "config.json") or {}):
+        raise ValueError(
+            f"{run_dir} was written by spherelab.monitor.RegimeMonitor around your own model: "
+            "diagnose rebuilds zoo models from checkpoints and cannot; read it with "
+            "`spherelab report SWEEP --lens RUN` or spherelab.studies.conventional.run_diagnostics"
         )
     paths = ckpt.list_checkpoints(run_dir)
     if not paths:

@@ -58,6 +58,11 @@ def register(subparsers: Any) -> None:
         help="every run gives the same numbers on every executor: one thread, "
         "deterministic kernels, no packing (train.deterministic=true)",
     )
+    p.add_argument(
+        "--log",
+        choices=["tensorboard"],
+        help="also write every run's records as TensorBoard scalars (RUN/tensorboard/)",
+    )
     p.add_argument("--out", required=True, type=Path, help="sweep directory")
     p.add_argument("--executor", default="inline", choices=list(EXECUTORS))
     p.add_argument("--workers", type=int, default=2, help="parallel runs (local, submitit)")
@@ -101,6 +106,8 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     sets = dict(parse_assignment(text) for text in args.set)
     if args.deterministic:
         sets["train.deterministic"] = True
+    if args.log:
+        sets["train.log"] = args.log
     fields: dict[str, Any] = {
         k: getattr(args, k) for k in ("model", "dataset", "epochs") if getattr(args, k) is not None
     }

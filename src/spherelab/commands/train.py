@@ -24,6 +24,7 @@ FLAGS = {
     "device": "train.device",
     "dtype": "train.dtype",
     "deterministic": "train.deterministic",
+    "log": "train.log",
 }
 
 
@@ -52,6 +53,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="the same numbers inline, in a sweep and on any executor: one thread, "
         "deterministic kernels, no packing (train.deterministic)",
+    )
+    p.add_argument(
+        "--log", choices=["tensorboard"], help="also write records as TensorBoard scalars"
     )
     p.add_argument("--config", help="TOML file with [model] [data] [optim] [train] tables")
     p.add_argument(

@@ -55,6 +55,21 @@ def angle_tensor(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     return member_angles(a, b, 1)[0]  # the pack of one
 
 
+def angle_from_sides(norm_a: Tensor, norm_b: Tensor, norm_diff: Tensor) -> Tensor:
+    """Angle in radians between two vectors from their norms and the norm of their difference
+    (0-d tensors, no host sync), by Kahan's stable formula for a triangle's angle: accurate for
+    tiny angles, and cheaper than ``angle_tensor`` when ||a - b|| is at hand (one pass over the
+    weights instead of several). 0 when either vector is zero. Its accuracy is that of the
+    three norms: relative eps as long as | ||a|| - ||b|| | is not much larger than ||a - b||'s
+    tangential part (true of a training step; not of two near-parallel vectors of very different
+    norms, where ``angle_tensor`` is the one to use)."""
+    a, b, c = torch.maximum(norm_a, norm_b), torch.minimum(norm_a, norm_b), norm_diff
+    mu = torch.where(b >= c, c - (a - b), b - (a - c))
+    ratio = ((a - b) + c) * mu / ((a + (b + c)) * ((a - c) + b))
+    theta = 2.0 * torch.atan(ratio.clamp(min=0.0).sqrt())  # rounding may give ratio < 0
+    return torch.where(b > 0, theta, torch.zeros_like(theta))
+
+
 def _check_nonzero(a: Sequence[Tensor], b: Sequence[Tensor], what: str) -> None:
     na, nb = torch.stack([joint_norm(a), joint_norm(b)]).tolist()
     if na == 0.0 or nb == 0.0:
@@ -173,3 +188,16 @@ def equilibrium_angle(lr: float, weight_decay: float, momentum: float = 0.0) -> 
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum={momentum!r} must be in [0, 1)")
     return math.sqrt(2.0 * lr * weight_decay / (1.0 + momentum))
+
+
+def equilibrium_elr(lr: float, weight_decay: float, momentum: float, eff_grad_norm: float) -> float:
+    """The ELR lr / ||w||^2 at which SGD with weight decay holds the norm steady, given the
+    effective gradient norm ||g|| ||w||: sqrt(2·lr·wd·(1 − mu)) / ||g_eff||.
+
+    It equates the per-step angle of a noise-dominated heavy-ball step, ELR·||g_eff|| /
+    sqrt(1 − mu^2), with ``equilibrium_angle``. NaN when the gradient norm is not positive.
+    """
+    angle = equilibrium_angle(lr, weight_decay, momentum)
+    if not eff_grad_norm > 0:
+        return math.nan
+    return angle * math.sqrt(1.0 - momentum**2) / eff_grad_norm

@@ -124,12 +124,18 @@ def _sweep_labels(sweep_dir: Path) -> tuple[list[tuple[float, str]], float]:
     return [(e / (1 - mom), r) for e, r in labels.items()], mom
 
 
+def sweep_bands(sweep_dir: str | Path) -> tuple[list[tuple[float, float, str]], float]:
+    """The regime bands (lo, hi, regime) of a sweep, in effective ELR, and its momentum."""
+    labels, momentum = _sweep_labels(Path(sweep_dir))
+    return regime_bands(labels), momentum
+
+
 def lens(conv_run_dir: str | Path, sweep_dir: str | Path) -> LensResult:
     """Label each stretch of a conventional run by the sweep's regime bands; judge each."""
     run_dir = Path(conv_run_dir)
     records, cfg = _read_records(run_dir)
     momentum = float(cfg.get("optim", {}).get("momentum", 0.0))
-    bands = regime_bands(_sweep_labels(Path(sweep_dir))[0])
+    bands = sweep_bands(sweep_dir)[0]
     epochs = [float(r["epoch"]) for r in records]
     elr = [float(r["elr"]) / (1 - momentum) for r in records]
     loss = [float(r["train_loss"]) for r in records]

@@ -110,6 +110,11 @@ def _check_hooks(cfg: Config, hooks: Sequence[RecordHook]) -> None:
             f"train.diagnose={cfg.train.diagnose!r} needs the diagnostics hook: pass "
             "hooks=spherelab.diagnose.hooks_for(cfg) (the CLI and run_sweep do)"
         )
+    if cfg.train.log and "train.log" not in served:
+        raise ValueError(
+            f"train.log={cfg.train.log!r} needs its record hook: pass "
+            "hooks=spherelab.diagnose.hooks_for(cfg) (the CLI and run_sweep do)"
+        )
 
 
 def progress_fn(progress: bool | ProgressFn) -> ProgressFn | None:

@@ -13,6 +13,8 @@ from spherelab.train.losses import LOSSES
 from spherelab.train.optimizer import MODES, check_paper_units
 from spherelab.train.schedules import SCHEDULES
 
+LOGS = ("", "tensorboard")  # train.log: "" = metrics.jsonl only
+
 
 def _one_of(what: str, value: object, valid: list[str] | tuple[str, ...]) -> None:
     if value not in valid:
@@ -38,6 +40,11 @@ def validate_config(cfg: Config) -> Config:
     _one_of("optim.schedule", cfg.optim.schedule, SCHEDULES)
     _one_of("train.dtype", cfg.train.dtype, list(DTYPES))
     _one_of("train.loss", cfg.train.loss, list(LOSSES))
+    if cfg.train.log not in LOGS:
+        raise ValueError(
+            f"train.log={cfg.train.log!r} is unknown; valid: tensorboard (or empty: "
+            "metrics.jsonl only)"
+        )
     if cfg.optim.mode == "sphere" and not 0 < cfg.optim.elr < math.inf:
         raise ValueError(f"elr={cfg.optim.elr} must be > 0 and finite (e.g. --elr 1e-3)")
     if cfg.optim.mode == "conventional" and not 0 < cfg.optim.lr < math.inf:
