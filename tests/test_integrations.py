@@ -66,19 +66,13 @@ def test_an_unknown_train_log_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_sweep_log_flag_sets_train_log_for_every_run():
-    class Args:
-        set, model, dataset, epochs, spec, seeds, log = (
-            [],
-            None,
-            None,
-            None,
-            None,
-            None,
-            "tensorboard",
-        )
-        elrs = "1e-3"
+    from spherelab.cli import build_parser
 
-    assert spec_from_args(Args).overrides == {"train.log": "tensorboard"}  # type: ignore[arg-type]
+    args = build_parser().parse_args(
+        ["sweep", "--elrs", "1e-3", "--log", "tensorboard", "--out", "unused"]
+    )
+
+    assert spec_from_args(args).overrides == {"train.log": "tensorboard"}
 
 
 def _module_and_data():
