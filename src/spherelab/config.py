@@ -82,7 +82,7 @@ class TrainConfig:
     ghost_batch: int = 0  # > 0: each step's batch in chunks of this many samples, each with
     # its own BatchNorm statistics (the paper's full-batch GD: data.batch_size=0, 128); 0 = off
     records: int = 25  # number of evaluation records (log-spaced epochs, plus 0 and last)
-    record_schedule: str = "log"  # log | linear
+    record_schedule: str = "log"  # log | linear | epoch (every epoch; records unused)
     checkpoints: str = "log"  # log (at log-spaced epochs) | last | none
     eval_batch_size: int = 128  # fixed unshuffled batches for train/test metrics
     channels_last: bool = False  # memory format for conv models
@@ -232,3 +232,72 @@ def load_config(path: str | Path) -> Config:
 def load_json(path: str | Path) -> Config:
     """The Config of a config.json as a run directory holds it (RUN_FILE_KEYS are ignored)."""
     return from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+# Presets: a named base of overrides under a config file, flags and --set (`--preset NAME`).
+# "paper" is the paper's run script: ConvNet-SI width 32 on CIFAR-10 at seed 1, the frozen head
+# drawn from seed 228 with norm 10, fixed normalization constants, no augmentation, batch 128,
+# 1000 epochs, a record (and with train.checkpoints=log a checkpoint) at every epoch, and the
+# paper's conventions wherever spherelab has an option for them (docs/paper_parity.md).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "model.name": "convnet_si",
+        "model.width": 32,
+        "model.depth": 3,
+        "model.depth_style": "paper",
+        "model.head_seed": 228,
+        "model.head_norm": 10.0,
+        "data.name": "cifar10",
+        "data.batch_size": 128,
+        "data.subset": "first",
+        "data.label_noise_style": "paper",
+        "data.normalize": "paper",
+        "data.augment": False,
+        "data.augment_pad": "zeros",
+        "optim.momentum_style": "paper",
+        "optim.elr_unit": "paper",
+        "train.seed": 1,
+        "train.epochs": 1000,
+        "train.record_schedule": "epoch",
+    },
+}
+# The ELR grid a preset gives a sweep without --elrs ("paper": Figure 1's).
+PRESET_ELRS: dict[str, tuple[float, ...]] = {
+    "paper": (1e-5, 1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 5e-2, 1e-1),
+}
+
+
+def preset_overrides(name: str) -> dict[str, Any]:
+    """The dotted overrides of preset `name` (a ConfigError naming the valid ones)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(sorted(PRESETS))}")
+    return dict(PRESETS[name])
+
+
+def preset_head_bias(name: str, model: str) -> bool | None:
+    """The head bias preset `name` gives `model`: the paper's ConvNets carry a frozen bias
+    (ConvNetSI, ConvNetSIAf), its ResNets none; other models keep their default (None)."""
+    if name != "paper":
+        return None
+    if model.startswith("convnet"):
+        return True
+    return False if model.startswith("resnet") else None
+
+
+def file_overrides(path: str | Path) -> dict[str, Any]:
+    """The dotted keys a TOML config file sets (checked as load_config checks them)."""
+    load_config(path)
+    return flatten(load_toml(path))
+
+
+def layered_config(
+    preset: str | None, path: str | Path | None, overrides: Mapping[str, Any]
+) -> Config:
+    """A preset (if any), then a TOML file (if any), then `overrides` (flags and --set) on top.
+    A preset's model-dependent keys (the head bias) follow the final model unless set."""
+    layers = preset_overrides(preset) if preset else {}
+    given = {**(file_overrides(path) if path else {}), **overrides}
+    cfg = apply_overrides(Config(), {**layers, **given})
+    if preset and "model.head_bias" not in given:
+        cfg = apply_overrides(cfg, {"model.head_bias": preset_head_bias(preset, cfg.model.name)})
+    return cfg

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.commands.progress import pack_progress
-from spherelab.config import ConfigError, parse_assignment
+from spherelab.commands.train import PRESET_HELP
+from spherelab.config import (
+    PRESET_ELRS,
+    PRESETS,
+    ConfigError,
+    parse_assignment,
+    preset_head_bias,
+    preset_overrides,
+)
 from spherelab.runtime import is_import_spec
 from spherelab.sweep.executors import EXECUTORS
 from spherelab.sweep.files import read_summary
@@ -36,6 +44,11 @@ def register(subparsers: Any) -> None:
         "OUT/summary.csv and OUT/report.html. Rerunning skips finished runs.",
     )
     p.add_argument("--spec", type=Path, help="sweep spec TOML (flags below override it)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help=PRESET_HELP + "; without --elrs, the preset's grid (paper: Figure 1's 8 ELRs)",
+    )
     p.add_argument(
         "--model",
         help="model name (default mlp_si), or a factory module:attr (e.g. my_pkg.nets:make_net; "
@@ -116,11 +129,38 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     if args.seeds is not None:
         fields["seeds"] = parse_seeds(args.seeds)
     if args.spec is not None:
+        if args.preset is not None:
+            raise ConfigError(
+                "--preset and --spec do not combine; put the settings in the spec file, or "
+                "use --preset with flags and --set"
+            )
         spec = load_spec(args.spec)
         return dataclasses.replace(spec, overrides={**spec.overrides, **sets}, **fields)
+    if args.preset is not None:
+        fields, sets = _with_preset(args.preset, fields, sets)
     if "elrs" not in fields:
         raise ConfigError("no ELRs: pass --elrs 1e-4,1e-3 (or logspace:1e-4:1:8) or --spec FILE")
     return SweepSpec(overrides=sets, **fields)
+
+
+def _with_preset(
+    name: str, fields: dict[str, Any], sets: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A preset's values under the command line's: the reserved keys become spec fields (the
+    preset's seed is the one seed, its grid the ELRs), the rest fixed overrides."""
+    base = preset_overrides(name)
+    given = {
+        "model": base.pop("model.name"),
+        "dataset": base.pop("data.name"),
+        "epochs": base.pop("train.epochs"),
+        "seeds": (base.pop("train.seed"),),
+        "elrs": PRESET_ELRS[name],
+    }
+    fields = {**given, **fields}
+    sets = {**base, **sets}
+    if "model.head_bias" not in sets and not is_import_spec(fields["model"]):
+        sets["model.head_bias"] = preset_head_bias(name, fields["model"])
+    return fields, sets
 
 
 def format_table(rows: Sequence[dict[str, str]], axis_keys: Sequence[str]) -> str:

@@ -7,10 +7,16 @@ import json
 from typing import Any
 
 from spherelab.commands.progress import progress_bar
-from spherelab.config import Config, apply_overrides, load_config, parse_assignment
+from spherelab.config import PRESETS, Config, apply_overrides, layered_config, parse_assignment
 from spherelab.diagnose import hooks_for
 from spherelab.train import train_run
 from spherelab.train.validation import validate_config
+
+PRESET_HELP = (
+    "start from a named set of defaults under --config, flags and --set; paper: the paper's "
+    "run script (ConvNet-SI w32, CIFAR-10, seed 1, head seed 228 with its bias, fixed "
+    "normalization, batch 128, 1000 epochs, a record every epoch; docs/paper_parity.md)"
+)
 
 # CLI flag -> dotted config key
 FLAGS = {
@@ -58,6 +64,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--log", choices=["tensorboard"], help="also write records as TensorBoard scalars"
     )
     p.add_argument("--config", help="TOML file with [model] [data] [optim] [train] tables")
+    p.add_argument("--preset", choices=sorted(PRESETS), help=PRESET_HELP)
     p.add_argument(
         "--set",
         action="append",
@@ -68,14 +75,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    cfg = load_config(args.config) if args.config else Config()
+    """The preset (if any), then the TOML file (if any), then flags and --set on top."""
     overrides: dict[str, Any] = {
         key: getattr(args, flag)
         for flag, key in FLAGS.items()
         if getattr(args, flag, None) is not None
     }
     overrides.update(parse_assignment(text) for text in args.set)
-    return validate_config(apply_overrides(cfg, overrides))
+    return validate_config(layered_config(args.preset, args.config, overrides))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

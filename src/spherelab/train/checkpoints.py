@@ -16,18 +16,25 @@ import torch
 from spherelab.io import atomic_path
 
 CKPT_DIR = "checkpoints"
+RECORD_SCHEDULES = ("log", "linear", "epoch")
 
 
 def record_steps(
     total_steps: int, steps_per_epoch: int, n_records: int, mode: str = "log"
 ) -> list[int]:
-    """Steps at which a record is taken: 0, then log- (or linearly) spaced EPOCHS up to the end.
+    """Steps at which a record is taken: 0, then log- (or linearly) spaced EPOCHS up to the end,
+    or every epoch (mode "epoch", the paper's; n_records is then unused).
 
     Records fall on epoch boundaries when the run is long enough (so checkpoints there resume
     cleanly); the final step is always included.
     """
-    if mode not in ("log", "linear"):
-        raise ValueError(f"record_schedule={mode!r} is unknown; use log or linear")
+    if mode not in RECORD_SCHEDULES:
+        raise ValueError(
+            f"record_schedule={mode!r} is unknown; use one of {', '.join(RECORD_SCHEDULES)}"
+        )
+    if mode == "epoch":
+        ends = range(steps_per_epoch, total_steps, steps_per_epoch)
+        return sorted({0, total_steps, *ends})
     total_epochs = total_steps / steps_per_epoch
     n = max(int(n_records), 3)  # the regime classifier needs init + two more records
     if mode == "log" and total_epochs > 1:

@@ -9,6 +9,7 @@ from spherelab.data import NOISE_STYLES, NORMALIZATIONS, PAD_MODES, SUBSETS, ava
 from spherelab.models import available_models
 from spherelab.runtime import DTYPES, import_object, is_import_spec
 from spherelab.sphere.optim import MOMENTUM_STYLES, SPHERES
+from spherelab.train.checkpoints import RECORD_SCHEDULES
 from spherelab.train.losses import LOSSES
 from spherelab.train.optimizer import MODES, check_paper_units
 from spherelab.train.schedules import SCHEDULES
@@ -32,6 +33,7 @@ def validate_config(cfg: Config) -> Config:
     elif not (cfg.data.name.startswith("npz:") or cfg.data.name.startswith("synthetic")):
         _one_of("dataset", cfg.data.name, available_datasets())
     _one_of("data.subset", cfg.data.subset, SUBSETS)
+    _one_of("train.record_schedule", cfg.train.record_schedule, RECORD_SCHEDULES)
     _one_of("data.label_noise_style", cfg.data.label_noise_style, NOISE_STYLES)
     _one_of("data.normalize", cfg.data.normalize, NORMALIZATIONS)
     _one_of("data.augment_pad", cfg.data.augment_pad, PAD_MODES)
