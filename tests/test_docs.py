@@ -199,10 +199,14 @@ def test_every_spherelab_name_the_docs_mention_exists():
 
 def test_the_imports_of_every_python_example_in_the_docs_work():
     for page in _doc_pages():
-        blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
-        for block in blocks:
+        text = page.read_text(encoding="utf-8")
+        # modules the page itself writes (a factory "in `my_nets.py`") are the reader's own
+        own = set(re.findall(r"`(\w+)\.py`", text))
+        for block in re.findall(r"```python\n(.*?)```", text, re.S):
             tree = ast.parse(block, filename=str(page))
             for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module in own:
+                    continue
                 if isinstance(node, (ast.Import, ast.ImportFrom)):
                     exec(compile(ast.Module([node], []), str(page), "exec"), {})
 

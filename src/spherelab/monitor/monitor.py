@@ -74,7 +74,7 @@ class RegimeMonitor:
         self.model, self.optimizer = model, optimizer
         self.steps_per_epoch = steps_per_epoch
         self.record_every = record_every or steps_per_epoch
-        self.groups = _groups(model, si)
+        self.groups = _groups(model, si, example_input)
         # the joint vector of all SI weights; named groups (if several) on top of it
         every = [p for ps in self.groups.values() for p in ps]
         self.trackers = {JOINT: GroupTracker(every)}
@@ -318,9 +318,11 @@ class RegimeMonitor:
             self.detach()
 
 
-def _groups(model: nn.Module, si: SIGroups | None) -> dict[str, list[nn.Parameter]]:
+def _groups(
+    model: nn.Module, si: SIGroups | None, example: Tensor | None = None
+) -> dict[str, list[nn.Parameter]]:
     if si is None:
-        found = list(si_parameters(model))
+        found = list(si_parameters(model, example))
         if not found:
             raise ValueError(
                 f"spherelab.si_parameters found no scale-invariant weights in "
