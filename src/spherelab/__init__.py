@@ -37,12 +37,14 @@ _API = {
     "write_report": "spherelab.report",
     "QuadraticSphereToy": "spherelab.toy",
     "run_toy": "spherelab.toy",
+    "RegimeMonitor": "spherelab.monitor",
 }
 
 __all__ = [
     "BatchSampler",
     "Config",
     "QuadraticSphereToy",
+    "RegimeMonitor",
     "SphereSGD",
     "SweepSpec",
     "apply_overrides",
@@ -70,6 +72,7 @@ if TYPE_CHECKING:
     from spherelab.config import Config, apply_overrides, load_config
     from spherelab.data import BatchSampler, available_datasets, load_dataset
     from spherelab.models import available_models, build_model
+    from spherelab.monitor import RegimeMonitor
     from spherelab.regimes import classify, classify_records, estimate_boundaries
     from spherelab.report import write_report
     from spherelab.sphere import (
