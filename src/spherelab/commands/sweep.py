@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from spherelab.commands.progress import pack_progress
+from spherelab.commands.progress import SweepDisplay
 from spherelab.config import ConfigError, parse_assignment
 from spherelab.runtime import is_import_spec
 from spherelab.sweep.calibration import read_calibration, write_calibration
@@ -189,17 +189,21 @@ def handle(args: argparse.Namespace) -> int:
     logger = logging.getLogger("spherelab")
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)  # one progress line per finished run
-    summary = run_sweep(
-        spec,
-        args.out,
-        executor=args.executor,
-        workers=args.workers,
-        refine=args.refine,
-        pack=args.pack,
-        executor_options=options,
-        report=not args.no_report,
-        train_progress=pack_progress(),
-    )
+    with SweepDisplay() as display:
+        summary = run_sweep(
+            spec,
+            args.out,
+            executor=args.executor,
+            workers=args.workers,
+            refine=args.refine,
+            pack=args.pack,
+            executor_options=options,
+            report=not args.no_report,
+            # on a terminal the display's one line holds it all; a log keeps a line per run
+            progress=not display.tty or getattr(args, "verbose", False),
+            train_progress=display.train,
+            sweep_progress=display.sweep,
+        )
     return show_results(summary, spec, args.out)
 
 
