@@ -157,7 +157,7 @@ def job_lines(plan: Plan) -> list[str]:
                 res.append(f"{label} {opts[key]}" if key == "partition" else f"{opts[key]} {label}")
         gpus = opts.get("gpus_per_job") or opts.get("gpus_per_run")
         if gpus:
-            res.append(f"{gpus} GPU(s)")
+            res.append(f"{gpus:g} GPU(s)")
         return [
             f"submitit: one Slurm job array of {n} task(s), one per pack, at most "
             f"{plan.slots} at once; each task: {', '.join(res)}"
@@ -165,7 +165,7 @@ def job_lines(plan: Plan) -> list[str]:
     gpus = opts.get("gpus_per_run") or 0
     return [
         f"ray: {n} Ray task(s), one per pack; each asks num_cpus={opts.get('cpus_per_run')}, "
-        f"num_gpus={gpus}"
+        f"num_gpus={gpus:g}"
     ]
 
 
@@ -188,9 +188,10 @@ def describe(plan: Plan) -> list[str]:
         cfg = pack.points[0].config
         est = "" if pack.seconds is None else f", ~{duration(pack.seconds)}"
         steps = "" if pack.steps is None else f" ({pack.steps} steps)"
+        span = f"{elrs[0]:.3g}" + (f"..{elrs[-1]:.3g}" if len(elrs) > 1 else "")
         lines.append(
-            f"  pack {i}: {len(pack.points)} run(s) of {cfg.model.name}, ELR {elrs[0]:.3g}"
-            f"..{elrs[-1]:.3g}, seeds {','.join(map(str, seeds))}{steps}{est}"
+            f"  pack {i}: {len(pack.points)} run(s) of {cfg.model.name}, ELR {span}, "
+            f"seed(s) {','.join(map(str, seeds))}{steps}{est}"
         )
     if plan.settings.pack == AUTO or plan.executor != "inline":
         lines.append(
