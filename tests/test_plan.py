@@ -39,13 +39,14 @@ def _calibration(spec: SweepSpec, step_s: float = 0.01, record_s: float = 0.0) -
 
 def test_the_plan_lists_every_run_and_pack_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "sweep"
-    assert main([*ARGS, "--out", str(out), "--pack", "3", "--plan"]) == 0
+    assert main([*ARGS, "--out", str(out), "--pack", "3", "--plan", "--refine", "1"]) == 0
     text = capsys.readouterr().out
     for point in expand(SPEC):
         assert point.run_dir in text
     assert "packs: 2" in text and text.count("  pack ") == 2
     assert "inline: this process trains the 2 pack(s)" in text
     assert "device-hours" in text and "measured here" in text
+    assert "--refine 1 adds runs after the grid" in text
     assert not out.exists()
 
 

@@ -127,6 +127,7 @@ class SweepDisplay:
         self._tracker: SweepTracker | None = None
         self._inner: dict[str, Any] | None = None
         self._shown, self._last_plain, self._last_done = 0, -math.inf, -1
+        self._hold = False  # set by clear(): the ticker skips one draw
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -176,6 +177,9 @@ class SweepDisplay:
     def _tick(self) -> None:
         while not self._stop.wait(TICK_S):
             with self._lock:
+                if self._hold:  # a log line may be printing right now: draw at the next tick
+                    self._hold = False
+                    continue
                 self._draw()
 
     def _draw(self) -> None:
@@ -189,6 +193,7 @@ class SweepDisplay:
     def clear(self) -> None:
         """Blank the line, so a log line prints on a clean one (the next draw restores it)."""
         with self._lock:
+            self._hold = True
             if self._shown:
                 self.stream.write("\r" + " " * self._shown + "\r")
                 self.stream.flush()

@@ -226,6 +226,8 @@ def show_plan(args: argparse.Namespace, spec: SweepSpec, options: dict[str, Any]
         calibration=read_calibration(args.calibration) if args.calibration else None,
     )
     print("\n".join(describe(plan)))
+    if args.refine:
+        print(f"refinement: --refine {args.refine} adds runs after the grid; they are not planned")
     if args.calibration_out and plan.calibration is not None:
         print(f"calibration: {write_calibration(args.calibration_out, plan.calibration)}")
     return 0
