@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,12 @@ def show_plan(args: argparse.Namespace, spec: SweepSpec, options: dict[str, Any]
         raise ConfigError(
             "--calibration reads speeds and --calibration-out writes the ones timed here; "
             "pass one of them"
+        )
+    if not args.calibration:
+        print(
+            "timing a few training steps of one pack per kind here "
+            "(--calibration FILE uses speeds measured elsewhere)",
+            file=sys.stderr,
         )
     plan = plan_sweep(
         spec,
