@@ -99,7 +99,8 @@ def plan_sweep(
     rounds = open_sweep_dir(spec, out)  # reads only
     points = expand(spec, [entry for round_ in rounds for entry in round_])
     finished = [p for p in points if is_done(out / p.run_dir, p.config)]
-    by_dir = {str(out / p.run_dir): p for p in points if p not in finished}
+    skip = {p.run_dir for p in finished}
+    by_dir = {str(out / p.run_dir): p for p in points if p.run_dir not in skip}
     groups = pack_groups([Task(p.config, d) for d, p in by_dir.items()], settings.pack)
     if calibration is None and measure and groups:
         threads = local_threads(settings) if executor == "local" else None
@@ -172,12 +173,13 @@ def job_lines(plan: Plan) -> list[str]:
 def describe(plan: Plan) -> list[str]:
     """The plan as lines of text for people (the CLI prints them)."""
     left = len(plan.points) - len(plan.finished)
+    finished = {p.run_dir for p in plan.finished}
     lines = [
         f"runs: {len(plan.points)} ({len(plan.finished)} finished, {left} to train)",
         *(
             f"  {p.run_dir}  elr={p.elr:.4g} seed={p.seed}"
             + "".join(f" {k}={v}" for k, v in p.axes.items())
-            + ("  (finished)" if p in plan.finished else "")
+            + ("  (finished)" if p.run_dir in finished else "")
             for p in plan.points
         ),
         f"packs: {len(plan.packs)} (--pack {plan.settings.pack}; each pack is one task)",
