@@ -55,6 +55,8 @@ def test_the_plan_skips_finished_runs_without_touching_the_sweep_or_its_lock(tmp
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
     plan = plan_sweep(SPEC, tmp_path, calibration=_calibration(SPEC))
     assert len(plan.finished) == 6 and not plan.packs
+    text = "\n".join(describe(plan))
+    assert text.count("(finished)") == 6 and "nothing left to train" in text
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
 
 
