@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from spherelab.commands.progress import pack_progress
+from spherelab.commands.progress import SweepDisplay
 from spherelab.commands.train import PRESET_HELP
 from spherelab.config import (
     PRESET_ELRS,
@@ -20,9 +21,11 @@ from spherelab.config import (
     preset_overrides,
 )
 from spherelab.runtime import is_import_spec
+from spherelab.sweep.calibration import read_calibration, write_calibration
 from spherelab.sweep.executors import EXECUTORS
 from spherelab.sweep.files import read_summary
 from spherelab.sweep.packing import AUTO
+from spherelab.sweep.plan import describe, plan_sweep
 from spherelab.sweep.run import boundaries_by_group, run_sweep
 from spherelab.sweep.spec import SweepSpec, expand, load_spec, parse_elrs, parse_seeds
 from spherelab.train.build import build_config_model
@@ -99,6 +102,25 @@ def register(subparsers: Any) -> None:
     p.add_argument("--partition", help="submitit: Slurm partition")
     p.add_argument("--timeout-min", type=int, help="submitit: time limit per run (minutes)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the runs, packs, jobs and an estimate of time and device-hours; train "
+        "nothing and write nothing to --out",
+    )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="FILE",
+        help="--plan: speeds measured on the target machine (from --calibration-out) "
+        "instead of timing a few steps here",
+    )
+    p.add_argument(
+        "--calibration-out",
+        type=Path,
+        metavar="FILE",
+        help="--plan: also write the speeds timed here to FILE (JSON)",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -210,21 +232,59 @@ def handle(args: argparse.Namespace) -> int:
         for flag, option in EXECUTOR_FLAGS.items()
         if getattr(args, flag) is not None
     }
+    if args.plan or args.calibration or args.calibration_out:
+        return show_plan(args, spec, options)
     logger = logging.getLogger("spherelab")
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)  # one progress line per finished run
-    summary = run_sweep(
+    with SweepDisplay() as display:
+        summary = run_sweep(
+            spec,
+            args.out,
+            executor=args.executor,
+            workers=args.workers,
+            refine=args.refine,
+            pack=args.pack,
+            executor_options=options,
+            report=not args.no_report,
+            # on a terminal the display's one line holds it all; a log keeps a line per run
+            progress=not display.tty or getattr(args, "verbose", False),
+            train_progress=display.train,
+            sweep_progress=display.sweep,
+        )
+    return show_results(summary, spec, args.out)
+
+
+def show_plan(args: argparse.Namespace, spec: SweepSpec, options: dict[str, Any]) -> int:
+    """--plan: print what the sweep would do and its estimate; train and write nothing."""
+    if not args.plan:
+        raise ConfigError("--calibration and --calibration-out go with --plan; add --plan")
+    if args.calibration and args.calibration_out:
+        raise ConfigError(
+            "--calibration reads speeds and --calibration-out writes the ones timed here; "
+            "pass one of them"
+        )
+    if not args.calibration:
+        print(
+            "timing a few training steps of one pack per kind here "
+            "(--calibration FILE uses speeds measured elsewhere)",
+            file=sys.stderr,
+        )
+    plan = plan_sweep(
         spec,
         args.out,
         executor=args.executor,
         workers=args.workers,
-        refine=args.refine,
         pack=args.pack,
         executor_options=options,
-        report=not args.no_report,
-        train_progress=pack_progress(),
+        calibration=read_calibration(args.calibration) if args.calibration else None,
     )
-    return show_results(summary, spec, args.out)
+    print("\n".join(describe(plan)))
+    if args.refine:
+        print(f"refinement: --refine {args.refine} adds runs after the grid; they are not planned")
+    if args.calibration_out and plan.calibration is not None:
+        print(f"calibration: {write_calibration(args.calibration_out, plan.calibration)}")
+    return 0
 
 
 def show_results(summary: Path, spec: SweepSpec, out: Path) -> int:

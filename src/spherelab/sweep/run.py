@@ -32,6 +32,7 @@ from spherelab.sweep.files import (
     write_summary,
     write_sweep_json,
 )
+from spherelab.sweep.progress import SweepProgressFn, SweepTracker
 from spherelab.sweep.spec import (
     SAME_ELR,
     Point,
@@ -105,6 +106,8 @@ class _Session:
         self.out, self.runner, self.executor = out, runner, executor
         self.settings, self.progress = settings, progress
         self.outcomes: dict[str, Outcome] = {}
+        self.tracker = SweepTracker()
+        self.watch: SweepProgressFn | None = None  # gets the tracker on every change
 
     def run(self, points: Sequence[Point]) -> None:
         pending = [p for p in points if not is_done(self.out / p.run_dir, p.config)]
@@ -113,9 +116,14 @@ class _Session:
         by_dir = {str(self.out / p.run_dir): p for p in pending}
         tasks = [Task(p.config, run_dir) for run_dir, p in by_dir.items()]
         done = itertools.count(1)
+        tracker = self.tracker
+        tracker.start_round(by_dir)
+        if self.watch is not None:
+            self.watch(tracker)
 
         def on_done(outcome: Outcome) -> None:
             self.outcomes[outcome.run_dir] = outcome
+            tracker.add(outcome)
             point, s = by_dir[outcome.run_dir], outcome.summary or {}
             what = (
                 f"{s.get('regime')} train_loss={_short(s.get('train_loss'))}"
@@ -134,6 +142,8 @@ class _Session:
                 what,
                 outcome.seconds,
             )
+            if self.watch is not None:
+                self.watch(tracker)
 
         run_tasks(self.executor, tasks, self.runner, on_done, self.settings)
 
@@ -174,6 +184,7 @@ def run_sweep(
     pack: int | str = "auto",
     report: bool = True,
     train_progress: ProgressFn | None = None,
+    sweep_progress: SweepProgressFn | None = None,
 ) -> Path:
     """Run (or resume, or extend) a sweep in out_dir; returns the path of summary.csv.
 
@@ -187,6 +198,9 @@ def run_sweep(
     runner(config, run_dir) -> summary: defaults to executors.train_runner (spherelab.train).
     train_progress: called with the engine's progress dicts inside every run or pack (the
     inline executor with the default engine runner; the CLI shows them on stderr).
+    sweep_progress: called in this process with a SweepTracker (spherelab.sweep.
+    progress: runs done, failed, running, regimes) when a round starts and after every
+    finished run, on every executor.
     Every input is validated before anything runs; a failing run is recorded, not raised.
     """
     out = Path(out_dir).absolute()  # workers may run in another working directory
@@ -206,6 +220,7 @@ def run_sweep(
         if train_progress is not None and executor == "inline" and isinstance(runner, EngineRunner):
             runner = EngineRunner(train_progress)
         session = _Session(out, runner, executor, settings, progress)
+        session.watch = sweep_progress
         session.run(points)
         path = write_summary(out, session.rows(points))
         while len(rounds) < refine:  # rounds already in sweep.json count, so a rerun is a no-op
