@@ -82,7 +82,6 @@ def test_the_report_of_unclassified_runs_says_they_do_not_vote(tmp_path):
     assert "unclassified (2)" in page and "do not vote" in page
 
 
-@pytest.mark.slow
 def test_a_sweep_of_one_step_runs_writes_its_report_and_report_reruns(tmp_path):
     _one_step_sweep(tmp_path / "s")
     assert (tmp_path / "s" / "report.html").exists()
@@ -297,7 +296,6 @@ def test_deterministic_runs_are_never_packed_and_restore_the_thread_count():
     assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
 
 
-@pytest.mark.slow
 def test_deterministic_gives_the_same_numbers_inline_packed_and_local(tmp_path):
     # Without the switch the chaotic run differs between a pack and a single run...
     packed = _sweep_records(tmp_path / "p", "inline", "--pack", "2")
