@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from test_sweep import failing_runner
 
 from spherelab.config import Config, ConfigError, apply_overrides
-from spherelab.sweep.executors import assign_devices, make_settings
+from spherelab.sweep.executors import (
+    assign_devices,
+    local_workers,
+    make_settings,
+    run_tasks,
+    start_worker,
+)
 from spherelab.sweep.files import read_summary
-from spherelab.sweep.packing import pack_groups
+from spherelab.sweep.packing import group_outcomes, pack_groups
 from spherelab.sweep.run import run_sweep
-from spherelab.sweep.spec import SweepSpec
+from spherelab.sweep.spec import SweepSpec, expand
 from spherelab.sweep.tasks import Task, execute, one_line_error
 
 # small: every worker process imports torch (through spherelab/__init__)
@@ -29,10 +39,23 @@ def importable_tests(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
 
 
+class FailingPacker:
+    """failing_runner, that can also train packs: a pack fails as a whole when one of its
+    members would (as a pack whose start fails does), so its members train one by one."""
+
+    def __call__(self, config: Config, run_dir: str) -> dict:
+        return failing_runner(config, run_dir)
+
+    def train_pack(self, configs, run_dirs) -> list[dict]:
+        for run_dir in run_dirs:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            (Path(run_dir) / "pack.log").write_text(f"{len(configs)}\n")
+        return [self(c, d) for c, d in zip(configs, run_dirs)]
+
+
 @pytest.fixture(scope="module")
 def inline_rows(tmp_path_factory):
-    out = tmp_path_factory.mktemp("inline")
-    return read_summary(run_sweep(SPEC, out, runner=failing_runner, report=False))
+    return _sweep_with("inline", tmp_path_factory.mktemp("inline"))
 
 
 def _sweep_with(executor: str, out: Path) -> list[dict[str, str]]:
@@ -42,8 +65,9 @@ def _sweep_with(executor: str, out: Path) -> list[dict[str, str]]:
             out,
             executor=executor,
             workers=2,
+            pack=2,
             report=False,
-            runner=failing_runner,
+            runner=FailingPacker(),
             executor_options=OPTIONS.get(executor),
         )
     )
@@ -58,6 +82,8 @@ def test_every_executor_writes_the_same_summary_as_inline(
     rows = _sweep_with(executor, tmp_path)
     assert rows == inline_rows
     assert len(rows) == 2 and {r["status"] for r in rows} == {"finished", "failed"}
+    for row in rows:  # the two runs were tried as one pack, then one by one
+        assert (tmp_path / row["run_dir"] / "pack.log").read_text() == "2\n"
 
 
 def test_the_ray_executor_writes_the_same_summary_as_inline(
@@ -89,7 +115,9 @@ def test_a_missing_extra_names_the_pip_install(monkeypatch, tmp_path, executor, 
         ("threads", {}, "unknown executor"),
         ("local", {"options": {"array_parallelism": 4}}, "no option"),
         ("ray", {"options": {"partition": "gpu"}}, "valid options: address"),
-        ("local", {"pack": 4}, "needs executor 'inline'"),
+        ("local", {"options": {"gpus": "0,x"}}, "--gpus 0,1,2,3"),
+        ("local", {"options": {"gpus": [-1]}}, "GPU indices"),
+        ("submitit", {"options": {"gpus": [0]}}, "no option"),
         ("inline", {"workers": 0}, "workers=0"),
         ("inline", {"pack": "some"}, "or 'auto'"),
     ],
@@ -110,10 +138,16 @@ def _tasks(devices: list[str]) -> list[Task]:
     ]
 
 
-def test_local_runs_get_cuda_devices_round_robin_unless_they_chose_one():
-    tasks = assign_devices(_tasks(["auto", "cuda", "cpu", "auto", "cuda:5"]), n_gpus=2)
-    assert [t.config.train.device for t in tasks] == ["cuda:0", "cuda:1", "cpu", "cuda:1", "cuda:5"]
-    assert assign_devices(_tasks(["auto"]), n_gpus=0)[0].config.train.device == "auto"
+def test_local_packs_get_cuda_devices_round_robin_unless_their_runs_chose_one():
+    jobs = [[t] for t in _tasks(["auto", "cuda", "cpu", "auto", "cuda:5"])]
+    jobs = assign_devices([jobs[0] + jobs[1], *jobs[2:]], n_gpus=2)
+    assert [[t.config.train.device for t in job] for job in jobs] == [
+        ["cuda:0", "cuda:0"],  # a pack shares one GPU
+        ["cpu"],
+        ["cuda:0"],
+        ["cuda:5"],
+    ]
+    assert assign_devices([_tasks(["auto"])], n_gpus=0)[0][0].config.train.device == "auto"
 
 
 def test_packs_hold_only_runs_that_differ_in_elr_and_seed():
@@ -132,18 +166,38 @@ def _cpu_tasks(model: str, n: int) -> list[Task]:
     ]
 
 
-def test_auto_packs_mlps_on_a_cpu_up_to_sixteen_and_leaves_convnets_alone():
+def test_auto_packs_up_to_sixteen_runs_and_keeps_every_worker_busy():
     tasks = _cpu_tasks("mlp_si", 20) + _cpu_tasks("convnet_si", 3)
-    groups = pack_groups(tasks, pack="auto")
-    assert [len(g) for g in groups] == [16, 4, 1, 1, 1]
-    assert {t.config.model.name for g in groups[:2] for t in g} == {"mlp_si"}
+    assert [len(g) for g in pack_groups(tasks, "auto")] == [16, 4, 3]
+    assert [len(g) for g in pack_groups(tasks, "auto", workers=4)] == [6, 6, 6, 2, 3]
+    assert [len(g) for g in pack_groups(tasks[:16], "auto", workers=2)] == [8, 8]
+    groups = pack_groups(tasks, "auto", workers=100)
+    assert [len(g) for g in groups] == [1] * 23
     assert sorted(t.run_dir for g in groups for t in g) == sorted(t.run_dir for t in tasks)
 
 
-def test_auto_pack_means_no_packing_outside_the_inline_executor():
-    settings = {"workers": 2, "pack": "auto", "options": None, "work_dir": Path(".")}
-    assert make_settings("local", **settings).pack == 1
-    assert make_settings("inline", **settings).pack == "auto"
+class RecordingRunner:
+    """Says how each run was trained: in a pack of K (train_pack) or alone (__call__)."""
+
+    def __call__(self, config, run_dir):
+        return {"how": "alone", "device": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+    def train_pack(self, configs, run_dirs):
+        gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+        return [{"how": f"pack of {len(configs)}", "device": gpu} for _ in configs]
+
+
+def test_auto_packs_where_packing_pays_on_the_device_the_pack_runs_on(monkeypatch):
+    mlps, convnets = _cpu_tasks("mlp_si", 3), _cpu_tasks("convnet_si", 2)
+    how = [o.summary["how"] for o in group_outcomes(mlps, RecordingRunner(), "auto")]
+    assert how == ["pack of 3"] * 3  # on a CPU packing pays for MLPs only
+    how = [o.summary["how"] for o in group_outcomes(convnets, RecordingRunner(), "auto")]
+    assert how == ["alone"] * 2
+    how = [o.summary["how"] for o in group_outcomes(convnets, RecordingRunner(), 2)]
+    assert how == ["pack of 2"] * 2  # a number always packs
+    monkeypatch.setattr("spherelab.sweep.packing.resolve_device", lambda d: torch.device("cuda"))
+    how = [o.summary["how"] for o in group_outcomes(convnets, RecordingRunner(), "auto")]
+    assert how == ["pack of 2"] * 2  # a worker with a GPU packs convnets too
 
 
 def test_a_raising_runner_becomes_a_failed_outcome_with_one_line():
@@ -152,3 +206,148 @@ def test_a_raising_runner_becomes_a_failed_outcome_with_one_line():
     outcome = execute(failing_runner, task)
     assert outcome.summary is None and outcome.error == "RuntimeError: loss exploded at step 3"
     assert one_line_error(KeyError()) == "KeyError"
+
+
+class MeetingRunner(RecordingRunner):
+    """Also says which process trained the run, and first waits (up to a minute) until `n`
+    worker processes have started one, so that every worker takes part."""
+
+    def __init__(self, meet: Path, n: int) -> None:
+        self.meet, self.n = meet, n
+
+    def _meet(self) -> int:
+        (self.meet / str(os.getpid())).touch()
+        deadline = time.monotonic() + 60
+        while len(list(self.meet.iterdir())) < self.n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return os.getpid()
+
+    def __call__(self, config, run_dir):
+        return super().__call__(config, run_dir) | {"pid": self._meet()}
+
+    def train_pack(self, configs, run_dirs):
+        pid = self._meet()
+        return [s | {"pid": pid} for s in super().train_pack(configs, run_dirs)]
+
+
+def test_a_local_worker_takes_its_own_gpu_and_its_share_of_the_cores(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    gpus = multiprocessing.get_context("spawn").Queue()
+    for gpu in (3, 5):
+        gpus.put(gpu)
+    start_worker(1, gpus)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3" and torch.get_num_threads() == 1
+    start_worker(1, gpus)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    settings = make_settings("local", workers=7, pack=2, options={"gpus": "3,5"}, work_dir=".")
+    assert settings.options["gpus"] == (3, 5) and local_workers(settings) == 2
+
+
+@pytest.mark.slow  # spawns two workers (~10 s on a busy 2-core machine)
+def test_local_gpus_pin_one_worker_to_each_gpu_and_spread_the_packs(tmp_path, importable_tests):
+    settings = make_settings("local", workers=7, pack=2, options={"gpus": "3,5"}, work_dir=tmp_path)
+    tasks = _tasks(["auto"] * 6)  # six packable runs: three packs of two
+    (tmp_path / "meet").mkdir()
+    outcomes = run_tasks("local", tasks, MeetingRunner(tmp_path / "meet", 2), [].append, settings)
+    summaries = [o.summary for o in outcomes]
+    assert [s["how"] for s in summaries] == ["pack of 2"] * 6
+    gpu_of = {s["pid"]: s["device"] for s in summaries}
+    assert sorted(gpu_of.values()) == ["3", "5"]  # two workers, one per GPU, each pinned
+    assert all(gpu_of[s["pid"]] == s["device"] for s in summaries)
+    for i in (0, 2, 4):  # a pack trains in one worker, on one GPU
+        assert summaries[i]["pid"] == summaries[i + 1]["pid"]
+
+
+def test_local_gpus_refuse_a_run_that_names_its_gpu(tmp_path):
+    settings = make_settings(
+        "local", workers=2, pack=1, options={"gpus": [0, 1]}, work_dir=tmp_path
+    )
+    with pytest.raises(ConfigError, match="train.device='cuda:1' names a GPU"):
+        run_tasks("local", _tasks(["auto", "cuda:1"]), RecordingRunner(), [].append, settings)
+
+
+# Real packs of a float64 MLP: one converging, one chaotic and one non-finite ELR, two seeds.
+PACKED = SweepSpec(
+    elrs=(1e-3, 1e-1, 1e300),
+    seeds=(0, 1),
+    model="mlp_si",
+    dataset="synthetic:20:128",
+    epochs=3,
+    overrides={
+        "model.width": 8,
+        "train.records": 3,
+        "train.device": "cpu",
+        "train.dtype": "float64",
+    },
+)
+
+
+def _plant_another_run(sweep: Path, point) -> None:
+    """A directory that already holds a different run: that member fails at its start."""
+    run = sweep / point.run_dir
+    run.mkdir(parents=True)
+    other = apply_overrides(point.config, {"optim.elr": 0.5})
+    (run / "config.json").write_text(json.dumps(other.to_dict()))
+    (run / "metrics.jsonl").write_text('{"step": 5}\n')
+
+
+def _packed_sweep(executor: str, out: Path, **options) -> list[dict[str, str]]:
+    return read_summary(
+        run_sweep(
+            PACKED,
+            out,
+            executor=executor,
+            workers=2,
+            pack=3,
+            report=False,
+            progress=False,
+            executor_options=options or OPTIONS.get(executor),
+        )
+    )
+
+
+def _same_files(a: Path, b: Path, rows) -> None:
+    for row in rows:
+        for name in ("metrics.jsonl", "summary.json"):
+            if row["status"] != "failed":
+                assert (a / row["run_dir"] / name).read_bytes() == (
+                    b / row["run_dir"] / name
+                ).read_bytes(), (row["run_dir"], name)
+
+
+@pytest.fixture(scope="module")
+def inline_packs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("inline_packs")
+    _plant_another_run(out, expand(PACKED)[1])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a local worker on 2 cores (the float sums depend on it)
+    try:
+        return out, _packed_sweep("inline", out)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.slow  # spawns two workers and trains six runs (~10 s on a busy 2-core machine)
+def test_local_packs_write_the_inline_files_isolate_faults_and_finish_a_half_done_pack(
+    tmp_path, inline_packs, monkeypatch
+):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # one thread per worker, as inline
+    inline_dir, inline = inline_packs
+    _plant_another_run(tmp_path, expand(PACKED)[1])
+    rows = _packed_sweep("local", tmp_path)
+    assert [r | {"error": ""} for r in rows] == [r | {"error": ""} for r in inline]
+    statuses = [r["status"] for r in rows]
+    assert statuses == ["finished", "failed", "finished", "finished", "nonfinite", "nonfinite"]
+    assert "already holds a different run" in rows[1]["error"]
+    _same_files(tmp_path, inline_dir, rows)
+    # Half a pack done: one member lost its last checkpoint and summary (killed), one is done.
+    half = tmp_path / rows[3]["run_dir"]
+    sorted((half / "checkpoints").glob("step_*.pt"))[-1].unlink()
+    (half / "summary.json").unlink()
+    done = tmp_path / rows[2]["run_dir"] / "summary.json"
+    stamp = done.stat().st_mtime_ns
+    again = _packed_sweep("local", tmp_path)
+    assert done.stat().st_mtime_ns == stamp  # a finished run is not trained again
+    assert [r["status"] for r in again] == statuses
+    loss, before = float(again[3]["train_loss"]), float(rows[3]["train_loss"])
+    assert abs(loss - before) <= 1e-6 * before  # resumed alone: float64 agrees to 1e-6
