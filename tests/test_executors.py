@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,8 @@ from test_sweep import failing_runner
 
 from spherelab.config import Config, ConfigError, apply_overrides
 from spherelab.sweep.executors import (
+    EngineRunner,
+    SlurmJob,
     assign_devices,
     local_workers,
     make_settings,
@@ -86,16 +92,59 @@ def test_every_executor_writes_the_same_summary_as_inline(
         assert (tmp_path / row["run_dir"] / "pack.log").read_text() == "2\n"
 
 
-def test_the_ray_executor_writes_the_same_summary_as_inline(
+def test_the_ray_executor_writes_the_same_summary_as_inline_and_gives_each_pack_its_gpus(
     inline_rows, tmp_path, importable_tests
 ):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Two GPUs declared on a CPU machine: Ray hands them out (CUDA_VISIBLE_DEVICES) all the same.
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     try:
         rows = _sweep_with("ray", tmp_path)
+        options = {"gpus_per_run": 1.0}
+        settings = make_settings("ray", workers=2, pack=2, options=options, work_dir=tmp_path)
+        outcomes = run_tasks("ray", _tasks(["auto"] * 4), RecordingRunner(), [].append, settings)
     finally:
         ray.shutdown()
     assert rows == inline_rows
+    summaries = [o.summary for o in outcomes]
+    assert [s["how"] for s in summaries] == ["pack of 2"] * 4
+    devices = [s["device"] for s in summaries]
+    assert devices[0] == devices[1] and devices[2] == devices[3]  # one GPU per pack
+    assert {devices[0], devices[2]} <= {"0", "1"}
+
+
+class FakeSubmitit:
+    """submitit's AutoExecutor as the sweep uses it, run in this process: what it was asked."""
+
+    asked: dict = {}
+
+    def __init__(self, folder, cluster, **kwargs) -> None:
+        FakeSubmitit.asked = dict(kwargs)
+        self.jobs: list = []
+
+    def update_parameters(self, **params) -> None:
+        FakeSubmitit.asked |= params
+
+    @contextlib.contextmanager
+    def batch(self):
+        yield
+
+    def submit(self, function):
+        self.jobs.append(function)
+        return types.SimpleNamespace(result=function)
+
+
+def test_submitit_submits_one_job_per_pack_with_its_gpus_and_requeues(tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit")  # the slurm extra: `make test-all` only
+    monkeypatch.setattr(submitit, "AutoExecutor", FakeSubmitit)
+    monkeypatch.setattr(submitit.helpers, "as_completed", lambda jobs, poll_frequency: jobs)
+    options = {"cluster": "slurm", "gpus_per_run": 1, "max_timeouts": 9, "signal_delay_s": 120}
+    settings = make_settings("submitit", workers=2, pack=2, options=options, work_dir=tmp_path)
+    outcomes = run_tasks("submitit", _tasks(["auto"] * 3), RecordingRunner(), [].append, settings)
+    assert [o.summary["how"] for o in outcomes] == ["pack of 2", "pack of 2", "alone"]
+    asked = FakeSubmitit.asked
+    assert asked["gpus_per_node"] == 1 and asked["slurm_max_num_timeout"] == 9
+    assert asked["slurm_signal_delay_s"] == 120
 
 
 @pytest.mark.parametrize("executor, extra", [("ray", "ray"), ("submitit", "slurm")])
@@ -351,3 +400,83 @@ def test_local_packs_write_the_inline_files_isolate_faults_and_finish_a_half_don
     assert [r["status"] for r in again] == statuses
     loss, before = float(again[3]["train_loss"]), float(rows[3]["train_loss"])
     assert abs(loss - before) <= 1e-6 * before  # resumed alone: float64 agrees to 1e-6
+
+
+class PreemptOnce:
+    """Progress that preempts its own job once, at the end of epoch `epoch`: it sends the
+    signal Slurm (and submitit's local executor) send on preemption or near a time limit."""
+
+    def __init__(self, marker: Path, epoch: int) -> None:
+        self.marker, self.epoch = marker, epoch
+
+    def __call__(self, info: dict) -> None:
+        if info["epoch"] == self.epoch and not self.marker.exists():
+            self.marker.write_text(f"{os.getpid()}\n")
+            submitit = pytest.importorskip("submitit")
+            os.kill(os.getpid(), getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG))
+
+
+@pytest.mark.slow  # two submitit job starts (~20 s on a busy 2-core machine)
+def test_a_preempted_submitit_job_requeues_itself_and_resumes_bitwise(
+    tmp_path, importable_tests, monkeypatch
+):
+    pytest.importorskip("submitit")  # the slurm extra: installed by `make test-all` only
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the job's float sums as in this process
+    spec = dataclasses.replace(
+        PACKED, elrs=(1e-2, 5e-2), seeds=(0,), epochs=6, overrides=PACKED.overrides
+    )
+    spec = dataclasses.replace(spec, overrides={**spec.overrides, "train.dtype": "float32"})
+    ref = read_summary(run_sweep(spec, tmp_path / "ref", pack=2, report=False, progress=False))
+    marker = tmp_path / "preempted"
+    rows = read_summary(
+        run_sweep(
+            spec,
+            tmp_path / "cut",
+            executor="submitit",
+            pack=2,
+            report=False,
+            progress=False,
+            runner=EngineRunner(progress=PreemptOnce(marker, epoch=4)),
+            executor_options=OPTIONS["submitit"],
+        )
+    )
+    assert marker.exists()  # the job was preempted at epoch 4 of 6 (records: 0, 2 and 6)
+    logs = "".join(p.read_text() for p in (tmp_path / "cut" / "submitit").glob("*.out"))
+    assert "Requeued job" in logs and "Job completed successfully" in logs
+    assert rows == ref and {r["status"] for r in rows} == {"finished"}
+    for row in rows:
+        a, b = tmp_path / "ref" / row["run_dir"], tmp_path / "cut" / row["run_dir"]
+        for name in ("metrics.jsonl", "summary.json"):
+            assert (a / name).read_bytes() == (b / name).read_bytes(), (row["run_dir"], name)
+        names = sorted(p.name for p in (a / "checkpoints").iterdir())
+        assert sorted(p.name for p in (b / "checkpoints").iterdir()) == names
+
+
+def test_a_slurm_job_stops_its_pack_at_an_epoch_end_then_hands_over_to_submitit(
+    tmp_path, monkeypatch, request
+):
+    submitit = pytest.importorskip("submitit")  # the slurm extra: `make test-all` only
+    sig = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
+    requeued = []
+
+    def submitit_handler(signum, frame):  # stands in for submitit's: checkpoint, requeue, exit
+        requeued.append(job.checkpoint())
+        raise SystemExit(144)
+
+    before = signal.getsignal(sig)
+    request.addfinalizer(lambda: signal.signal(sig, before))  # the job leaves its handler set
+    monkeypatch.setattr(signal, "getsignal", lambda s: submitit_handler if s == sig else None)
+    spec = dataclasses.replace(PACKED, elrs=(1e-2, 5e-2), seeds=(0,), epochs=6)
+    tasks = [Task(p.config, str(tmp_path / p.run_dir)) for p in expand(spec)]
+    runner = EngineRunner(progress=PreemptOnce(tmp_path / "preempted", epoch=4))
+    job = SlurmJob(runner, tasks, 2)
+    with pytest.raises(SystemExit):
+        job()
+    assert requeued[0].function is job and runner.stop is None  # the same job, again
+    for task in tasks:
+        steps = [p.name for p in (Path(task.run_dir) / "checkpoints").glob("step_*.pt")]
+        assert "step_000000004.pt" in steps  # stopped at its epoch end, with a checkpoint
+        assert not (Path(task.run_dir) / "summary.json").exists()
+    outcomes = requeued[0].result()  # the requeued job finishes the pack
+    assert [o.summary["status"] for o in outcomes] == ["finished", "finished"]
+    assert [o.summary["step"] for o in outcomes] == [6, 6]
