@@ -17,6 +17,7 @@ import pytest
 import torch
 from test_sweep import failing_runner
 
+from spherelab import cli
 from spherelab.config import Config, ConfigError, apply_overrides
 from spherelab.sweep.executors import (
     EngineRunner,
@@ -167,6 +168,7 @@ def test_a_missing_extra_names_the_pip_install(monkeypatch, tmp_path, executor, 
         ("local", {"options": {"gpus": "0,x"}}, "--gpus 0,1,2,3"),
         ("local", {"options": {"gpus": [-1]}}, "GPU indices"),
         ("submitit", {"options": {"gpus": [0]}}, "no option"),
+        ("submitit", {"options": {"cluster": "pbs"}}, "use slurm, local or debug"),
         ("inline", {"workers": 0}, "workers=0"),
         ("inline", {"pack": "some"}, "or 'auto'"),
     ],
@@ -480,3 +482,11 @@ def test_a_slurm_job_stops_its_pack_at_an_epoch_end_then_hands_over_to_submitit(
     outcomes = requeued[0].result()  # the requeued job finishes the pack
     assert [o.summary["status"] for o in outcomes] == ["finished", "finished"]
     assert [o.summary["step"] for o in outcomes] == [6, 6]
+
+
+def test_cli_bad_gpus_exit_2_with_one_line_before_anything_runs(tmp_path, capsys):
+    argv = ["sweep", "--elrs", "1e-3", "--out", str(tmp_path / "s"), "--executor", "local"]
+    code = cli.main([*argv, "--gpus", "0,x"])
+    err = capsys.readouterr().err
+    assert code == 2 and "gpus='0,x' is not a list of GPU indices" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s").exists()

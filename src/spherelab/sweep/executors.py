@@ -317,10 +317,9 @@ def require_extra(executor: str) -> Any:
 def _check_gpus(gpus: Any) -> tuple[int, ...] | None:
     if gpus is None:
         return None
-    if isinstance(gpus, str):
-        gpus = [g for g in gpus.split(",") if g.strip()]
+    given = [g for g in gpus.split(",") if g.strip()] if isinstance(gpus, str) else gpus
     try:
-        out = tuple(int(g) for g in gpus)
+        out = tuple(int(g) for g in given)
     except (TypeError, ValueError):
         out = ()
     if not out or min(out) < 0:
@@ -328,6 +327,14 @@ def _check_gpus(gpus: Any) -> tuple[int, ...] | None:
             f"gpus={gpus!r} is not a list of GPU indices; e.g. --gpus 0,1,2,3 (one worker each)"
         )
     return out
+
+
+def _check_cluster(cluster: str | None) -> None:
+    if cluster not in (None, "slurm", "local", "debug"):
+        raise ConfigError(
+            f"cluster={cluster!r} is unknown; use slurm, local or debug (default: Slurm where "
+            "it is installed, else this machine)"
+        )
 
 
 def make_settings(
@@ -352,11 +359,13 @@ def make_settings(
         raise ConfigError(
             f"executor {executor!r} has no option(s) {', '.join(unknown)}; valid options: {valid}"
         )
-    if executor in _EXTRAS:
-        require_extra(executor)
     filled = allowed | dict(options or {})
     if executor == "local":
         filled["gpus"] = _check_gpus(filled["gpus"])
+    if executor == "submitit":
+        _check_cluster(filled["cluster"])
+    if executor in _EXTRAS:
+        require_extra(executor)
     return Settings(workers, pack, filled, work_dir)
 
 
