@@ -490,3 +490,68 @@ def test_cli_bad_gpus_exit_2_with_one_line_before_anything_runs(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 2 and "gpus='0,x' is not a list of GPU indices" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+# --- the CUDA path (pytest -m gpu; benchmarks/gpu_check.sh runs these) -------------------------
+# Their CPU twins are above: the same code paths, with a fake GPU list and the CPU device.
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+# A tiny float64 ConvNet at convergent ELRs (chaotic ones amplify rounding differences).
+CONV = SweepSpec(
+    elrs=(1e-3, 2e-3),
+    seeds=(0,),
+    model="convnet_si",
+    dataset="synthetic:2x8x8:64:32",
+    epochs=6,
+    overrides={
+        "model.width": 3,
+        "model.depth": 2,
+        "data.batch_size": 16,
+        "train.records": 3,
+        "train.dtype": "float64",
+        "train.eval_batch_size": 32,
+    },
+)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_local_gpu_worker_packs_on_its_own_gpu_and_matches_inline(tmp_path):
+    ref = read_summary(run_sweep(CONV, tmp_path / "inline", report=False, progress=False))
+    options = {"gpus": [torch.cuda.device_count() - 1]}  # the last GPU: seen as cuda:0
+    rows = read_summary(
+        run_sweep(
+            CONV,
+            tmp_path / "local",
+            executor="local",
+            report=False,
+            progress=False,
+            executor_options=options,
+        )
+    )
+    for a, b in zip(ref, rows):
+        assert b["status"] == "finished"
+        assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=1e-6)
+        saved = json.loads((tmp_path / "local" / b["run_dir"] / "config.json").read_text())
+        assert saved["train"]["device"] == "auto"  # the config is the user's
+        assert saved["environment"]["device"].startswith("cuda")  # auto found the pinned GPU
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_stopped_pack_resumes_on_cuda(tmp_path):
+    from spherelab.train import train_ensemble
+    from spherelab.train.loop import Interrupted
+
+    tasks = [
+        Task(apply_overrides(p.config, {"train.device": "cuda"}), str(tmp_path / p.run_dir))
+        for p in expand(CONV)
+    ]
+    cfgs = [t.config for t in tasks]
+    full = train_ensemble(cfgs, [tmp_path / "full" / str(k) for k in range(len(cfgs))])
+    stop = iter([False, False, False, True]).__next__  # asked at every epoch end: stop at 4
+    with pytest.raises(Interrupted):
+        train_ensemble(cfgs, [t.run_dir for t in tasks], stop=stop)
+    resumed = train_ensemble(cfgs, [t.run_dir for t in tasks])
+    for a, b in zip(full, resumed):
+        assert b["step"] == a["step"]
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-6)
