@@ -87,7 +87,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--gpus",
         metavar="LIST",
-        help="local: one worker per listed GPU, pinned to it, e.g. 0,1,2,3 (replaces --workers)",
+        help="local: one worker per listed GPU, pinned to it, e.g. 0,1,2,3 (replaces --workers; "
+        "list a GPU twice for two workers on it)",
     )
     p.add_argument("--array-parallelism", type=int, help="submitit: Slurm array throttle")
     p.add_argument(

@@ -181,17 +181,19 @@ def run_local(
 class SlurmJob:
     """One submitit job: trains one pack (run_job), and is checkpointable the submitit way.
 
-    On preemption or near its time limit submitit signals the job (USR2). With a runner that
-    can stop (EngineRunner), the pack then trains on to its epoch end, checkpoints every running
-    member there and stops (train.loop.Interrupted); submitit's own handler then requeues the
-    job with the same arguments (`checkpoint`), and the rerun resumes each run exactly from
-    that step. Another runner is requeued by submitit at once, from its runs' last records."""
+    On preemption or near its time limit submitit signals the job (USR2). With the default
+    runner (EngineRunner itself, whose packs honour `stop`), the pack then trains on to its
+    epoch end, checkpoints every running member there and stops (train.loop.Interrupted);
+    submitit's own handler then requeues the job with the same arguments (`checkpoint`), and
+    the rerun resumes each run exactly from that step. Any other runner (a subclass too: its
+    packs may not honour `stop`) is requeued by submitit at once, and its runs resume from
+    their last checkpoints."""
 
     def __init__(self, runner: Runner, job: Sequence[Task], pack: int | str) -> None:
         self.runner, self.job, self.pack = runner, list(job), pack
 
     def __call__(self) -> list[Outcome]:
-        if not isinstance(self.runner, EngineRunner):
+        if type(self.runner) is not EngineRunner:
             return run_job(self.runner, self.job, self.pack)
         sig = getattr(signal, "SIG" + require_extra("submitit").JobEnvironment.USR_SIG)
         requeue = signal.getsignal(sig)  # submitit's: calls `checkpoint`, requeues, exits
