@@ -309,12 +309,15 @@ def test_local_gpus_pin_one_worker_to_each_gpu_and_spread_the_packs(tmp_path, im
         assert summaries[i]["pid"] == summaries[i + 1]["pid"]
 
 
-def test_local_gpus_refuse_a_run_that_names_its_gpu(tmp_path):
-    settings = make_settings(
-        "local", workers=2, pack=1, options={"gpus": [0, 1]}, work_dir=tmp_path
-    )
+def test_local_gpus_refuse_a_run_that_names_its_gpu_before_anything_runs(tmp_path):
+    options = {"gpus": [0, 1]}
+    settings = make_settings("local", workers=2, pack=1, options=options, work_dir=tmp_path)
     with pytest.raises(ConfigError, match="train.device='cuda:1' names a GPU"):
         run_tasks("local", _tasks(["auto", "cuda:1"]), RecordingRunner(), [].append, settings)
+    spec = dataclasses.replace(SPEC, overrides={"train.device": "cuda:0"})
+    with pytest.raises(ConfigError, match="--gpus pins each worker"):
+        run_sweep(spec, tmp_path / "s", executor="local", executor_options=options)
+    assert not (tmp_path / "s").exists()
 
 
 # Real packs of a float64 MLP: one converging, one chaotic and one non-finite ELR, two seeds.

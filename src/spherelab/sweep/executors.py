@@ -19,7 +19,7 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -120,17 +120,18 @@ def assign_devices(jobs: Sequence[Sequence[Task]], n_gpus: int) -> list[list[Tas
     return out
 
 
-def check_pinnable(jobs: Sequence[Sequence[Task]]) -> None:
+def check_pinnable(settings: Settings, configs: Iterable[Config]) -> None:
     """With --gpus every worker sees only its own GPU (as cuda:0): a run naming a GPU is an
     error, not a silent move."""
-    for job in jobs:
-        for task in job:
-            device = task.config.train.device
-            if device.startswith("cuda:"):
-                raise ConfigError(
-                    f"train.device={device!r} names a GPU, but --gpus pins each worker to its "
-                    "own GPU; use train.device=auto (or cuda), or drop --gpus"
-                )
+    if not settings.options.get("gpus"):
+        return
+    for config in configs:
+        device = config.train.device
+        if device.startswith("cuda:"):
+            raise ConfigError(
+                f"train.device={device!r} names a GPU, but --gpus pins each worker to its "
+                "own GPU; use train.device=auto (or cuda), or drop --gpus"
+            )
 
 
 def start_worker(threads: int, devices: Any) -> None:
@@ -156,7 +157,7 @@ def run_local(
     context = multiprocessing.get_context("spawn")
     devices = None
     if gpus:
-        check_pinnable(jobs)
+        check_pinnable(settings, (task.config for job in jobs for task in job))
         devices = context.Queue()
         for gpu in gpus:
             devices.put(gpu)

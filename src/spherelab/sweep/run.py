@@ -22,7 +22,7 @@ from spherelab.lock import hold
 from spherelab.regimes import FINAL_STATUSES, Boundary, refine_points, sweep_boundaries
 from spherelab.report import write_report
 from spherelab.sweep import executors
-from spherelab.sweep.executors import EngineRunner, make_settings, run_tasks
+from spherelab.sweep.executors import EngineRunner, check_pinnable, make_settings, run_tasks
 from spherelab.sweep.files import (
     csv_cell,
     is_done,
@@ -196,6 +196,7 @@ def run_sweep(
     settings = make_settings(
         executor, workers=workers, pack=pack, options=executor_options, work_dir=out
     )
+    check_pinnable(settings, (p.config for p in expand(spec)))  # refinement adds ELRs only
     # The sweep directory is locked at this level only: each run directory is locked by the
     # process that trains it, so the executor's workers are never blocked by their own sweep.
     with hold(out, "sweep"):
