@@ -25,7 +25,9 @@ EXECUTOR_FLAGS = {
     "cluster": "cluster",
     "gpus": "gpus",
     "gpus_per_run": "gpus_per_run",
+    "max_timeouts": "max_timeouts",
     "partition": "partition",
+    "signal_delay_s": "signal_delay_s",
     "timeout_min": "timeout_min",
 }
 
@@ -104,6 +106,18 @@ def register(subparsers: Any) -> None:
         "--timeout-min",
         type=int,
         help="submitit: time limit per job (minutes); a job out of time requeues itself",
+    )
+    p.add_argument(
+        "--max-timeouts",
+        type=int,
+        help="submitit: requeues after reaching the time limit (default 3; preemptions are "
+        "not counted)",
+    )
+    p.add_argument(
+        "--signal-delay-s",
+        type=int,
+        help="submitit: seconds before the time limit when a job stops its pack at the next "
+        "epoch end to requeue (default 90; make it longer than one epoch)",
     )
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.set_defaults(handler=handle)

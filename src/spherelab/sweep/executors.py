@@ -299,7 +299,9 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "array_parallelism": None,
         "poll_s": 10.0,
         "max_timeouts": 3,  # requeues after a time limit (preemptions do not count)
-        "signal_delay_s": None,  # the USR2 this long before the time limit (submitit: 90)
+        # the USR2 this long before the time limit (submitit's default: 90); the pack stops at
+        # its next epoch end, so it should exceed one epoch
+        "signal_delay_s": None,
     },
     "ray": {"address": None, "gpus_per_run": 0.0, "cpus_per_run": 1.0},
 }
@@ -332,12 +334,18 @@ def _check_gpus(gpus: Any) -> tuple[int, ...] | None:
     return out
 
 
-def _check_cluster(cluster: str | None) -> None:
-    if cluster not in (None, "slurm", "local", "debug"):
+def _check_submitit(opts: Mapping[str, Any]) -> None:
+    if opts["cluster"] not in (None, "slurm", "local", "debug"):
         raise ConfigError(
-            f"cluster={cluster!r} is unknown; use slurm, local or debug (default: Slurm where "
-            "it is installed, else this machine)"
+            f"cluster={opts['cluster']!r} is unknown; use slurm, local or debug (default: "
+            "Slurm where it is installed, else this machine)"
         )
+    for key in ("max_timeouts", "signal_delay_s"):
+        value = opts[key]
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise ConfigError(f"{key}={value!r} must be an integer >= 0")
 
 
 def make_settings(
@@ -366,7 +374,7 @@ def make_settings(
     if executor == "local":
         filled["gpus"] = _check_gpus(filled["gpus"])
     if executor == "submitit":
-        _check_cluster(filled["cluster"])
+        _check_submitit(filled)
     if executor in _EXTRAS:
         require_extra(executor)
     return Settings(workers, pack, filled, work_dir)
