@@ -19,6 +19,7 @@ from test_sweep import failing_runner
 
 from spherelab import cli
 from spherelab.config import Config, ConfigError, apply_overrides
+from spherelab.sweep import executors
 from spherelab.sweep.executors import (
     EngineRunner,
     SlurmJob,
@@ -559,3 +560,21 @@ def test_a_stopped_pack_resumes_on_cuda(tmp_path):
     for a, b in zip(full, resumed):
         assert b["step"] == a["step"]
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-6)
+
+
+def test_the_cli_slurm_flags_reach_submitit(tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit")  # the slurm extra: `make test-all` only
+    monkeypatch.setattr(submitit, "AutoExecutor", FakeSubmitit)
+    monkeypatch.setattr(submitit.helpers, "as_completed", lambda jobs, poll_frequency: jobs)
+    monkeypatch.setattr(executors, "train_runner", failing_runner)
+    argv = ["sweep", "--elrs", "1e-3", "--out", str(tmp_path / "s"), "--no-report"]
+    slurm = ["--executor", "submitit", "--cluster", "slurm", "--partition", "gpu"]
+    more = ["--gpus-per-run", "1", "--timeout-min", "60", "--max-timeouts", "7"]
+    assert cli.main([*argv, *slurm, *more, "--signal-delay-s", "200"]) == 0
+    asked = FakeSubmitit.asked
+    assert (asked["slurm_partition"], asked["gpus_per_node"], asked["timeout_min"]) == (
+        "gpu",
+        1,
+        60,
+    )
+    assert (asked["slurm_max_num_timeout"], asked["slurm_signal_delay_s"]) == (7, 200)
