@@ -4,7 +4,9 @@
 #      model family; no training step of a pack or of a single run waits for the device;
 #   2. the GPU benchmark (benchmarks/bench_train.py --device cuda);
 #   3. a single run through the one engine against the older single-run engine, on CUDA
-#      (benchmarks/bench_k1.py; OLD_SRC names the older src/, else it is checked out from git).
+#      (benchmarks/bench_k1.py; OLD_SRC names the older src/, else it is checked out from git);
+#   4. if time is left: a 16-run ConvNet sweep on `--executor local --gpus <every GPU>` with
+#      packs and without (wall time of each; the CUDA executor tests are in step 1).
 # Without CUDA it says so and exits 0. Record the output in BENCHMARKS.md.
 # A machine without the mnist1d package can bring its wheel in .whl/ (installed to /tmp/site).
 set -euo pipefail
@@ -38,4 +40,21 @@ echo "== 3. one engine K=1 vs the older single-run engine, CUDA"
 old=()
 [ -n "${OLD_SRC:-}" ] && old=(--old-src "$OLD_SRC")
 timeout 240 "$PY" benchmarks/bench_k1.py --device cuda --repeats 3 "${old[@]}" || echo "== 3 FAILED"
+
+echo "== 4. a 16-run sweep on the local executor, one worker per GPU: packs vs none"
+if [ $((SECONDS - start)) -lt 420 ]; then
+    gpus=$("$PY" -c 'import torch; print(",".join(map(str, range(torch.cuda.device_count()))))')
+    work=$(mktemp -d)
+    for pack in auto 1; do
+        t0=$SECONDS
+        timeout 75 "$PY" -m spherelab.cli sweep --model convnet_si \
+            --dataset synthetic:3x32x32:2048:512:10 --elrs logspace:1e-3:1e-1:16 --epochs 2 \
+            --executor local --gpus "$gpus" --pack "$pack" --out "$work/pack_$pack" --no-report \
+            >/dev/null || echo "== 4 FAILED (pack $pack)"
+        echo "== 4. --gpus $gpus --pack $pack: $((SECONDS - t0)) s for 16 runs of 2 epochs"
+    done
+    rm -rf "$work"
+else
+    echo "== 4 skipped: not enough time left in this call"
+fi
 echo "== done in $((SECONDS - start)) s"

@@ -344,3 +344,36 @@ def test_noisy_runs_record_both_subsets_and_every_run_its_l2_distance_to_init(tm
     names = build_run(cfg).si_names  # only the SI weights move (the head is frozen)
     moved = sum(float((model[n] - w).square().sum()) for n, w in zip(names, init))
     assert rows[-1]["l2_to_init"] == pytest.approx(moved**0.5, rel=1e-12)
+
+
+class _StopAt:
+    """A stop request (a preempted job) at the end of epoch `epoch`: once."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch, self.asked = epoch, 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.asked == self.epoch
+
+
+@pytest.mark.parametrize("policy", ["log", "last"])
+def test_a_stopped_pack_checkpoints_between_records_and_resumes_bitwise(tmp_path, policy):
+    from spherelab.train import train_ensemble
+    from spherelab.train.loop import Interrupted
+
+    over = {"train.epochs": 6, "train.records": 3, "optim.momentum": 0.5}
+    cfgs = [_cfg(**over | {"optim.elr": e, "train.checkpoints": policy}) for e in (1e-2, 5e-2)]
+    full, cut = [tmp_path / "f0", tmp_path / "f1"], [tmp_path / "c0", tmp_path / "c1"]
+    train_ensemble(cfgs, full)
+    with pytest.raises(Interrupted) as stopped:
+        train_ensemble(cfgs, cut, stop=_StopAt(epoch=4))
+    assert stopped.value.step == 4 * 8  # not a record step (records: epochs 0, 2 and 6)
+    assert all((c / "checkpoints" / "step_000000032.pt").exists() for c in cut)
+    assert not any((c / "summary.json").exists() for c in cut)
+    train_ensemble(cfgs, cut)
+    for f, c in zip(full, cut):
+        assert (c / "metrics.jsonl").read_bytes() == (f / "metrics.jsonl").read_bytes()
+        assert (c / "summary.json").read_bytes() == (f / "summary.json").read_bytes()
+        names = sorted(p.name for p in (f / "checkpoints").iterdir())
+        assert sorted(p.name for p in (c / "checkpoints").iterdir()) == names  # stop's dropped

@@ -33,8 +33,12 @@ from spherelab.train.build import build_config_model
 # CLI flag -> executor option (passed only when given).
 EXECUTOR_FLAGS = {
     "array_parallelism": "array_parallelism",
+    "cluster": "cluster",
+    "gpus": "gpus",
     "gpus_per_run": "gpus_per_run",
+    "max_timeouts": "max_timeouts",
     "partition": "partition",
+    "signal_delay_s": "signal_delay_s",
     "timeout_min": "timeout_min",
 }
 
@@ -81,7 +85,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="sweep directory")
     p.add_argument("--executor", default="inline", choices=list(EXECUTORS))
-    p.add_argument("--workers", type=int, default=2, help="parallel runs (local, submitit)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="parallel jobs (local: worker processes; submitit: the array throttle)",
+    )
     p.add_argument(
         "--refine",
         type=int,
@@ -94,13 +103,43 @@ def register(subparsers: Any) -> None:
         type=pack_arg,
         default="auto",
         metavar="K|auto",
-        help="runs per ensemble module (inline executor); auto (default): up to 16 where "
-        "packing is faster (any model on CUDA, mlp_si on a CPU); 1: never pack",
+        help="runs per job and ensemble module, on every executor; auto (default): up to 16, "
+        "trained as one module where that is faster on the device the job runs on (any model "
+        "on CUDA, mlp_si on a CPU); 1: never pack",
+    )
+    p.add_argument(
+        "--gpus",
+        metavar="LIST",
+        help="local: one worker per listed GPU, pinned to it, e.g. 0,1,2,3 (replaces --workers; "
+        "list a GPU twice for two workers on it)",
     )
     p.add_argument("--array-parallelism", type=int, help="submitit: Slurm array throttle")
-    p.add_argument("--gpus-per-run", type=float, help="ray: GPU fraction; submitit: GPUs")
+    p.add_argument(
+        "--cluster",
+        choices=["slurm", "local", "debug"],
+        help="submitit: where the jobs run (default: Slurm where installed, else this machine)",
+    )
+    p.add_argument(
+        "--gpus-per-run", type=float, help="ray: GPUs (or a fraction) per job; submitit: GPUs"
+    )
     p.add_argument("--partition", help="submitit: Slurm partition")
-    p.add_argument("--timeout-min", type=int, help="submitit: time limit per run (minutes)")
+    p.add_argument(
+        "--timeout-min",
+        type=int,
+        help="submitit: time limit per job (minutes); a job out of time requeues itself",
+    )
+    p.add_argument(
+        "--max-timeouts",
+        type=int,
+        help="submitit: requeues after reaching the time limit (default 3; preemptions are "
+        "not counted)",
+    )
+    p.add_argument(
+        "--signal-delay-s",
+        type=int,
+        help="submitit: seconds before the time limit when a job stops its pack at the next "
+        "epoch end to requeue (default 90; make it longer than one epoch)",
+    )
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument(
         "--plan",

@@ -4,6 +4,7 @@ per module) and training one pack, with a one-by-one fallback so nothing is lost
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 
@@ -30,20 +31,17 @@ def packing_pays(cfg: Config) -> bool:
     return on_cuda or cfg.model.name == "mlp_si"
 
 
-def pack_groups(tasks: Sequence[Task], pack: int | str) -> list[list[Task]]:
+def pack_groups(tasks: Sequence[Task], pack: int | str, workers: int = 1) -> list[list[Task]]:
     """Chunks of at most `pack` tasks that can share one ensemble module (same
-    spherelab.ensemble.pack_key: equal configs but for ELR and, where the data allow, seed).
-    ``auto`` packs up to AUTO_PACK runs, only where packing pays (packing_pays)."""
-    if isinstance(pack, str):  # AUTO (make_settings checked it)
-        pays: list[Task] = []
-        alone: list[list[Task]] = []
-        for task in tasks:
-            if packing_pays(task.config):
-                pays.append(task)
-            else:
-                alone.append([task])
-        return pack_groups(pays, AUTO_PACK) + alone
-    if pack <= 1:
+    spherelab.ensemble.pack_key: equal configs but for ELR and, where the data allow, seed);
+    runs that cannot share one come alone. ``auto`` chunks up to AUTO_PACK runs, fewer where
+    that leaves one of `workers` parallel workers idle; whether such a chunk then trains as one
+    module is decided where it runs, from that machine's device (group_outcomes)."""
+    size = pack
+    if isinstance(size, str):  # AUTO (make_settings checked it)
+        packable = sum(pack_key(t.config)[0] != "single" for t in tasks)
+        size = min(AUTO_PACK, max(1, math.ceil(packable / max(1, workers))))
+    if size <= 1:
         return [[task] for task in tasks]
     groups: dict[tuple, list[Task]] = {}
     for task in tasks:
@@ -57,9 +55,20 @@ def pack_groups(tasks: Sequence[Task], pack: int | str) -> list[list[Task]]:
             ", ".join(sorted({t.config.model.name for t in unpackable})),
         )
     packs = [g for key, g in groups.items() if key[0] != "single"]
-    return [g[i : i + pack] for g in packs for i in range(0, len(g), pack)] + [
+    return [g[i : i + size] for g in packs for i in range(0, len(g), size)] + [
         [t] for t in unpackable
     ]
+
+
+def group_outcomes(group: Sequence[Task], runner: Runner, pack: int | str) -> Iterator[Outcome]:
+    """Train one chunk of pack_groups where it runs (a worker's unit of work). With ``auto`` the
+    chunk trains as one module only where packing pays on THIS machine's device (the worker's,
+    not the submitting machine's); else its runs train one by one."""
+    if pack == AUTO and not packing_pays(group[0].config):
+        for task in group:
+            yield execute(runner, task)
+        return
+    yield from run_pack(group, runner)
 
 
 def run_pack(group: Sequence[Task], runner: Runner) -> Iterator[Outcome]:

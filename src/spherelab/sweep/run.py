@@ -22,7 +22,7 @@ from spherelab.lock import hold
 from spherelab.regimes import FINAL_STATUSES, Boundary, refine_points, sweep_boundaries
 from spherelab.report import write_report
 from spherelab.sweep import executors
-from spherelab.sweep.executors import EngineRunner, make_settings, run_tasks
+from spherelab.sweep.executors import EngineRunner, check_pinnable, make_settings, run_tasks
 from spherelab.sweep.files import (
     csv_cell,
     is_done,
@@ -189,12 +189,13 @@ def run_sweep(
     """Run (or resume, or extend) a sweep in out_dir; returns the path of summary.csv.
 
     executor: inline | local | submitit | ray (executor_options: see executors.OPTIONS);
-    workers: parallel processes (local) or the default Slurm array throttle (submitit).
+    workers: parallel jobs: processes (local; executor_options gpus=[0, 1, ...] runs one per
+    GPU instead) or the default Slurm array throttle (submitit).
     refine: rounds of boundary refinement after the grid (new ELRs at the geometric midpoints
     of each boundary interval, for every seed); rounds already done in out_dir count.
-    pack: runs per ensemble module (inline only; the hook is executors.run_pack); "auto"
-    packs up to 16 runs where packing is faster (sweep.packing.packing_pays: any model on CUDA,
-    MLPs on a CPU), 1 never packs.
+    pack: runs per job and ensemble module, on every executor (sweep.packing); "auto" packs
+    up to 16 runs, as one module where that is faster on the device the job runs on
+    (sweep.packing.packing_pays: any model on CUDA, MLPs on a CPU), 1 never packs.
     runner(config, run_dir) -> summary: defaults to executors.train_runner (spherelab.train).
     train_progress: called with the engine's progress dicts inside every run or pack (the
     inline executor with the default engine runner; the CLI shows them on stderr).
@@ -209,6 +210,7 @@ def run_sweep(
     settings = make_settings(
         executor, workers=workers, pack=pack, options=executor_options, work_dir=out
     )
+    check_pinnable(settings, (p.config for p in expand(spec)))  # refinement adds ELRs only
     # The sweep directory is locked at this level only: each run directory is locked by the
     # process that trains it, so the executor's workers are never blocked by their own sweep.
     with hold(out, "sweep"):

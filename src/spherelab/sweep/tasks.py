@@ -2,7 +2,8 @@
 
 A runner `runner(config, run_dir) -> summary dict` trains one run; `execute` turns an exception
 into a failed Outcome (one line: type and message) so one bad run never stops a sweep, and
-`gather` does the same for infrastructure errors (a killed worker, a lost job).
+`gather` does the same for infrastructure errors (a killed worker, a lost job). Executors run
+jobs: one pack of tasks each (spherelab.sweep.packing).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Settings:
-    workers: int = 2  # parallel runs (local: processes; submitit: default array throttle)
-    pack: int | str = 1  # runs per ensemble module, or "auto" (inline only; see run_pack)
+    workers: int = 2  # parallel jobs (local: processes; submitit: default array throttle)
+    pack: int | str = 1  # runs per job and ensemble module, or "auto" (see packing.pack_groups)
     options: Mapping[str, Any] = field(default_factory=dict)  # validated, defaults filled in
     work_dir: Path = Path(".")  # the sweep directory (submitit logs go below it)
 
@@ -62,17 +63,21 @@ def execute(runner: Runner, task: Task) -> Outcome:
 
 
 def gather(
-    pairs: Iterable[tuple[int, Callable[[], Outcome]]], tasks: Sequence[Task], on_done: OnDone
+    pairs: Iterable[tuple[int, Callable[[], Sequence[Outcome]]]],
+    jobs: Sequence[Sequence[Task]],
+    on_done: OnDone,
 ) -> list[Outcome]:
-    """Collect the outcomes of (task index, result getter) pairs as they complete, calling
-    on_done on each; an infrastructure error (a killed worker, a lost job) fails that task
-    instead of the sweep. Returns the outcomes in task order."""
-    outcomes: list[Outcome | None] = [None] * len(tasks)
+    """Collect the outcomes of (job index, result getter) pairs as the jobs complete (a job is
+    one pack of tasks), calling on_done on each outcome; an infrastructure error (a killed
+    worker, a lost job) fails that job's tasks instead of the sweep."""
+    outcomes: list[Outcome] = []
     for index, get in pairs:
         try:
-            outcome = get()
-        except Exception as err:  # a lost job is one failed run, not a crash
-            outcome = Outcome(tasks[index].run_dir, None, one_line_error(err), 0.0)
-        on_done(outcome)
-        outcomes[index] = outcome
-    return [o for o in outcomes if o is not None]
+            got = list(get())
+        except Exception as err:  # a lost job is failed runs, not a crash
+            error = one_line_error(err)
+            got = [Outcome(task.run_dir, None, error, 0.0) for task in jobs[index]]
+        for outcome in got:
+            on_done(outcome)
+            outcomes.append(outcome)
+    return outcomes

@@ -18,7 +18,7 @@ from spherelab.lock import hold_all
 from spherelab.runtime import deterministic_mode, resolve_device
 from spherelab.train import run_files
 from spherelab.train.build import build_pack, check_packable
-from spherelab.train.loop import ProgressFn, RecordHook, run_loop
+from spherelab.train.loop import ProgressFn, RecordHook, StopFn, run_loop
 
 log = logging.getLogger("spherelab")
 
@@ -48,6 +48,7 @@ def train_ensemble(
     shared_batches: bool = False,
     cuda_graph: bool = False,
     layout: str | None = None,
+    stop: StopFn | None = None,
 ) -> list[dict[str, Any]]:
     """Train (or resume, or return the finished results of) K runs, one directory each; one
     summary per config, in order.
@@ -58,7 +59,9 @@ def train_ensemble(
     from its own seed, exactly like its single run; `shared_batches` feeds all members member
     0's order. `cuda_graph` replays the whole step as one CUDA graph (CUDA only; a single run
     then trains in the packed module too). `layout` picks the packed activation layout
-    (spherelab.ensemble.ensemble_skeleton)."""
+    (spherelab.ensemble.ensemble_skeleton). `stop`, asked at every epoch end, can stop the
+    pack there with a checkpoint of every running member (train.loop.Interrupted): a
+    preempted job's runs then resume exactly from that step."""
     cfgs, outs = list(cfgs), [Path(o) for o in out_dirs]
     if len(cfgs) != len(outs) or not cfgs:
         raise ValueError(
@@ -97,7 +100,7 @@ def train_ensemble(
                     pack.members[i].summary = summaries[k]
                     pack.share.freeze(i)
             start = run_files.start(pack, resume)
-            run_loop(pack, start, progress_fn(progress), hooks, cuda_graph)
+            run_loop(pack, start, progress_fn(progress), hooks, cuda_graph, stop)
         for k, m in zip(keep, pack.members):
             summaries[k] = m.summary
         return [s for s in summaries if s is not None]

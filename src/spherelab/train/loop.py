@@ -28,6 +28,17 @@ from spherelab.train.sharing import Packed
 from spherelab.train.step import StepFn, cuda_graph_step, eager_step, ghost_step
 
 ProgressFn = Callable[[dict[str, Any]], None]
+StopFn = Callable[[], bool]  # asked at every epoch end: True stops the pack there (preemption)
+
+
+class Interrupted(BaseException):
+    """Training stopped at an epoch end because `stop` asked (a preempted or timed-out job):
+    every running member saved a checkpoint at that step, so rerunning the same runs resumes
+    them exactly. A BaseException, so that no one-by-one fallback catches it as a failure."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"training stopped on request at step {step}; rerun to resume")
+        self.step = step
 
 
 @dataclass(frozen=True)
@@ -130,8 +141,10 @@ def run_loop(
     progress: ProgressFn | None,
     hooks: Sequence[RecordHook] = (),
     cuda_graph: bool = False,
+    stop: StopFn | None = None,
 ) -> None:
-    """Train from step `start` to the end; every member ends with a summary."""
+    """Train from step `start` to the end; every member ends with a summary. When `stop()`
+    says so at an epoch end, checkpoint the running members there and raise Interrupted."""
     cfg, total, spe = pack.cfg, pack.total_steps, pack.steps_per_epoch
     marks = set(record_steps(total, spe, cfg.train.records, cfg.train.record_schedule))
     schedule = make_schedule(
@@ -176,6 +189,9 @@ def run_loop(
                     "elapsed": time.perf_counter() - t0,
                 }
             )
+        if stop is not None and active and stop():
+            run_files.save(pack, step, active, always=True)
+            raise Interrupted(step)
     for k, m in enumerate(pack.members):
         if m.active:
             run_files.finish(pack, k, "finished")

@@ -188,10 +188,11 @@ def _rows_up_to(path: Path, step: int) -> list[dict[str, Any]]:
     return rows
 
 
-def save(pack: Pack, step: int, only: list[int]) -> None:
-    """Members `only`'s checkpoints at `step`: exactly what each single run would save."""
+def save(pack: Pack, step: int, only: list[int], always: bool = False) -> None:
+    """Members `only`'s checkpoints at `step`: exactly what each single run would save.
+    `always`: whatever train.checkpoints says (a stop between records: finish drops it)."""
     policy = pack.cfg.train.checkpoints
-    if policy == "none" or (policy == "last" and step != pack.total_steps):
+    if not always and (policy == "none" or (policy == "last" and step != pack.total_steps)):
         return
     for k in only:
         m = pack.members[k]
@@ -214,6 +215,10 @@ def finish(pack: Pack, k: int, status: str) -> dict[str, Any]:
     """Write member k's summary.json (the one summary schema) and keep it on the member:
     the last record's metrics plus the status, the regime label and what it rests on."""
     m, num_classes = pack.members[k], pack.data.num_classes
+    recorded = {r["step"] for r in m.records}
+    for path in ckpt.list_checkpoints(m.out):  # a stop's checkpoint between records: done with
+        if ckpt.checkpoint_step(path) not in recorded:
+            path.unlink()
     regime, stats = label_run(m.records, status, num_classes)
     m.summary = dict(m.records[-1]) | {
         "status": status,
