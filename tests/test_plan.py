@@ -123,3 +123,27 @@ def test_calibration_flags_need_the_plan(tmp_path, capsys):
     assert main([*ARGS, "--out", str(tmp_path / "s"), "--calibration", "x.json"]) == 2
     assert "add --plan" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_the_plan_packs_as_the_executor_will_and_times_unpaying_packs_one_by_one(tmp_path):
+    spec = SweepSpec(
+        dataset="synthetic:20:128",
+        elrs=tuple(10.0**e for e in range(-4, 0)),
+        seeds=(0, 1),
+        epochs=2,
+        overrides=TINY,
+    )
+    plan = plan_sweep(spec, tmp_path / "s", executor="local", workers=2, measure=False)
+    assert [len(p.points) for p in plan.packs] == [4, 4]  # auto: no worker left idle
+    assert plan.slots == 2 and not any(p.one_by_one for p in plan.packs)
+    conv = SweepSpec(
+        model="convnet_si",
+        dataset="synthetic:3x8x8:64:16:10",
+        elrs=(1e-3, 1e-2),
+        epochs=1,
+        overrides={"model.width": 2, "model.depth": 1, "train.device": "cpu"},
+    )
+    cal = _calibration(conv, step_s=0.01)
+    (pack,) = plan_sweep(conv, tmp_path / "c", calibration=cal).packs
+    assert pack.one_by_one  # grouped convolutions do not pay on a CPU: timed as 2 single runs
+    assert pack.seconds == pytest.approx(2 * pack.steps * 0.01)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from spherelab.sweep.calibration import Calibration, calibrate, run_kind
-from spherelab.sweep.executors import make_settings
+from spherelab.sweep.executors import local_workers, make_settings, parallel_jobs, plan_jobs
 from spherelab.sweep.files import is_done, open_sweep_dir
-from spherelab.sweep.packing import AUTO, pack_groups
+from spherelab.sweep.packing import AUTO, packing_pays
 from spherelab.sweep.spec import Point, SweepSpec, expand
 from spherelab.sweep.tasks import Settings, Task
 from spherelab.train.build import total_steps
@@ -26,12 +26,14 @@ from spherelab.train.checkpoints import record_steps
 
 @dataclass(frozen=True)
 class PlannedPack:
-    """One unit of work (one task of an executor): runs trained as one module."""
+    """One unit of work (one job of an executor): runs trained as one module, or one by one
+    where --pack auto finds that packing does not pay on the device (`one_by_one`)."""
 
     points: tuple[Point, ...]
     kind: str  # calibration.run_kind of its runs
     steps: int | None  # optimizer steps per run (None: its kind is not calibrated)
     seconds: float | None  # estimated wall time of the pack on one worker
+    one_by_one: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,19 +65,13 @@ class Plan:
 
 
 def slots(executor: str, settings: Settings, n_packs: int) -> int:
-    """How many packs run at once: one inline; `workers` local processes; the Slurm array
-    throttle (default: workers); Ray runs what the cluster fits, taken as `workers`."""
-    if executor == "inline":
-        return 1
-    limit = settings.workers
-    if executor == "submitit":
-        limit = settings.options.get("array_parallelism") or settings.workers
-    return max(1, min(int(limit), n_packs))
+    """How many packs run at once (executors.parallel_jobs, at most one per pack)."""
+    return max(1, min(parallel_jobs(executor, settings), n_packs))
 
 
 def local_threads(settings: Settings) -> int:
     """Intra-op threads of each local worker (executors.run_local divides the cores)."""
-    return max(1, (os.cpu_count() or 1) // settings.workers)
+    return max(1, (os.cpu_count() or 1) // local_workers(settings))
 
 
 def plan_sweep(
@@ -101,11 +97,17 @@ def plan_sweep(
     finished = [p for p in points if is_done(out / p.run_dir, p.config)]
     skip = {p.run_dir for p in finished}
     by_dir = {str(out / p.run_dir): p for p in points if p.run_dir not in skip}
-    groups = pack_groups([Task(p.config, d) for d, p in by_dir.items()], settings.pack)
+    groups = plan_jobs(executor, [Task(p.config, d) for d, p in by_dir.items()], settings)
+    # with auto, a job trains its pack as one module only where that pays on its device
+    # (sweep.packing.group_outcomes); here this machine's device stands in for the workers'
+    alone = [settings.pack == AUTO and not packing_pays(g[0].config) for g in groups]
     if calibration is None and measure and groups:
         threads = local_threads(settings) if executor == "local" else None
-        calibration = calibrate([[t.config for t in g] for g in groups], threads)
-    packs = tuple(_planned([by_dir[t.run_dir] for t in g], calibration) for g in groups)
+        timed = [[t.config for t in g][: 1 if a else None] for g, a in zip(groups, alone)]
+        calibration = calibrate(timed, threads)
+    packs = tuple(
+        _planned([by_dir[t.run_dir] for t in g], calibration, a) for g, a in zip(groups, alone)
+    )
     return Plan(
         executor,
         settings,
@@ -117,18 +119,22 @@ def plan_sweep(
     )
 
 
-def _planned(points: Sequence[Point], calibration: Calibration | None) -> PlannedPack:
+def _planned(
+    points: Sequence[Point], calibration: Calibration | None, one_by_one: bool = False
+) -> PlannedPack:
     cfg, kind = points[0].config, run_kind(points[0].config)
     speed = calibration.speeds.get(kind) if calibration else None
     if speed is None:
-        return PlannedPack(tuple(points), kind, None, None)
+        return PlannedPack(tuple(points), kind, None, None, one_by_one)
     steps = total_steps(cfg, speed.steps_per_epoch)
     records = len(
         record_steps(steps, speed.steps_per_epoch, cfg.train.records, cfg.train.record_schedule)
     )
-    k = len(points)
+    k = 1 if one_by_one else len(points)
     seconds = steps * speed.step_seconds(k) + records * speed.record_seconds(k)
-    return PlannedPack(tuple(points), kind, steps, seconds)
+    if one_by_one:
+        seconds *= len(points)
+    return PlannedPack(tuple(points), kind, steps, seconds, one_by_one)
 
 
 def duration(seconds: float) -> str:
@@ -156,7 +162,7 @@ def job_lines(plan: Plan) -> list[str]:
         for key, label in (("partition", "partition"), ("mem_gb", "GB memory")):
             if opts.get(key):
                 res.append(f"{label} {opts[key]}" if key == "partition" else f"{opts[key]} {label}")
-        gpus = opts.get("gpus_per_job") or opts.get("gpus_per_run")
+        gpus = opts.get("gpus_per_run")
         if gpus:
             res.append(f"{gpus:g} GPU(s)")
         return [
@@ -182,7 +188,7 @@ def describe(plan: Plan) -> list[str]:
             + ("  (finished)" if p.run_dir in finished else "")
             for p in plan.points
         ),
-        f"packs: {len(plan.packs)} (--pack {plan.settings.pack}; each pack is one task)",
+        f"packs: {len(plan.packs)} (--pack {plan.settings.pack}; each pack is one job)",
     ]
     for i, pack in enumerate(plan.packs, 1):
         elrs = sorted({p.elr for p in pack.points})
@@ -191,9 +197,10 @@ def describe(plan: Plan) -> list[str]:
         est = "" if pack.seconds is None else f", ~{duration(pack.seconds)}"
         steps = "" if pack.steps is None else f" ({pack.steps} steps)"
         span = f"{elrs[0]:.3g}" + (f"..{elrs[-1]:.3g}" if len(elrs) > 1 else "")
+        how = ", one by one here (packing does not pay on this device)" if pack.one_by_one else ""
         lines.append(
             f"  pack {i}: {len(pack.points)} run(s) of {cfg.model.name}, ELR {span}, "
-            f"seed(s) {','.join(map(str, seeds))}{steps}{est}"
+            f"seed(s) {','.join(map(str, seeds))}{steps}{est}{how}"
         )
     if plan.settings.pack == AUTO or plan.executor != "inline":
         lines.append(
