@@ -234,20 +234,19 @@ def regime_fields(
     init_from: str | None,
     lyapunov: tuple[float, float] | None,
 ) -> dict[str, Any]:
-    """The summary's regime keys: `regime`, `regime_stats`, `regime_reason`, `regime_note`
-    (and `regime_origin` for a branch: the scratch init its label is judged against)."""
+    """The summary's regime keys: `regime`, `regime_stats`, `regime_reason`, `regime_note` and
+    `regime_origin` (a branch: whether the scratch init its label is judged against was found;
+    "" for a run that is no branch)."""
     init = origin_init(init_from)
     regime, stats = label_run(records, status, num_classes, lyapunov=lyapunov, init=init)
     reason = str(stats.pop("reason", ""))
-    fields = {
+    return {
         "regime": regime,
         "regime_stats": stats,
         "regime_reason": reason,
         "regime_note": regime_note(records),
+        "regime_origin": "" if init is None else "found" if init else "lost",
     }
-    if init is not None:
-        fields["regime_origin"] = "found" if init else "lost"
-    return fields
 
 
 def summary_lyapunov(summary: dict[str, Any]) -> tuple[float, float] | None:
@@ -275,7 +274,6 @@ def relabelled_summary(run_dir: str | Path) -> dict[str, Any]:
         cfg.get("train", {}).get("init_from"),
         summary_lyapunov(summary),
     )
-    summary.pop("regime_origin", None)
     summary.update(fields)
     return summary
 
