@@ -13,7 +13,7 @@ def test_real_short_runs_show_the_three_regimes_in_elr_order(tmp_path):
         epochs=100,  # a convergence label needs >= 100 epochs (regimes.MIN_CONVERGENCE_EPOCH)
         overrides={
             "model.width": 32,
-            "data.train_subset": 1000,
+            "data.train_subset": 500,
             "data.batch_size": 50,
             "train.records": 12,
             "train.device": "cpu",

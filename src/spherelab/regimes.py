@@ -83,6 +83,12 @@ MAX_RISING_STEPS = 0.25
 # records fall, stationary noise gives ~50%) is a slow regime-1 run or a regime-2 transient:
 # the loss alone cannot tell them apart, so it is `undetermined` (a Lyapunov exponent decides).
 STEADY_FALLING_PAIRS = 0.8
+# A loss whose level dropped by >= 25% with a slope <= -0.3 and >= 70% of its pairs falling
+# drifts down: a stationary run's noise gives |slope| ~0.15 and ~50% +- 10% falling pairs.
+# It is a run near the 1|2 boundary (a regime-2 run still settling, or a regime-1 run slowed
+# by spikes): `undetermined`.
+DRIFT_SLOPE = -0.3
+DRIFT_FALLING_PAIRS = 0.7
 # A loss that rises as fast (slope >= +0.5 and the level up by >= 25%) is still in a transient
 # (a branch climbing from a converged start); anything else that does not fall is stationary.
 # A loss below 1e-4 of its init level has converged whatever its trend: it may stall at the
@@ -340,7 +346,7 @@ def _decide(
 
 def _trend(stats: Mapping[str, float]) -> tuple[str, str]:
     """What the loss does over the window (floor, frozen, frozen_high, settling, noisy, short,
-    falling, slow, rising or flat) and a phrase that says so with the numbers."""
+    falling, slow, drifting, rising or flat) and a phrase that says so with the numbers."""
     slope, change = stats["slope"], stats["level_change"]
     numbers = f"(log-log slope {slope:.2f}, level change {change:+.0%})"
     if stats["final_to_init"] <= FLOOR_LOSS_RATIO:
@@ -370,6 +376,8 @@ def _trend(stats: Mapping[str, float]) -> tuple[str, str]:
         return "falling", f"the loss keeps falling {numbers}"
     if dropped and stats["falling_pairs"] >= STEADY_FALLING_PAIRS:
         return "slow", f"the loss still falls, slowly {numbers}: regime 1 or a regime-2 transient"
+    if dropped and slope <= DRIFT_SLOPE and stats["falling_pairs"] >= DRIFT_FALLING_PAIRS:
+        return "drifting", f"the loss drifts down {numbers}, neither stationary nor converging"
     if slope >= -CONVERGENCE_SLOPE and change >= CONVERGENCE_LEVEL_DROP:
         return "rising", f"the loss still rises {numbers}"
     return "flat", f"the loss is stationary {numbers}"
