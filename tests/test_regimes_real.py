@@ -10,7 +10,7 @@ def test_real_short_runs_show_the_three_regimes_in_elr_order(tmp_path):
         elrs=(1e-3, 1e-2, 3e-2, 1.0),
         model="mlp_si",
         dataset="mnist1d",
-        epochs=100,  # a convergence label needs >= 100 epochs (regimes.MIN_CONVERGENCE_EPOCH)
+        epochs=100,  # a convergence label needs >= 50 (regimes.MIN_CONVERGENCE_EPOCH)
         overrides={
             "model.width": 32,
             "data.train_subset": 500,
