@@ -19,7 +19,18 @@ from _regime_shapes import (
     rows,
 )
 
-from spherelab.regimes import LABELS, NO_REGIME, UNDETERMINED, classify, label_run
+from spherelab.regimes import (
+    LABELS,
+    NO_REGIME,
+    UNDETERMINED,
+    classify,
+    label_run,
+    majority_regime,
+    sweep_boundaries,
+    sweep_labels,
+)
+from spherelab.studies.finetune import analyse
+from spherelab.studies.lens import Stretch
 from spherelab.train.run_files import relabelled_summary
 
 # The paper's Figure 1 (docs/science.md#figure-1-values), read off the plot: ELR -> (regime,
@@ -210,3 +221,42 @@ def test_every_label_comes_with_a_reason():
     for elr in FIGURE1:
         regime, stats = label_run(figure1_run(elr, 1), "finished", CLASSES)
         assert isinstance(stats["reason"], str) and stats["reason"], (elr, regime)
+
+
+# -- every consumer takes `undetermined` as a label that names no regime --------------------
+
+
+def test_undetermined_runs_do_not_vote_on_majorities_or_boundaries():
+    rows = [
+        {"elr": "0.001", "status": "finished", "regime": "convergence"},
+        {"elr": "0.001", "status": "finished", "regime": UNDETERMINED},
+        {"elr": "0.001", "status": "finished", "regime": UNDETERMINED},
+        {"elr": "0.01", "status": "finished", "regime": UNDETERMINED},
+        {"elr": "0.1", "status": "finished", "regime": "divergence"},
+    ]
+    assert sweep_labels(rows) == {1e-3: "convergence", 0.1: "divergence"}
+    assert [(b.lo, b.hi) for b in sweep_boundaries(rows)] == [(1e-3, 0.1)]
+    assert majority_regime([UNDETERMINED, "chaotic_equilibrium"]) == "chaotic_equilibrium"
+    assert majority_regime([UNDETERMINED]) in NO_REGIME
+
+
+def test_the_lens_does_not_judge_an_undetermined_stretch():
+    stretch = Stretch(1.0, 5.0, "convergence", UNDETERMINED, 3, 1e-3, 1e-3)
+    assert stretch.agree is None
+
+
+def test_fine_tune_analysis_takes_undetermined_scratch_runs_as_no_regime_1_baseline():
+    rows = [
+        {
+            "pretrain_elr": 5e-3,
+            "finetune_elr": 1e-4,
+            "seed": 0,
+            "pretrain_regime": UNDETERMINED,
+            "pretrain_test_acc": 0.5,
+            "finetune_test_acc": 0.8,
+        }
+    ]
+    scratch = [{"elr": 1e-4, "seed": 0, "regime": UNDETERMINED, "test_acc": 0.7}]
+    result = analyse(rows, scratch)
+    assert result["best_pretrain_regime"] == ""
+    assert not result["scratch_baseline"]["regime1_found"]
