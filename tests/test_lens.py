@@ -82,7 +82,7 @@ def test_a_stretch_is_judged_by_the_rules_that_label_a_whole_run():
     assert judge([1.0, 0.4, 0.2, 0.1]) == "convergence"
     assert judge([0.5, 0.55, 0.48, 0.52]) == "chaotic_equilibrium"
     assert judge([11.0, 12.5, 11.5, 12.0]) == "divergence"  # at the init level
-    # near chance but far below the init level: a regime-2 level, not a diverged one
+    # above chance but below a quarter of the init level: learned, so not diverged
     assert judge([2.4, 2.5, 2.3, 2.4]) == "chaotic_equilibrium"
 
 
