@@ -31,6 +31,7 @@ from spherelab.regimes import (
 )
 from spherelab.studies.finetune import analyse
 from spherelab.studies.lens import Stretch
+from spherelab.train.origin import origin_init
 from spherelab.train.run_files import relabelled_summary
 
 # The paper's Figure 1 (docs/science.md#figure-1-values), read off the plot: ELR -> (regime,
@@ -262,3 +263,16 @@ def test_fine_tune_analysis_takes_undetermined_scratch_runs_as_no_regime_1_basel
     result = analyse(rows, scratch)
     assert result["best_pretrain_regime"] == ""
     assert not result["scratch_baseline"]["regime1_found"]
+
+
+def test_a_branch_of_a_branch_is_judged_against_the_first_scratch_run(tmp_path):
+    scratch = tmp_path / "scratch"
+    _write_run(scratch, {"train": {"init_from": None}}, figure1_run(1e-4, 0, last=100))
+    middle = tmp_path / "middle"
+    step = "checkpoints/step_000000100.pt"
+    _write_run(middle, {"train": {"init_from": str(scratch / step)}}, branch_into_regime2(1))
+    assert origin_init(middle / step)["train_loss"] == INIT_LOSS
+    assert origin_init(None) is None and origin_init(tmp_path / "nowhere.pt") == {}
+    loop = tmp_path / "loop"
+    _write_run(loop, {"train": {"init_from": str(loop / step)}}, branch_into_regime2(2))
+    assert origin_init(loop / step) == {}
