@@ -7,6 +7,7 @@ import torch
 
 from spherelab.config import Config, apply_overrides
 from spherelab.io import read_jsonl as read_records
+from spherelab.regimes import REGIMES, UNDETERMINED
 from spherelab.train.checkpoints import record_steps
 from spherelab.train.engine import train_run
 from spherelab.train.recorder import METRIC_KEYS
@@ -34,7 +35,8 @@ def test_run_writes_the_contract_files_with_the_required_keys(tmp_path):
     for row in rows:
         assert set(METRIC_KEYS) <= set(row)
     assert summary["status"] == "finished"
-    assert summary["regime"] in ("convergence", "chaotic_equilibrium", "divergence")
+    # a 4-epoch run is too short for a convergence label: it may be undetermined
+    assert summary["regime"] in (*REGIMES, UNDETERMINED) and summary["regime_reason"]
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["optim"]["elr"] == 1e-2 and "environment" in saved
     assert (tmp_path / "run" / "summary.json").exists()

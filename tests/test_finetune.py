@@ -155,3 +155,11 @@ def test_bad_inputs_are_refused_before_anything_runs(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         run_finetune("mlp_si", "synthetic:12:32:16:3", [1e-3], [1e-3], out=tmp_path, **args)
     assert not (tmp_path / "runs").exists()
+
+
+def test_every_branch_is_labelled_against_its_pretraining_runs_init(grid):
+    for row in _rows(grid):
+        summary = json.loads((grid / row["run_dir"] / "summary.json").read_text())
+        pre = next((grid / "runs" / "pretrain" / "runs").glob("*/metrics.jsonl"))
+        assert summary["regime_origin"] == "found", summary["regime_reason"]
+        assert summary["regime_stats"]["init_loss"] == read_jsonl(pre)[0]["train_loss"]

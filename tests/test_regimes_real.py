@@ -10,10 +10,10 @@ def test_real_short_runs_show_the_three_regimes_in_elr_order(tmp_path):
         elrs=(1e-3, 1e-2, 3e-2, 1.0),
         model="mlp_si",
         dataset="mnist1d",
-        epochs=40,
+        epochs=100,  # a convergence label needs >= 50 (regimes.MIN_CONVERGENCE_EPOCH)
         overrides={
             "model.width": 32,
-            "data.train_subset": 1000,
+            "data.train_subset": 500,
             "data.batch_size": 50,
             "train.records": 12,
             "train.device": "cpu",

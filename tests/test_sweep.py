@@ -12,7 +12,7 @@ import pytest
 
 from spherelab import cli
 from spherelab.config import Config, ConfigError, load_json
-from spherelab.regimes import FINAL_STATUSES, REGIMES
+from spherelab.regimes import FINAL_STATUSES, REGIMES, UNDETERMINED
 from spherelab.sweep import executors
 from spherelab.sweep import spec as sweep_spec
 from spherelab.sweep.files import read_summary
@@ -344,7 +344,9 @@ def test_a_real_tiny_sweep_trains_every_run_and_a_rerun_reuses_them(tmp_path):
     )
     rows = read_summary(run_sweep(spec, tmp_path, report=False))
     assert [float(r["elr"]) for r in rows] == list(spec.elrs)
-    assert all(r["status"] in FINAL_STATUSES and r["regime"] in REGIMES for r in rows)
+    # a 1-epoch run is too short for a convergence label: it may be undetermined
+    labels = (*REGIMES, UNDETERMINED)
+    assert all(r["status"] in FINAL_STATUSES and r["regime"] in labels for r in rows)
     stamps = [(tmp_path / r["run_dir"] / "summary.json").stat().st_mtime_ns for r in rows]
     assert read_summary(run_sweep(spec, tmp_path, report=False)) == rows
     assert stamps == [(tmp_path / r["run_dir"] / "summary.json").stat().st_mtime_ns for r in rows]

@@ -81,16 +81,20 @@ def comparison(result: Mapping[str, Any]) -> Figure:
     return fig
 
 
+# the seeds' majority names no regime (all undetermined, unclassified or failed)
+NO_LABEL = "no regime label"
+
+
 def write_finetune_report(root: Path, result: Mapping[str, Any]) -> Path:
     """figures/ (PNG + SVG) and a self-contained report.html for a fine-tune directory."""
     page = Page("Pre-train at ELR p, fine-tune at ELR f")
     base = result.get("scratch_baseline") or {}
     page.paragraph(
         f"Best pre-train ELR {result['best_pretrain_elr']:.3g} "
-        f"({result['best_pretrain_regime']}), fine-tuned at {result['best_finetune_elr']:.3g}: "
+        f"({result['best_pretrain_regime'] or NO_LABEL}), fine-tuned at {result['best_finetune_elr']:.3g}: "
         f"test accuracy {result['best_finetune_test_acc']:.4f}. From scratch with the same "
         f"budget: {base.get('test_acc', math.nan):.4f} at ELR {base.get('elr', math.nan):.3g} "
-        f"({base.get('regime', 'none')}). Gain {result['gain_over_scratch']:+.4f}."
+        f"({base.get('regime') or NO_LABEL}). Gain {result['gain_over_scratch']:+.4f}."
     )
     for name, build in (("heatmap", heatmap), ("comparison", comparison)):
         paths = save_figure(build(result), root / "figures" / name)

@@ -27,7 +27,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from spherelab.io import read_json_dict, read_jsonl, write_json
-from spherelab.regimes import classify_stretch, sweep_labels
+from spherelab.regimes import REGIMES, classify_stretch, sweep_labels
 from spherelab.report.data import load_sweep
 from spherelab.report.html import Page
 from spherelab.report.style import new_figure, regime_color, regime_number, save_figure
@@ -41,7 +41,7 @@ class Stretch:
     start_epoch: float
     end_epoch: float
     predicted: str  # the band (sweep regime) its effective ELR falls in
-    observed: str  # the run's behaviour over it; "" if too short to judge
+    observed: str  # the run's behaviour over it; "" if too short to judge, or a NO_REGIME label
     intervals: int
     elr_min: float
     elr_max: float
@@ -49,7 +49,8 @@ class Stretch:
 
     @property
     def agree(self) -> bool | None:
-        return None if not self.observed else self.observed == self.predicted
+        # a stretch too short to judge, or whose behaviour shows no regime, is not judged
+        return self.observed == self.predicted if self.observed in REGIMES else None
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ def lens(conv_run_dir: str | Path, sweep_dir: str | Path) -> LensResult:
                 )
             )
             start = k
-    judged = [s for s in stretches if s.observed]
+    judged = [s for s in stretches if s.agree is not None]
     agreement = (
         sum(s.intervals for s in judged if s.agree) / sum(s.intervals for s in judged)
         if judged

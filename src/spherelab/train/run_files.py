@@ -20,6 +20,7 @@ from spherelab.regimes import FINAL_STATUSES, distinct_records, label_run, regim
 from spherelab.runtime import environment
 from spherelab.train import checkpoints as ckpt
 from spherelab.train.build import Pack
+from spherelab.train.origin import origin_init
 
 log = logging.getLogger("spherelab")
 DIAGNOSTICS = "diagnostics.jsonl"  # written by record hooks or `spherelab diagnose`
@@ -219,32 +220,66 @@ def finish(pack: Pack, k: int, status: str) -> dict[str, Any]:
     for path in ckpt.list_checkpoints(m.out):  # a stop's checkpoint between records: done with
         if ckpt.checkpoint_step(path) not in recorded:
             path.unlink()
-    regime, stats = label_run(m.records, status, num_classes)
     m.summary = dict(m.records[-1]) | {
         "status": status,
-        "regime": regime,
-        "regime_stats": stats,
+        **regime_fields(m.records, status, num_classes, m.cfg.train.init_from, None),
         "elr_config": m.cfg.optim.elr,
         "seed": m.cfg.train.seed,
         "num_classes": num_classes,
         "init_train_loss": m.records[0]["train_loss"],
-        "regime_note": regime_note(m.records),
     }
     write_json(m.out / "summary.json", m.summary)
     return m.summary
 
 
+def regime_fields(
+    records: list[dict[str, Any]],
+    status: str,
+    num_classes: int | None,
+    init_from: str | None,
+    lyapunov: tuple[float, float] | None,
+) -> dict[str, Any]:
+    """The summary's regime keys: `regime`, `regime_stats`, `regime_reason`, `regime_note` and
+    `regime_origin` (a branch: whether the scratch init its label is judged against was found;
+    "" for a run that is no branch)."""
+    init = origin_init(init_from)
+    regime, stats = label_run(records, status, num_classes, lyapunov=lyapunov, init=init)
+    reason = str(stats.pop("reason", ""))
+    return {
+        "regime": regime,
+        "regime_stats": stats,
+        "regime_reason": reason,
+        "regime_note": regime_note(records),
+        "regime_origin": "" if init is None else "found" if init else "lost",
+    }
+
+
+def summary_lyapunov(summary: dict[str, Any]) -> tuple[float, float] | None:
+    """(lyapunov, lyapunov_err) of a summary that has them (a measured run), else None."""
+    value, err = summary.get("lyapunov"), summary.get("lyapunov_err")
+    if value is None or err is None:
+        return None
+    return float(value), float(err)
+
+
 def relabelled_summary(run_dir: str | Path) -> dict[str, Any]:
     """A finished run's summary.json re-classified from its metrics.jsonl with the current
-    classifier; writes nothing (ValueError, naming the file, for records it cannot trust)."""
+    classifier (its Lyapunov exponent votes where the summary has one; a branch is judged
+    against its scratch run's init); writes nothing (ValueError, naming the file, for records
+    it cannot trust)."""
     out = Path(run_dir)
     summary = read_json(out / "summary.json")
     path = out / "metrics.jsonl"
     records = distinct_records(read_jsonl(path), path)
-    regime, stats = label_run(
-        records, summary.get("status", "finished"), summary.get("num_classes")
+    cfg = read_json_dict(out / "config.json") or {}
+    fields = regime_fields(
+        records,
+        summary.get("status", "finished"),
+        summary.get("num_classes"),
+        cfg.get("train", {}).get("init_from"),
+        summary_lyapunov(summary),
     )
-    summary.update(regime=regime, regime_stats=stats, regime_note=regime_note(records))
+    summary.update(fields)
     return summary
 
 
