@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spherelab.chaos import LyapunovOptions, lyapunov_sweep
 from spherelab.commands.progress import pack_progress
 from spherelab.config import ConfigError, parse_assignment
+from spherelab.report import write_report
 from spherelab.runtime import is_import_spec
 from spherelab.sweep.executors import EXECUTORS
 from spherelab.sweep.files import read_summary
@@ -81,6 +83,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--partition", help="submitit: Slurm partition")
     p.add_argument("--timeout-min", type=int, help="submitit: time limit per run (minutes)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument(
+        "--lyapunov",
+        action="store_true",
+        help="after training, measure each run's Lyapunov exponent from its final checkpoint "
+        "(summary.csv columns lyapunov, lyapunov_err, step_angle_mean; docs/chaos.md)",
+    )
+    p.add_argument(
+        "--lyapunov-steps", type=int, default=200, help="measured steps per run (--lyapunov)"
+    )
     p.set_defaults(handler=handle)
 
 
@@ -174,9 +185,13 @@ def handle(args: argparse.Namespace) -> int:
         refine=args.refine,
         pack=args.pack,
         executor_options=options,
-        report=not args.no_report,
+        report=not args.no_report and not args.lyapunov,
         train_progress=pack_progress(),
     )
+    if args.lyapunov:
+        summary = lyapunov_sweep(args.out, LyapunovOptions(steps=args.lyapunov_steps))
+        if not args.no_report:
+            write_report(args.out)
     return show_results(summary, spec, args.out)
 
 
