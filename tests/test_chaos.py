@@ -44,8 +44,9 @@ def _net(seed: int = 0) -> tuple[nn.Module, SphereSGD, list]:
 def _data(steps: int, seed: int = 1):
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        yield torch.randn(16, 5, generator=gen, dtype=torch.float64), torch.randint(
-            0, 3, (16,), generator=gen
+        yield (
+            torch.randn(16, 5, generator=gen, dtype=torch.float64),
+            torch.randint(0, 3, (16,), generator=gen),
         )
 
 
@@ -171,3 +172,87 @@ def test_lyapunov_options_refuse_bad_values():
         LyapunovOptions(method="finite")
     with pytest.raises(ValueError, match="steps"):
         LyapunovOptions(steps=0)
+
+
+def _rows(values):
+    return [
+        {"elr": e, "lyapunov": lam, "lyapunov_err": err, "step_angle_mean": ang, "regime": "x"}
+        for e, lam, err, ang in values
+    ]
+
+
+def test_the_lyapunov_bracket_is_where_lambda_turns_reliably_positive_for_good():
+    from spherelab.chaos_boundary import lyapunov_boundary
+
+    rows = _rows(
+        [
+            (1e-4, 0.0, 0.001, 0.01),
+            (1e-3, 0.02, 0.001, 0.02),  # positive, but a larger ELR is not: not the bracket
+            (3e-3, 0.001, 0.001, 0.05),  # within 2 sigma of 0
+            (1e-2, 0.05, 0.005, 0.2),
+            (1e-1, 1.0, 0.01, 1.5),
+        ]
+    )
+    b = lyapunov_boundary(rows)
+    assert (b.lo, b.hi) == (3e-3, 1e-2)
+    assert lyapunov_boundary(rows[:3]) is None
+
+
+def test_seeds_of_one_elr_are_pooled_with_their_scatter():
+    from spherelab.chaos_boundary import per_elr
+
+    (point,) = per_elr(_rows([(1e-2, 0.1, 0.0, 0.1), (1e-2, 0.3, 0.0, 0.3)]))
+    assert point.lyapunov == pytest.approx(0.2)
+    assert point.err == pytest.approx(math.sqrt(0.02 / 2))
+    assert point.runs == 2
+
+
+def test_the_step_angle_bracket_is_where_steps_exceed_45_degrees():
+    from spherelab.chaos_boundary import step_angle_boundary
+
+    rows = _rows([(1e-3, 0.0, 0.1, 0.01), (1e-2, 0.1, 0.1, 0.3), (1e-1, 1.0, 0.1, 1.5)])
+    b = step_angle_boundary(rows)
+    assert (b.lo, b.hi) == (1e-2, 1e-1)
+
+
+def test_bisection_on_lambda_adds_the_midpoint_of_the_bracket(tmp_path, monkeypatch):
+    from spherelab.io import read_csv, write_csv
+    from spherelab.sweep import lyapunov as sweep_lyapunov
+    from spherelab.sweep.spec import SweepSpec
+    from tests.test_sweep import fake_runner
+
+    def fake_lambda(out, opts):  # λ > 0 from ELR 5e-3 on, exactly
+        path = out / "summary.csv"
+        rows = read_csv(path)
+        for row in rows:
+            elr = float(row["elr"])
+            row.update(lyapunov=str(elr - 5e-3), lyapunov_err="0", step_angle_mean="0.1")
+        write_csv(path, rows, list(rows[0]))
+        return path
+
+    monkeypatch.setattr(sweep_lyapunov, "lyapunov_sweep", fake_lambda)
+    spec = SweepSpec(elrs=(1e-3, 1e-2, 1e-1), epochs=2, name="t")
+    sweep_lyapunov.run_lyapunov_sweep(
+        spec, tmp_path, refine=2, runner=fake_runner, report=False, progress=False
+    )
+    from spherelab.chaos_boundary import lyapunov_boundary
+
+    elrs = json.loads((tmp_path / "sweep.json").read_text())["spec"]["elrs"]
+    assert len(elrs) == 5  # two rounds of bisection on λ (besides the regime refinement)
+    b = lyapunov_boundary(read_csv(tmp_path / "summary.csv"))
+    assert b.lo < 5e-3 <= b.hi and b.hi / b.lo < 10**0.25
+    assert b.hi in elrs or b.lo in elrs
+
+
+def test_sweep_lyapunov_writes_the_columns_and_the_figure(tmp_path):
+    out = tmp_path / "s"
+    args = ["sweep", "--model", "mlp_si", "--dataset", "synthetic:20:128", "--elrs", "1e-3,1"]
+    args += ["--epochs", "2", "--set", "model.width=8", "--set", "train.records=3"]
+    args += ["--out", str(out), "--lyapunov", "--lyapunov-steps", "8"]
+    assert main(args) == 0
+    from spherelab.io import read_csv
+
+    rows = read_csv(out / "summary.csv")
+    assert all(math.isfinite(float(r["lyapunov"])) for r in rows)
+    assert float(rows[1]["step_angle_mean"]) > float(rows[0]["step_angle_mean"])
+    assert (out / "figures" / "lyapunov.png").exists()

@@ -9,13 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from spherelab.chaos import LyapunovOptions, lyapunov_sweep
+from spherelab.chaos import LyapunovOptions
 from spherelab.commands.progress import pack_progress
 from spherelab.config import ConfigError, parse_assignment
 from spherelab.report import write_report
 from spherelab.runtime import is_import_spec
 from spherelab.sweep.executors import EXECUTORS
 from spherelab.sweep.files import read_summary
+from spherelab.sweep.lyapunov import run_lyapunov_sweep
 from spherelab.sweep.packing import AUTO
 from spherelab.sweep.run import boundaries_by_group, run_sweep
 from spherelab.sweep.spec import SweepSpec, expand, load_spec, parse_elrs, parse_seeds
@@ -87,7 +88,8 @@ def register(subparsers: Any) -> None:
         "--lyapunov",
         action="store_true",
         help="after training, measure each run's Lyapunov exponent from its final checkpoint "
-        "(summary.csv columns lyapunov, lyapunov_err, step_angle_mean; docs/chaos.md)",
+        "(summary.csv columns lyapunov, lyapunov_err, step_angle_mean; docs/chaos.md); with "
+        "--refine K, also K rounds of bisection of the ELR where λ turns positive",
     )
     p.add_argument(
         "--lyapunov-steps", type=int, default=200, help="measured steps per run (--lyapunov)"
@@ -177,9 +179,7 @@ def handle(args: argparse.Namespace) -> int:
     logger = logging.getLogger("spherelab")
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)  # one progress line per finished run
-    summary = run_sweep(
-        spec,
-        args.out,
+    kwargs: dict[str, Any] = dict(
         executor=args.executor,
         workers=args.workers,
         refine=args.refine,
@@ -188,10 +188,12 @@ def handle(args: argparse.Namespace) -> int:
         report=not args.no_report and not args.lyapunov,
         train_progress=pack_progress(),
     )
-    if args.lyapunov:
-        summary = lyapunov_sweep(args.out, LyapunovOptions(steps=args.lyapunov_steps))
-        if not args.no_report:
-            write_report(args.out)
+    if not args.lyapunov:
+        return show_results(run_sweep(spec, args.out, **kwargs), spec, args.out)
+    opts = LyapunovOptions(steps=args.lyapunov_steps)
+    summary = run_lyapunov_sweep(spec, args.out, opts=opts, **kwargs)
+    if not args.no_report:
+        write_report(args.out)
     return show_results(summary, spec, args.out)
 
 
