@@ -248,7 +248,7 @@ def twin_trace(
     direction. The caller's model and optimizer are not stepped."""
     check_supported(optimizer)
     gen = generator or torch.Generator().manual_seed(0)
-    pair = [_copy_in(model, optimizer, params_of, dtype) for _ in range(2)]
+    pair = [copy_in(model, optimizer, params_of, dtype) for _ in range(2)]
     (base, base_opt), (twin, twin_opt) = pair
     w, u = params_of(base), params_of(twin)
     _place_twin(w, u, _random_tangent([p.detach() for p in w], gen, None), angle)
@@ -268,7 +268,7 @@ def twin_trace(
     return Trace(growth, angles)
 
 
-def _copy_in(
+def copy_in(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     params_of: Callable[[nn.Module], list[Tensor]],
@@ -314,7 +314,7 @@ def run_batches(run: Run) -> Iterator[tuple[Tensor, Tensor]]:
             yield x[idx], y[idx]
 
 
-def _params_of(names: Sequence[str]) -> Callable[[nn.Module], list[Tensor]]:
+def params_getter(names: Sequence[str]) -> Callable[[nn.Module], list[Tensor]]:
     def params_of(model: nn.Module) -> list[Tensor]:
         named = dict(model.named_parameters())
         return [named[n] for n in names]
@@ -322,7 +322,7 @@ def _params_of(names: Sequence[str]) -> Callable[[nn.Module], list[Tensor]]:
     return params_of
 
 
-def _eager(loss: str) -> Callable[[nn.Module, torch.optim.Optimizer, Batch], None]:
+def training_step(loss: str) -> Callable[[nn.Module, torch.optim.Optimizer, Batch], None]:
     """One training step of a model on a batch, the inputs cast to the model's dtype."""
 
     def step(model: nn.Module, opt: torch.optim.Optimizer, batch: tuple[Tensor, Tensor]) -> None:
@@ -341,7 +341,7 @@ def measure_run(run: Run, opts: LyapunovOptions = LyapunovOptions()) -> Estimate
     check_supported(run.optimizer)
     saved = run.sampler.state_dict()
     gen = torch.Generator().manual_seed(opts.seed)
-    params_of = _params_of(run.si_names)
+    params_of = params_getter(run.si_names)
     traces = []
     mode = run.model.training
     run.model.train()
@@ -367,10 +367,10 @@ def _one_trace(
     batches, dtype = run_batches(run), DTYPES[opts.dtype]
     if opts.method == "twin":
         return twin_trace(
-            _eager(loss), run.model, run.optimizer, params_of, batches, total,
+            training_step(loss), run.model, run.optimizer, params_of, batches, total,
             angle=opts.twin_angle, renorm_every=opts.renorm_every, generator=gen, dtype=dtype,
         )  # fmt: skip
-    model, opt = _copy_in(run.model, run.optimizer, params_of, dtype)
+    model, opt = copy_in(run.model, run.optimizer, params_of, dtype)
 
     def loss_of(batch: tuple[Tensor, Tensor]) -> Tensor:
         return batch_loss(model(batch[0].to(dtype)), batch[1], loss)
