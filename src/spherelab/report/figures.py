@@ -313,7 +313,7 @@ def lyapunov_vs_elr(rows: Sequence[Mapping[str, Any]], boundaries: Sequence[Boun
     top.axhline(0.0, color="0.2", lw=0.8)
     bracket = lyapunov_boundary(rows)
     if bracket is not None:
-        top.axvspan(bracket.lo, bracket.hi, color="tab:red", alpha=0.15, lw=0, label="λ turns > 0")
+        top.axvspan(bracket.lo, bracket.hi, color="tab:blue", alpha=0.2, lw=0, label="λ turns > 0")
         top.legend(loc="upper left", fontsize=8)
     top.set_yscale("symlog", linthresh=1e-2)
     top.set_ylabel("Lyapunov exponent λ per step")

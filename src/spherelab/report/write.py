@@ -49,7 +49,7 @@ CAPTIONS = {
     "sharpness_vs_stability": "Effective sharpness against ELR with the stability limit 2/ELR.",
     "lyapunov": (
         "Lyapunov exponent per step (± 1 sigma, top) and mean step angle (bottom) against ELR, "
-        "shaded by regime; red: where λ turns reliably positive (1|2), purple: where steps "
+        "shaded by regime; blue: where λ turns reliably positive (1|2), purple: where steps "
         "exceed 45 degrees (2|3)."
     ),
 }
