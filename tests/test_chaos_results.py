@@ -10,7 +10,8 @@ import pytest
 from spherelab.io import read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = (ROOT / "docs" / "chaos.md").read_text(encoding="utf-8")
+# whitespace collapsed: a quoted phrase may wrap across lines
+DOC = " ".join((ROOT / "docs" / "chaos.md").read_text(encoding="utf-8").split())
 RESULTS = ROOT / "results" / "chaos"
 REGIME_NUMBER = {"convergence": "1", "chaotic_equilibrium": "2", "divergence": "3"}
 MAPS = ("demo", "fashion_mnist")

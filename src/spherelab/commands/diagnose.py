@@ -92,7 +92,9 @@ def _lyapunov(args: argparse.Namespace) -> None:
     opts = LyapunovOptions(method=args.lyapunov_method, steps=args.lyapunov_steps)
     with hold(args.run_dir, "diagnose", create=False):
         if (Path(args.run_dir) / "summary.csv").exists():
-            print(f"lyapunov columns written to {lyapunov_sweep(args.run_dir, opts)}")
+            path = lyapunov_sweep(args.run_dir, opts)
+            write_report(args.run_dir)  # it gains the λ figure
+            print(f"lyapunov columns written to {path}; report redrawn")
             return
         s = lyapunov_run(args.run_dir, opts)
     print(
