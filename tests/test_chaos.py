@@ -256,3 +256,11 @@ def test_sweep_lyapunov_writes_the_columns_and_the_figure(tmp_path):
     assert all(math.isfinite(float(r["lyapunov"])) for r in rows)
     assert float(rows[1]["step_angle_mean"]) > float(rows[0]["step_angle_mean"])
     assert (out / "figures" / "lyapunov.png").exists()
+
+
+def test_diagnose_lyapunov_refuses_a_momentum_run_with_exit_2(tmp_path, capsys):
+    run = tmp_path / "run"
+    train_run(_cfg(**{"optim.momentum": 0.5}), run)
+    assert main(["diagnose", str(run), "--what", "lyapunov", "--lyapunov-steps", "8"]) == 2
+    assert "momentum" in capsys.readouterr().err
+    assert "lyapunov" not in json.loads((run / "summary.json").read_text())
