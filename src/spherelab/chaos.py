@@ -336,8 +336,9 @@ def training_step(loss: str) -> Callable[[nn.Module, torch.optim.Optimizer, Batc
 
 def measure_run(run: Run, opts: LyapunovOptions = LyapunovOptions()) -> Estimate:
     """λ of a run from its current state (model, optimizer, sampler: e.g. a checkpoint's) along
-    its own next burn_in + steps batches. Both methods step float64 copies of the model (a
-    float32 tangent map underestimates λ: docs/chaos.md); the run itself is left as it was."""
+    its own next burn_in + steps batches. Both methods step copies of the model in opts.dtype
+    (default float64: a float32 tangent map reads low, docs/chaos.md); the run itself is left
+    as it was."""
     check_supported(run.optimizer)
     saved = run.sampler.state_dict()
     gen = torch.Generator().manual_seed(opts.seed)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from spherelab.chaos import Estimate, estimate, tangent_trace
+from spherelab.chaos import Estimate, Trace, estimate, tangent_trace
 from spherelab.sphere import SphereSGD
 from spherelab.toy import theory as toy_theory
 from spherelab.toy.model import QuadraticSphereToy
@@ -60,9 +60,7 @@ def measured_lyapunov(
         burn_in + steps,
         start=[[start]],
     )
-    return estimate(
-        type(trace)(trace.log_growth[:, burn_in:], trace.step_angles[burn_in:]), windows
-    )
+    return estimate(Trace(trace.log_growth[:, burn_in:], trace.step_angles[burn_in:]), windows)
 
 
 def _batches(n: int, batch_size: int, seed: int) -> Iterator[Tensor]:
