@@ -214,6 +214,9 @@ def test_summary_csv_has_the_documented_columns_in_order(tmp_path):
         "si_norm",
         "epochs",
         "final_elr",
+        "lyapunov",
+        "lyapunov_err",
+        "step_angle_mean",
         "run_dir",
         "error",
     ]

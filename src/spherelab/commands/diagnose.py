@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spherelab.chaos import LyapunovOptions, lyapunov_run, lyapunov_sweep
 from spherelab.diagnose import (
     LAST,
     DiagnoseOptions,
@@ -29,8 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--what",
         default="grad,angles,curvature",
-        help="comma list of grad,angles,curvature,fisher (fisher: the paper's Fisher trace and "
-        "top eigenvalues)",
+        help="comma list of grad,angles,curvature,fisher,lyapunov (fisher: the paper's Fisher "
+        "trace and top eigenvalues; lyapunov: the Lyapunov exponent from the final checkpoint, "
+        "into summary.json and summary.csv, docs/chaos.md)",
+    )
+    p.add_argument(
+        "--lyapunov-steps", type=int, default=200, help="measured steps (--what lyapunov)"
+    )
+    p.add_argument(
+        "--lyapunov-method", default="tangent", help="tangent (reference) | twin (--what lyapunov)"
     )
     p.add_argument(
         "--epochs",
@@ -45,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    items = [t.strip() for t in args.what.split(",") if t.strip()]
+    if "lyapunov" in items:
+        _lyapunov(args)
+        args.what = ",".join(t for t in items if t != "lyapunov")
+        if not args.what:
+            return 0
     try:
         epochs = (
             list(LAST)
@@ -72,3 +86,18 @@ def handle(args: argparse.Namespace) -> int:
         path = diagnose_run(args.run_dir, opts, epochs)
     print(f"diagnostics written to {path}")
     return 0
+
+
+def _lyapunov(args: argparse.Namespace) -> None:
+    opts = LyapunovOptions(method=args.lyapunov_method, steps=args.lyapunov_steps)
+    with hold(args.run_dir, "diagnose", create=False):
+        if (Path(args.run_dir) / "summary.csv").exists():
+            path = lyapunov_sweep(args.run_dir, opts)
+            write_report(args.run_dir)  # it gains the λ figure
+            print(f"lyapunov columns written to {path}; report redrawn")
+            return
+        s = lyapunov_run(args.run_dir, opts)
+    print(
+        f"lyapunov {s['lyapunov']:.4g} +- {s['lyapunov_err']:.2g} per step, mean step angle "
+        f"{s['step_angle_mean']:.3g} rad; written to {Path(args.run_dir) / 'summary.json'}"
+    )

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spherelab.chaos import LyapunovOptions
 from spherelab.commands.progress import SweepDisplay
 from spherelab.commands.train import PRESET_HELP
 from spherelab.config import (
@@ -20,10 +21,12 @@ from spherelab.config import (
     preset_head_bias,
     preset_overrides,
 )
+from spherelab.report import write_report
 from spherelab.runtime import is_import_spec
 from spherelab.sweep.calibration import read_calibration, write_calibration
 from spherelab.sweep.executors import EXECUTORS
 from spherelab.sweep.files import read_summary
+from spherelab.sweep.lyapunov import run_lyapunov_sweep
 from spherelab.sweep.packing import AUTO
 from spherelab.sweep.plan import describe, plan_sweep
 from spherelab.sweep.run import boundaries_by_group, run_sweep
@@ -160,6 +163,16 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="--plan: also write the speeds timed here to FILE (JSON)",
     )
+    p.add_argument(
+        "--lyapunov",
+        action="store_true",
+        help="after training, measure each run's Lyapunov exponent from its final checkpoint "
+        "(summary.csv columns lyapunov, lyapunov_err, step_angle_mean; docs/chaos.md); with "
+        "--refine K, also K rounds of bisection of the ELR where λ turns positive",
+    )
+    p.add_argument(
+        "--lyapunov-steps", type=int, default=200, help="measured steps per run (--lyapunov)"
+    )
     p.set_defaults(handler=handle)
 
 
@@ -277,20 +290,24 @@ def handle(args: argparse.Namespace) -> int:
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)  # one progress line per finished run
     with SweepDisplay() as display:
-        summary = run_sweep(
-            spec,
-            args.out,
+        kwargs: dict[str, Any] = dict(
             executor=args.executor,
             workers=args.workers,
             refine=args.refine,
             pack=args.pack,
             executor_options=options,
-            report=not args.no_report,
+            report=not args.no_report and not args.lyapunov,
             # on a terminal the display's one line holds it all; a log keeps a line per run
             progress=not display.tty or getattr(args, "verbose", False),
             train_progress=display.train,
             sweep_progress=display.sweep,
         )
+        if not args.lyapunov:
+            return show_results(run_sweep(spec, args.out, **kwargs), spec, args.out)
+        opts = LyapunovOptions(steps=args.lyapunov_steps)
+        summary = run_lyapunov_sweep(spec, args.out, opts=opts, **kwargs)
+    if not args.no_report:
+        write_report(args.out)
     return show_results(summary, spec, args.out)
 
 

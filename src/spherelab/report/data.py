@@ -23,11 +23,14 @@ log = logging.getLogger("spherelab")
 # summary.csv (docs/run_files.md#summarycsv): each run's final metrics, taken from its
 # summary.json by spherelab.sweep.files; a column added here is written and read alike.
 SUMMARY_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "eff_grad_norm", "si_norm")
-FLOAT_COLUMNS = ("elr", *SUMMARY_METRICS, "final_elr")
+# Written by `spherelab diagnose --what lyapunov` / `sweep --lyapunov` (docs/chaos.md); empty
+# cells for runs where λ was not measured.
+LYAPUNOV_COLUMNS = ("lyapunov", "lyapunov_err", "step_angle_mean")
+FLOAT_COLUMNS = ("elr", *SUMMARY_METRICS, "final_elr", *LYAPUNOV_COLUMNS)
 INT_COLUMNS = ("seed", "epochs")
 TABLE_COLUMNS = ("elr", "seed", "regime", "status", *SUMMARY_METRICS, "epochs", "error")
 # Columns that are results, not sweep axes (a sweep's axes are its other columns).
-CONTRACT_COLUMNS = {*TABLE_COLUMNS, "run_dir", "final_elr"}
+CONTRACT_COLUMNS = {*TABLE_COLUMNS, "run_dir", "final_elr", *LYAPUNOV_COLUMNS}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from spherelab.chaos_boundary import lyapunov_boundary, per_elr, step_angle_boundary
 from spherelab.regimes import FINAL_STATUSES, NO_REGIME, Boundary, sweep_labels
 from spherelab.report.data import RunData
 from spherelab.report.style import (
@@ -277,4 +278,55 @@ def sharpness_vs_stability(runs: Sequence[RunData]) -> Figure:
         fontsize=8,
     )
     ax.grid(True, which="major", alpha=0.3)
+    return fig
+
+
+def lyapunov_vs_elr(rows: Sequence[Mapping[str, Any]], boundaries: Sequence[Boundary]) -> Figure:
+    """λ per step (± 1 sigma) and the mean step angle against ELR over the regime shading, with
+    the brackets from λ (1|2) and from the step angle (2|3) (spherelab.chaos_boundary)."""
+    points = per_elr(rows)
+    if not points:
+        raise ValueError(
+            "lyapunov_vs_elr needs rows with a measured lyapunov; run `spherelab diagnose "
+            "SWEEP --what lyapunov` first"
+        )
+    fig = new_figure(7.5, 6)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    regimes = list(sweep_labels(rows).items())
+    elrs = [p.elr for p in points]
+    for ax in (top, bottom):
+        _shade_regimes(ax, regimes)
+        _mark_boundaries(ax, boundaries, label=ax is top)
+    for row in rows:
+        lam = _num(row.get("lyapunov"))
+        if math.isfinite(lam):
+            colour = regime_color(str(row.get("regime")))
+            top.errorbar(
+                _num(row.get("elr")), lam, yerr=_num(row.get("lyapunov_err")), fmt="o",
+                color=colour, mec="k", ms=6, zorder=4,
+            )  # fmt: skip
+            bottom.plot(
+                _num(row.get("elr")), math.degrees(_num(row.get("step_angle_mean"))), "o",
+                color=colour, mec="k", ms=6, zorder=4,
+            )  # fmt: skip
+    top.plot(elrs, [p.lyapunov for p in points], "k-", lw=0.8)
+    top.axhline(0.0, color="0.2", lw=0.8)
+    bracket = lyapunov_boundary(rows)
+    if bracket is not None:
+        top.axvspan(bracket.lo, bracket.hi, color="tab:blue", alpha=0.2, lw=0, label="λ turns > 0")
+        top.legend(loc="upper left", fontsize=8)
+    top.set_yscale("symlog", linthresh=1e-2)
+    top.set_ylabel("Lyapunov exponent λ per step")
+    jumps = step_angle_boundary(rows)
+    bottom.plot(elrs, [math.degrees(p.step_angle) for p in points], "k-", lw=0.8)
+    bottom.axhline(90.0, color="0.2", ls=":", lw=1, label="90° (unrelated direction)")
+    if jumps is not None:
+        bottom.axvspan(jumps.lo, jumps.hi, color="tab:purple", alpha=0.15, lw=0, label="steps jump")
+    bottom.legend(loc="upper left", fontsize=8)
+    bottom.set_yscale("log", nonpositive="mask")
+    bottom.set_ylabel("mean step angle (degrees)")
+    bottom.set_xscale("log")
+    bottom.set_xlabel("ELR")
+    for ax in (top, bottom):
+        ax.grid(True, which="major", alpha=0.3)
     return fig

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from spherelab.chaos_boundary import per_elr
 from spherelab.io import atomic_write_text, dumps
 from spherelab.regimes import NO_REGIME, Boundary, sweep_boundaries
 from spherelab.report import figures as plots
@@ -46,6 +47,11 @@ CAPTIONS = {
         "boundaries, crosses failed runs."
     ),
     "sharpness_vs_stability": "Effective sharpness against ELR with the stability limit 2/ELR.",
+    "lyapunov": (
+        "Lyapunov exponent per step (± 1 sigma, top) and mean step angle (bottom) against ELR, "
+        "shaded by regime; blue: where λ turns reliably positive (1|2), purple: where steps "
+        "exceed 45 degrees (2|3)."
+    ),
 }
 
 
@@ -61,6 +67,8 @@ def _figures(
         builders["regime_map"] = lambda: plots.regime_map(rows, boundaries)
     if any(run.diagnostics for run in runs):
         builders["sharpness_vs_stability"] = lambda: plots.sharpness_vs_stability(runs)
+    if per_elr(rows):
+        builders["lyapunov"] = lambda: plots.lyapunov_vs_elr(rows, boundaries)
     return [(stem, CAPTIONS[stem], build) for stem, build in builders.items()]
 
 

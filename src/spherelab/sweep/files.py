@@ -14,7 +14,7 @@ from typing import Any
 from spherelab.config import Config, ConfigError, apply_overrides, from_dict
 from spherelab.io import atomic_write_text, dumps, read_csv, read_json_dict, write_csv
 from spherelab.regimes import FINAL_STATUSES
-from spherelab.report.data import SUMMARY_METRICS
+from spherelab.report.data import LYAPUNOV_COLUMNS, SUMMARY_METRICS
 from spherelab.sweep.spec import Point, SweepSpec, spec_from_dict
 
 
@@ -95,6 +95,7 @@ def summary_row(
         "epochs": s.get("epoch"),
         # the ELR at the end: the setting on the sphere, measured lr/||w||^2 in conventional mode
         "final_elr": s.get("elr"),
+        **{k: s.get(k) for k in LYAPUNOV_COLUMNS},
         "run_dir": point.run_dir,
         "error": error,
     }
