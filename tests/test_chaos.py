@@ -165,6 +165,8 @@ def test_diagnose_lyapunov_writes_the_summary_keys(tmp_path, capsys):
     assert math.isfinite(summary["lyapunov"]) and summary["lyapunov_err"] > 0
     assert 0 < summary["step_angle_mean"] < math.pi / 2
     assert "lyapunov" in capsys.readouterr().out
+    # the measured exponent votes in the run's label (the classifier saw it)
+    assert summary["regime_stats"]["lyapunov"] == summary["lyapunov"]
 
 
 def test_lyapunov_options_refuse_bad_values():
