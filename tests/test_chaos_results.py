@@ -13,7 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # whitespace collapsed: a quoted phrase may wrap across lines
 DOC = " ".join((ROOT / "docs" / "chaos.md").read_text(encoding="utf-8").split())
 RESULTS = ROOT / "results" / "chaos"
-REGIME_NUMBER = {"convergence": "1", "chaotic_equilibrium": "2", "divergence": "3"}
+REGIME_NUMBER = {
+    "convergence": "1",
+    "chaotic_equilibrium": "2",
+    "divergence": "3",
+    "undetermined": "?",
+}
 MAPS = ("demo", "fashion_mnist")
 
 
@@ -41,7 +46,8 @@ def map_rows(folder: str) -> list[str]:
         if not r["lyapunov"]:
             continue
         out.append(
-            f"| {float(r['elr']):.3g} | {REGIME_NUMBER.get(r['regime'], r['regime'])} | "
+            f"| {float(r['elr']):.3g} | {REGIME_NUMBER[r['regime_loss']]} | "
+            f"{REGIME_NUMBER[r['regime']]} | "
             f"{float(r['lyapunov']):.3g} ± {float(r['lyapunov_err']):.2g} | "
             f"{math.degrees(float(r['step_angle_mean'])):.3g} |"
         )

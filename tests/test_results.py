@@ -11,7 +11,12 @@ from spherelab.io import read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-REGIME_NUMBER = {"convergence": "1", "chaotic_equilibrium": "2", "divergence": "3"}
+REGIME_NUMBER = {
+    "convergence": "1",
+    "chaotic_equilibrium": "2",
+    "divergence": "3",
+    "undetermined": "?",
+}
 COLUMN_OF_ROW = {
     "final train loss": "train_loss",
     "train loss": "train_loss",

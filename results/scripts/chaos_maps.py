@@ -3,7 +3,8 @@
 Reads SWEEP/summary.csv and each run's summary.json (where `spherelab diagnose SWEEP --what
 lyapunov` wrote lyapunov, lyapunov_err, step_angle_mean and the options), and writes
 summary.csv (the sweep's rows with the λ columns), boundaries.json (the loss-based brackets of
-spherelab.regimes, the 1|2 bracket from λ and the 2|3 bracket from the step angle of
+spherelab.regimes from the loss alone (column regime_loss; `regime` is the label with λ's
+vote), the 1|2 bracket from λ and the 2|3 bracket from the step angle of
 spherelab.chaos_boundary, and the grid steps between them) and lyapunov.png/svg.
 
     PYTHONPATH=src python results/scripts/chaos_maps.py SWEEP NAME
@@ -17,8 +18,8 @@ import sys
 from pathlib import Path
 
 from spherelab.chaos_boundary import lyapunov_boundary, per_elr, step_angle_boundary
-from spherelab.io import read_csv, read_json_dict, write_csv
-from spherelab.regimes import Boundary, sweep_boundaries
+from spherelab.io import read_csv, read_json_dict, read_jsonl, write_csv
+from spherelab.regimes import Boundary, label_run, sweep_boundaries
 from spherelab.report.figures import lyapunov_vs_elr
 from spherelab.report.style import save_figure
 
@@ -40,10 +41,13 @@ def main(sweep: Path, name: str) -> None:
         row.update({k: "" if s.get(k) is None else str(s[k]) for k in KEYS})
         row["lyapunov_steps"] = str((s.get("lyapunov_options") or {}).get("steps", ""))
         row["lyapunov_dtype"] = str((s.get("lyapunov_options") or {}).get("dtype", ""))
+        # the label from the loss alone (λ not voting), for the comparison of boundaries
+        records = read_jsonl(sweep / row["run_dir"] / "metrics.jsonl")
+        row["regime_loss"] = label_run(records, row["status"], s.get("num_classes"))[0]
     out = Path("results/chaos") / name
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "summary.csv", rows, list(rows[0]))
-    loss = sweep_boundaries(rows)
+    loss = sweep_boundaries([r | {"regime": r["regime_loss"]} for r in rows])
     lam, jumps = lyapunov_boundary(rows), step_angle_boundary(rows)
     loss12 = next((b for b in loss if b.below == "convergence"), None)
     loss23 = next((b for b in loss if b.above == "divergence"), None)
