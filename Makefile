@@ -7,7 +7,8 @@ BASE   := $(VENV)/.base
 # Extras per stamp: $(VENV)/.installed-<name> installs the package with EXTRAS_<name>.
 EXTRAS_core :=
 EXTRAS_test := test
-EXTRAS_lint := lint
+# lint: mypy checks spherelab.monitor.lightning against lightning itself
+EXTRAS_lint := lint,lightning
 EXTRAS_all  := test,slurm,ray
 
 .PHONY: install demo test test-all bench lint fuzz clean
