@@ -18,6 +18,7 @@ from spherelab.io import (
     append_jsonl,
     atomic_path,
     atomic_write_text,
+    read_csv,
     read_json,
     read_json_dict,
     read_jsonl,
@@ -170,3 +171,11 @@ def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
         raise RuntimeError("killed mid-write")
     assert target.read_bytes() == b"old"
     assert [p.name for p in target.parent.iterdir()] == ["file.bin"]  # no temporary left
+
+
+@pytest.mark.parametrize("last", ["0.1,2", "0.1,2,3,4"])
+def test_a_damaged_csv_row_is_an_error_naming_the_file_and_line(tmp_path, last):
+    path = tmp_path / "summary.csv"
+    path.write_text(f"elr,seed,regime\n0.01,0,convergence\n{last}\n")
+    with pytest.raises(ValueError, match=r"summary.csv is damaged: line 3 has [24] cell"):
+        read_csv(path)

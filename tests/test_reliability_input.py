@@ -306,3 +306,12 @@ def test_deterministic_gives_the_same_numbers_inline_packed_and_local(tmp_path):
     same = _train_records(tmp_path / "td", "--deterministic")
     assert same == _sweep_records(tmp_path / "pd", "inline", "--pack", "2", "--deterministic")
     assert same == _sweep_records(tmp_path / "ld", "local", "--deterministic")
+
+
+def test_relabel_of_a_sweep_with_a_damaged_summary_csv_exits_2_with_the_fix(tmp_path, capsys):
+    sweep = tmp_path / "s"
+    sweep.mkdir()
+    (sweep / "summary.csv").write_text("elr,seed,regime,status,run_dir\n0.01,0,conver\n")
+    assert main(["report", str(sweep), "--relabel"]) == 2
+    err = capsys.readouterr().err
+    assert "summary.csv is damaged: line 2" in err and "rerun its sweep command" in err

@@ -212,9 +212,21 @@ def append_jsonl(path: str | Path, row: Mapping[str, Any]) -> None:
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:
-    """The rows of a CSV file with a header line, every cell as text."""
+    """The rows of a CSV file with a header line, every cell as text; a row with more or fewer
+    cells than the header (a damaged file) is a ValueError naming the file and the line."""
     with Path(path).open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    width = len(reader.fieldnames or ())
+    for number, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            cells = sum(v is not None for k, v in row.items() if k is not None)
+            cells += len(row.get(None) or ())
+            raise ValueError(
+                f"{path} is damaged: line {number} has {cells} cell(s) where the header has "
+                f"{width}; restore the file, or rerun the command that wrote it"
+            )
+    return rows
 
 
 def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:

@@ -103,8 +103,15 @@ def summary_row(
 
 
 def read_summary(path: str | Path) -> list[dict[str, str]]:
-    """The rows of a summary.csv, every cell as text."""
-    return read_csv(path)
+    """The rows of a summary.csv, every cell as text (a damaged file: a ValueError that says
+    how to rewrite it)."""
+    try:
+        return read_csv(path)
+    except ValueError as err:
+        raise ValueError(
+            f"{err}; for a sweep, rerun its sweep command with the same --out, which rewrites "
+            "summary.csv from the run directories"
+        ) from None
 
 
 def write_summary(out: Path, rows: list[dict[str, str]]) -> Path:
