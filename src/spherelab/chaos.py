@@ -38,7 +38,7 @@ from spherelab.regimes import FINAL_STATUSES
 from spherelab.train import Run, build_run
 from spherelab.train import checkpoints as ckpt
 from spherelab.train.losses import batch_loss
-from spherelab.train.run_files import relabel_run
+from spherelab.train.run_files import relabelled_summary
 
 log = logging.getLogger("spherelab")
 
@@ -389,7 +389,7 @@ SUMMARY_KEYS = ("lyapunov", "lyapunov_err", "step_angle_mean")
 def lyapunov_run(run_dir: str | Path, opts: LyapunovOptions = LyapunovOptions()) -> dict[str, Any]:
     """λ of a finished run from its final checkpoint (model, optimizer and the sampler's batch
     order there), written into its summary.json under SUMMARY_KEYS (plus the options used),
-    then the run relabelled with λ's vote (run_files.relabel_run); returns the new summary."""
+    relabelled with λ's vote (run_files.relabelled_summary); returns the new summary."""
     run_dir = Path(run_dir)
     summary = read_json_dict(run_dir / "summary.json")
     paths = ckpt.list_checkpoints(run_dir)
@@ -407,9 +407,10 @@ def lyapunov_run(run_dir: str | Path, opts: LyapunovOptions = LyapunovOptions())
     summary |= est.as_dict() | {
         "lyapunov_options": asdict(opts) | {"from_step": int(state["step"])}
     }
+    summary = relabelled_summary(run_dir, summary)  # λ votes in the label
     write_json(run_dir / "summary.json", summary)
     log.info("λ of %s: %.4g ± %.2g per step", run_dir, est.lyapunov, est.err)
-    return relabel_run(run_dir)
+    return summary
 
 
 def _measured_with(summary: dict[str, Any], opts: LyapunovOptions) -> bool:

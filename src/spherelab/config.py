@@ -222,11 +222,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path) -> Config:
     """A run config from a TOML file with tables [model], [data], [optim], [train] (and
     nothing else: an unknown table or key is a ConfigError naming the file)."""
-    data = load_toml(path)
-    try:
-        return from_dict(data, allow=())
-    except ConfigError as err:
-        raise ConfigError(f"config file {path}: {err}") from None
+    return apply_overrides(Config(), file_overrides(path))
 
 
 def load_json(path: str | Path) -> Config:
@@ -285,9 +281,14 @@ def preset_head_bias(name: str, model: str) -> bool | None:
 
 
 def file_overrides(path: str | Path) -> dict[str, Any]:
-    """The dotted keys a TOML config file sets (checked as load_config checks them)."""
-    load_config(path)
-    return flatten(load_toml(path))
+    """The dotted keys a TOML config file sets; an unknown table or key is a ConfigError
+    naming the file."""
+    data = load_toml(path)
+    try:
+        from_dict(data, allow=())
+    except ConfigError as err:
+        raise ConfigError(f"config file {path}: {err}") from None
+    return flatten(data)
 
 
 def layered_config(

@@ -262,13 +262,15 @@ def summary_lyapunov(summary: dict[str, Any]) -> tuple[float, float] | None:
     return float(value), float(err)
 
 
-def relabelled_summary(run_dir: str | Path) -> dict[str, Any]:
-    """A finished run's summary.json re-classified from its metrics.jsonl with the current
-    classifier (its Lyapunov exponent votes where the summary has one; a branch is judged
-    against its scratch run's init); writes nothing (ValueError, naming the file, for records
-    it cannot trust)."""
+def relabelled_summary(
+    run_dir: str | Path, summary: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A finished run's summary (its summary.json unless given) re-classified from its
+    metrics.jsonl with the current classifier (its Lyapunov exponent votes where the summary
+    has one; a branch is judged against its scratch run's init); writes nothing (ValueError,
+    naming the file, for records it cannot trust)."""
     out = Path(run_dir)
-    summary = read_json(out / "summary.json")
+    summary = read_json(out / "summary.json") if summary is None else dict(summary)
     path = out / "metrics.jsonl"
     records = distinct_records(read_jsonl(path), path)
     cfg = read_json_dict(out / "config.json") or {}
